@@ -286,45 +286,39 @@ def _ldd_paths(binary: Path) -> set[Path]:
     return paths
 
 
-def _add_file(tar: tarfile.TarFile, src: Path, dest: str, mode: int = 0o755) -> None:
-    info = tar.gettarinfo(str(src.resolve()), arcname=dest.lstrip("/"))
-    info.mode, info.uid, info.gid, info.uname, info.gname = mode, 0, 0, "root", "root"
-    with open(src.resolve(), "rb") as f:
-        tar.addfile(info, f)
-
-
-def _add_dir(tar: tarfile.TarFile, dest: str, mode: int = 0o755) -> None:
-    info = tarfile.TarInfo(dest.lstrip("/"))
-    info.type, info.mode = tarfile.DIRTYPE, mode
-    tar.addfile(info)
-
-
 def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
-    """A root filesystem of a few host files: loader, libc and what ldd names, /bin/sh (dash),
-    sleep, the stand-in driver in the multiarch library dir, and the probe."""
+    """A root filesystem of a few host files: the loader, libc and what else ldd names, /bin/sh
+    (dash), sleep and cat, the stand-in driver where distributions keep it, and the probe."""
     tools = {"/bin/sh": Path(shutil.which("dash") or "/bin/sh"),
              "/bin/sleep": Path(shutil.which("sleep")),
              "/bin/cat": Path(shutil.which("cat"))}
-    libs = set()
+    ours = {"libcuda.so.1", "libnvidia-ml.so.1", "libgpumem.so"}
+    files = dict(tools)  # path in the image -> host file
     for binary in [*tools.values(), stubs.probe, stubs.libcuda, stubs.libnvml, library]:
-        libs |= _ldd_paths(binary)
+        for lib in _ldd_paths(binary):
+            if lib.name not in ours:  # the stand-ins come from the stubs, never from the host
+                files[str(lib)] = lib
     multiarch = "/usr/lib/x86_64-linux-gnu"
+    files[f"{multiarch}/libcuda.so.1"] = stubs.libcuda
+    files[f"{multiarch}/libnvidia-ml.so.1"] = stubs.libnvml
+    files[IMAGE_PROBE] = stubs.probe
+    dirs = {"/tmp": 0o1777, "/proc": 0o555, "/sys": 0o555, "/dev": 0o755, "/etc": 0o755,
+            "/opt": 0o755}
+    for dest in files:
+        for parent in Path(dest).parents:
+            if str(parent) != "/":
+                dirs.setdefault(str(parent), 0o755)
     with tarfile.open(path, "w") as tar:
-        for d in ("/bin", "/etc", "/lib", "/lib64", "/usr", "/usr/lib", multiarch,
-                  "/usr/local", "/usr/local/bin", "/opt", "/proc", "/sys", "/dev"):
-            _add_dir(tar, d)
-        _add_dir(tar, "/tmp", 0o1777)
-        done = set()
-        for lib in sorted(libs):
-            for dest in {str(lib), f"{multiarch}/{lib.name}"}:
-                if dest not in done:
-                    _add_file(tar, lib, dest)
-                    done.add(dest)
-        for dest, src in tools.items():
-            _add_file(tar, src, dest)
-        _add_file(tar, stubs.libcuda, f"{multiarch}/libcuda.so.1")
-        _add_file(tar, stubs.libnvml, f"{multiarch}/libnvidia-ml.so.1")
-        _add_file(tar, stubs.probe, IMAGE_PROBE)
+        for dest in sorted(dirs):
+            info = tarfile.TarInfo(dest.lstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, dirs[dest]
+            tar.addfile(info)
+        for dest in sorted(files):
+            src = files[dest].resolve()
+            info = tar.gettarinfo(str(src), arcname=dest.lstrip("/"))
+            info.mode, info.uid, info.gid, info.uname, info.gname = 0o755, 0, 0, "root", "root"
+            with open(src, "rb") as f:
+                tar.addfile(info, f)
 
 
 @pytest.fixture(scope="session")
