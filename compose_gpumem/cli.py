@@ -1,0 +1,198 @@
+"""``gpumem-compose``: Docker Compose with ``x-gpu-memory`` turned into a hard GPU-memory cap.
+
+Usage::
+
+    gpumem-compose [-f FILE]... [-p NAME] [--profile P]... [--env-file F]... \\
+                   [--project-directory DIR] [--allow-overcommit] COMMAND [ARGS]...
+
+``config``       print the resolved project with the caps injected (``--format yaml|json``).
+``override``     write the additions alone to a file to commit (``-o FILE``); ``--check``
+                 exits 1 with a diff when the committed file is stale.
+``install-lib``  copy the packaged ``libgpumem.so`` to ``/usr/local/lib/gpumem`` (or ``--dir``).
+anything else    ``up``, ``run``, ``down``, ``ps``, ``logs``... goes to Compose with the
+                 injected project, flags intact, and its exit code comes back.
+
+Every error is one line on stderr and a non-zero exit; nothing is written on error.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Sequence
+
+import click
+
+from .errors import GpumemError
+from .options import compose_options
+
+PROG = "gpumem-compose"
+#: Commands that start containers: the library must be in place before them.
+STARTS_CONTAINERS = frozenset({"up", "run", "create", "start", "restart", "watch", "scale"})
+#: Commands that need no project at all.
+NO_PROJECT = frozenset({"version", "ls", "help"})
+
+
+class Settings:
+    """What the group's options asked for; subcommands add to it."""
+
+    def __init__(self) -> None:
+        from .compose import Options
+
+        self.options = Options()
+        self.allow_overcommit = False
+
+    def update(self, values: dict[str, Any]) -> None:
+        o = self.options
+        o.files += list(values.get("files") or ())
+        o.profiles += list(values.get("profiles") or ())
+        o.env_files += list(values.get("env_files") or ())
+        o.project_name = values.get("project_name") or o.project_name
+        o.project_directory = values.get("project_directory") or o.project_directory
+        o.compose_bin = values.get("compose_bin") or o.compose_bin
+        self.allow_overcommit = bool(values.get("allow_overcommit")) or self.allow_overcommit
+
+
+class Group(click.Group):
+    """Our subcommands, and every other name as a Compose command passed through."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        return _passthrough(cmd_name)
+
+
+def _passthrough(name: str) -> click.Command:
+    @click.pass_obj
+    def callback(settings: Settings, args: tuple[str, ...]) -> int:
+        from . import compose, library, project
+
+        if name in NO_PROJECT:
+            return compose.passthrough(settings.options, [name, *args])
+        resolved = project.load(settings.options, allow_overcommit=settings.allow_overcommit)
+        if name in STARTS_CONTAINERS and resolved.plans:
+            library.require()
+        return compose.run_resolved(settings.options, resolved.injected_yaml(), [name, *args])
+
+    return click.Command(
+        name,
+        callback=callback,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        add_help_option=False,
+        help=f"docker compose {name}, with the caps injected.",
+    )
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@compose_options
+@click.version_option(package_name="compose_gpumem", prog_name=PROG)
+@click.pass_context
+def main(ctx: click.Context, /, **values: Any) -> None:
+    """Docker Compose with x-gpu-memory: a hard GPU-memory cap per service."""
+    settings = Settings()
+    settings.update(values)
+    ctx.obj = settings
+
+
+@main.command("config")
+@compose_options
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="Only validate; print nothing.")
+@click.argument("services", nargs=-1)
+@click.pass_obj
+def config_command(
+    settings: Settings, /, fmt: str, output: str | None, quiet: bool, services: tuple[str, ...], **values: Any
+) -> int:
+    """Print the resolved project with the caps injected, as `docker compose config` does."""
+    from . import project
+
+    settings.update(values)
+    resolved = project.load(settings.options, extra=services, allow_overcommit=settings.allow_overcommit)
+    if quiet:
+        return 0
+    if fmt == "json":
+        import json
+
+        text = json.dumps(resolved.injected_document(), indent=2, ensure_ascii=False) + "\n"
+    else:
+        text = resolved.injected_yaml()
+    _write(text, output)
+    return 0
+
+
+@main.command("override")
+@compose_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The override file.")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff when FILE is stale.")
+@click.pass_obj
+def override_command(settings: Settings, /, output: str, check: bool, **values: Any) -> int:
+    """Write the caps alone as an override file to commit next to the compose files.
+
+    `docker compose -f compose.yaml -f FILE up` then gives the same containers as
+    `gpumem-compose -f compose.yaml up`.
+    """
+    from . import override, project
+
+    settings.update(values)
+    resolved = project.load(settings.options, allow_overcommit=settings.allow_overcommit)
+    text = override.render(resolved, settings.options, output)
+    if check:
+        override.check(output, text)
+        return 0
+    override.write(output, text)
+    return 0
+
+
+@main.command("install-lib")
+@click.option(
+    "--dir",
+    "directory",
+    metavar="DIR",
+    help="Target directory (default: $GPUMEM_LIB_DIR or /usr/local/lib/gpumem).",
+)
+@click.option("--source", metavar="FILE", hidden=True, help="Install this file instead of the packaged one.")
+def install_lib_command(directory: str | None, source: str | None) -> int:
+    """Copy the packaged libgpumem.so to where containers mount it from."""
+    from . import library
+
+    path = library.install(directory, source)
+    click.echo(f"installed {path}")
+    return 0
+
+
+def _write(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from .override import write
+
+    write(output, text)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; one line on stderr and an exit code for every error."""
+    try:
+        result = main.main(
+            args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False
+        )
+    except GpumemError as error:
+        sys.stdout.flush()
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return error.exit_code
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.Abort:
+        return 130
+    except KeyboardInterrupt:
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

@@ -1,0 +1,165 @@
+"""``gpumem-docker``: ``docker`` with ``run --gpu-memory V`` turned into a hard GPU-memory cap.
+
+Usage::
+
+    gpumem-docker run [docker run options] --gpu-memory V IMAGE [COMMAND [ARG...]]
+
+``--gpu-memory`` (``--gpu-memory=V`` too) takes what ``x-gpu-memory`` takes: ``0.3``,
+``30%``, ``12GiB`` or a per-device mapping as JSON (``'{"0": 0.5, "1": "8GiB"}'``).  It is
+removed and replaced by ``-v <lib dir>:/opt/gpumem:ro`` and ``-e`` for ``LD_PRELOAD`` and
+``GPUMEM_*``; every other argument reaches ``docker run`` untouched, in order, and ``docker``
+replaces this process, so signals, the terminal and the exit code are Docker's own.  An
+``-e LD_PRELOAD=...`` given on the command line is kept behind ours.  Other subcommands (and
+``run`` without ``--gpu-memory``) go to ``docker`` as they are.  ``GPUMEM_DOCKER_BIN`` names
+another docker binary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Sequence
+
+from . import inject, library
+from .errors import GpumemError, NoGpuRequest, UsageError
+from .validate import parse_value
+
+PROG = "gpumem-docker"
+OPTION = "--gpu-memory"
+#: ``docker run`` / ``docker create`` options that take no value; every other option does.
+RUN_FLAGS = frozenset(
+    "-d --detach -i --interactive -t --tty --rm --privileged --init --read-only -P --publish-all "
+    "--no-healthcheck --oom-kill-disable --sig-proxy --disable-content-trust -q --quiet --help "
+    "--use-api-socket".split()
+)
+SHORT_FLAGS = frozenset("ditPq")
+#: docker's global options that take a value (before the subcommand).
+GLOBAL_WITH_VALUE = frozenset(
+    "-c --context --config -H --host -l --log-level --tlscacert --tlscert --tlskey".split()
+)
+STARTS = {("run",), ("container", "run"), ("create",), ("container", "create")}
+
+
+def _subcommand(args: list[str]) -> tuple[int, int]:
+    """Where the subcommand starts and where its own arguments start."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] in GLOBAL_WITH_VALUE else 1
+    if i < len(args) and args[i] == "container" and i + 1 < len(args):
+        return i, i + 2
+    return i, i + 1
+
+
+def _takes_value(arg: str) -> bool:
+    if arg.startswith("--"):
+        return "=" not in arg and arg not in RUN_FLAGS
+    letters = arg[1:]
+    for position, letter in enumerate(letters):
+        if letter not in SHORT_FLAGS:
+            return position == len(letters) - 1
+    return False
+
+
+def rewrite(
+    args: Sequence[str], *, lib_dir: str | None = None, environ: dict[str, str] | None = None
+) -> list[str]:
+    """The docker arguments with ``--gpu-memory`` replaced by the injection (pure function)."""
+    args = list(args)
+    environ = dict(os.environ) if environ is None else environ
+    start, options = _subcommand(args)
+    if tuple(args[start:options]) not in STARTS:
+        return args
+    value: str | None = None
+    kept: list[str] = []
+    preload: list[str] = []
+    gpu = False
+    i = options
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break
+        if arg == OPTION or arg.startswith(OPTION + "="):
+            if "=" in arg:
+                value = arg.split("=", 1)[1]
+                i += 1
+            elif i + 1 < len(args):
+                value = args[i + 1]
+                i += 2
+            else:
+                raise UsageError(f"{OPTION} needs a value")
+            continue
+        pair = [arg, args[i + 1]] if _takes_value(arg) and i + 1 < len(args) else [arg]
+        if arg.startswith(("--gpus", "--runtime=nvidia")) or pair == ["--runtime", "nvidia"]:
+            gpu = True
+        env = _env_assignment(pair)
+        if env is not None and env.split("=", 1)[0] == "LD_PRELOAD":
+            preload.append(env.split("=", 1)[1] if "=" in env else environ.get("LD_PRELOAD", ""))
+        else:
+            kept += pair
+        i += len(pair)
+    if value is None:
+        return args
+    limits = parse_value(_decode(value), file=OPTION)
+    if not gpu:
+        raise NoGpuRequest(
+            "needs a GPU: add `--gpus all` (or `--gpus device=0`) to `docker run`", value=value, key=OPTION
+        )
+    added = [
+        "-v",
+        f"{lib_dir or library.host_dir()}:{inject.MOUNT_DIR}:ro",
+        "-e",
+        f"LD_PRELOAD={inject.preload(' '.join(p for p in preload if p) or None)}",
+        "-e",
+        f"GPUMEM_STATE_DIR={inject.STATE_DIR}",
+    ]
+    for index, limit in limits.items():
+        name = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
+        added += ["-e", f"{name}={limit.text}"]
+    return args[:options] + added + kept + args[i:]
+
+
+def _env_assignment(pair: list[str]) -> str | None:
+    arg = pair[0]
+    if arg in ("-e", "--env") and len(pair) == 2:
+        return pair[1]
+    if arg.startswith("--env="):
+        return arg[len("--env=") :]
+    if arg.startswith("-e") and len(arg) > 2 and not arg.startswith("--"):
+        return arg[2:]
+    return None
+
+
+def _decode(value: str) -> object:
+    if value.lstrip().startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError as error:
+            raise UsageError(
+                f"{OPTION}: the per-device form is JSON, e.g. '{{\"0\": 0.5}}': {error}"
+            ) from error
+    return value
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Rewrite and exec docker; one line on stderr and an exit code for every error."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    docker = os.environ.get("GPUMEM_DOCKER_BIN", "docker")
+    try:
+        new = rewrite(args)
+        if new != args:
+            library.require()
+    except GpumemError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return error.exit_code
+    try:
+        os.execvp(docker, [docker, *new])
+    except OSError as error:
+        print(f"{PROG}: cannot run {docker}: {error.strerror}", file=sys.stderr)
+        return 127
+    return 0  # pragma: no cover - exec does not return
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(run())

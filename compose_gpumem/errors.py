@@ -1,0 +1,87 @@
+"""One hierarchy of errors; the CLIs turn any of them into one line on stderr and an exit code.
+
+Every error may name the file, the service and the value it is about, so a user can go
+straight to the line to fix (``compose.yaml: service 'trainer': x-gpu-memory '1.5': ...``).
+"""
+
+from __future__ import annotations
+
+
+class GpumemError(Exception):
+    """Base error: a message plus optional file, service and value; exit code 1 by default."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        service: str | None = None,
+        value: object = None,
+        key: str = "x-gpu-memory",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.service = service
+        self.value = value
+        self.key = key
+
+    def __str__(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(self.file)
+        if self.service is not None:
+            parts.append(f"service {self.service!r}")
+        if self.value is not None:
+            parts.append(f"{self.key} {_show(self.value)}")
+        parts.append(self.message)
+        return ": ".join(parts)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k!r}: {_show(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    return repr(value)
+
+
+class UsageError(GpumemError):
+    """The command line asks for something impossible."""
+
+    exit_code = 2
+
+
+class InvalidValue(GpumemError):
+    """An ``x-gpu-memory`` value (or ``--gpu-memory``) that is malformed or out of range."""
+
+
+class NoGpuRequest(GpumemError):
+    """A service sets ``x-gpu-memory`` but requests no GPU."""
+
+
+class Overcommit(GpumemError):
+    """Services pinned to one GPU are promised more than the GPU holds."""
+
+
+class ComposeNotFound(GpumemError):
+    """Neither the ``docker compose`` plugin nor a ``docker-compose`` v2+ binary was found."""
+
+
+class ComposeFailed(GpumemError):
+    """The real Compose rejected the files; its own message was already printed."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.exit_code = returncode or 1
+
+
+class LibraryMissing(GpumemError):
+    """``libgpumem.so`` is not where containers mount it from."""
+
+
+class StaleOverride(GpumemError):
+    """``override --check`` found the committed override out of date."""

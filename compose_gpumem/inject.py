@@ -1,0 +1,219 @@
+"""Pure functions from resolved Compose services to what the cap needs.
+
+Everything here takes the services as ``docker compose config`` resolves them (map-form
+``environment``, long-form ``volumes``, ``gpus:`` and device reservations normalised) and
+returns new dictionaries; nothing reads files or runs Docker, so every rule is unit-testable.
+
+Per limited service: a read-only bind mount of the library directory at ``/opt/gpumem``,
+``LD_PRELOAD`` with ``/opt/gpumem/libgpumem.so`` put in front of any value already there,
+``GPUMEM_LIMIT`` (or ``GPUMEM_LIMIT_<n>`` per device index) with the value as written, and
+``GPUMEM_STATE_DIR`` under the container's own ``/dev/shm``.  Nothing else changes, and
+injecting twice gives the same result as injecting once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidValue, NoGpuRequest
+from .validate import Limit, Share, parse_value
+
+KEY = "x-gpu-memory"
+MOUNT_DIR = "/opt/gpumem"
+LIBRARY = f"{MOUNT_DIR}/libgpumem.so"
+STATE_DIR = "/dev/shm/gpumem"
+HOW_TO_REQUEST = (
+    "requests no GPU; add `gpus: all` (or a device reservation with `capabilities: [gpu]`, "
+    "or `runtime: nvidia`) to the service, or remove x-gpu-memory"
+)
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """The GPUs a service asks for: host ids in container order, or a count (``-1``: all)."""
+
+    ids: tuple[str, ...] = ()
+    count: int = -1
+
+    def host_gpu(self, index: int) -> str | None:
+        """The host GPU behind container device ``index``; ``None`` when there is none."""
+        if self.ids:
+            return self.ids[index] if index < len(self.ids) else None
+        if self.count >= 0 and index >= self.count:
+            return None
+        return str(index)
+
+    def gpus(self) -> list[str]:
+        """Every host GPU the service gets; ``["*"]`` for all of them."""
+        if self.ids:
+            return list(self.ids)
+        if self.count < 0:
+            return ["*"]
+        return [str(i) for i in range(self.count)]
+
+
+def _count(value: Any) -> int:
+    if value in (None, "all", -1):
+        return -1
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _merge(requests: list[GpuRequest]) -> GpuRequest:
+    if len(requests) == 1:
+        return requests[0]
+    ids: list[str] = []
+    for request in requests:
+        if not request.ids:
+            return GpuRequest()
+        ids.extend(request.ids)
+    return GpuRequest(tuple(ids))
+
+
+def gpu_request(service: dict[str, Any]) -> GpuRequest | None:
+    """The service's GPU request (``gpus:``, a device reservation with the gpu capability, or
+    ``runtime: nvidia``), or ``None`` when it asks for no GPU."""
+    requests: list[GpuRequest] = []
+    gpus = service.get("gpus")
+    if gpus == "all":
+        requests.append(GpuRequest())
+    elif isinstance(gpus, list):
+        for item in gpus:
+            if isinstance(item, dict):
+                ids = tuple(str(i) for i in item.get("device_ids") or ())
+                requests.append(GpuRequest(ids, _count(item.get("count")) if not ids else len(ids)))
+    deploy = service.get("deploy") or {}
+    devices = (((deploy.get("resources") or {}).get("reservations") or {}).get("devices")) or []
+    for device in devices:
+        capabilities = [str(c) for c in _flatten(device.get("capabilities") or [])]
+        if "gpu" in capabilities:
+            ids = tuple(str(i) for i in device.get("device_ids") or ())
+            requests.append(GpuRequest(ids, len(ids) if ids else _count(device.get("count"))))
+    if service.get("runtime") == "nvidia":
+        visible = str((service.get("environment") or {}).get("NVIDIA_VISIBLE_DEVICES") or "all")
+        if visible not in ("none", "void", ""):
+            ids = () if visible == "all" else tuple(v.strip() for v in visible.split(","))
+            requests.append(GpuRequest(ids))
+    return _merge(requests) if requests else None
+
+
+def _flatten(items: Any) -> list[Any]:
+    out: list[Any] = []
+    for item in items if isinstance(items, list) else [items]:
+        out.extend(_flatten(item) if isinstance(item, list) else [item])
+    return out
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one service gets: caps per device index (``None``: every device) and its GPUs."""
+
+    limits: dict[int | None, Limit]
+    request: GpuRequest
+
+    def shares(self, service: str) -> list[Share]:
+        """The service's caps as shares of host GPUs, for the overcommit check."""
+        if None in self.limits:
+            return [Share(service, gpu, self.limits[None]) for gpu in self.request.gpus()]
+        out = []
+        for index, limit in self.limits.items():
+            gpu = self.request.host_gpu(index if index is not None else 0)
+            if gpu is not None:
+                out.append(Share(service, gpu, limit))
+        return out
+
+
+def plan(services: dict[str, Any], default: Any = None, *, file: str | None = None) -> dict[str, Plan]:
+    """Which services get a cap and which; raises on invalid values and missing GPU requests.
+
+    ``default`` is the top-level ``x-gpu-memory``: it applies to every service that requests a
+    GPU and has no value of its own.
+    """
+    plans: dict[str, Plan] = {}
+    default_limits = parse_value(default, file=file) if default is not None else None
+    for name, service in services.items():
+        if not isinstance(service, dict):
+            continue
+        request = gpu_request(service)
+        if KEY in service:
+            if request is None:
+                raise NoGpuRequest(HOW_TO_REQUEST, file=file, service=name, value=service[KEY])
+            limits = parse_value(service[KEY], file=file, service=name)
+        elif request is not None and default_limits is not None:
+            limits = default_limits
+        else:
+            continue
+        for index in limits:
+            if index is not None and request.host_gpu(index) is None:
+                raise InvalidValue(
+                    f"names device {index}, but the service requests only "
+                    f"{len(request.ids) or request.count} GPU(s); device indexes count from 0 "
+                    "inside the container",
+                    file=file,
+                    service=name,
+                    value=service.get(KEY, default),
+                )
+        plans[name] = Plan(limits, request)
+    return plans
+
+
+def all_shares(plans: dict[str, Plan]) -> list[Share]:
+    """Every service's shares, for :func:`compose_gpumem.validate.check_overcommit`."""
+    return [share for name, p in plans.items() for share in p.shares(name)]
+
+
+def preload(existing: Any) -> str:
+    """``LD_PRELOAD`` with our library first; an existing value is kept, never replaced."""
+    if existing is None or str(existing).strip() == "":
+        return LIBRARY
+    text = str(existing)
+    if LIBRARY in text.replace(":", " ").split():
+        return text
+    return f"{LIBRARY} {text}"
+
+
+def mount(source: str) -> dict[str, Any]:
+    """The read-only bind mount of the library directory (long form, as Compose prints it)."""
+    return {
+        "type": "bind",
+        "source": source,
+        "target": MOUNT_DIR,
+        "read_only": True,
+        "bind": {"create_host_path": False},
+    }
+
+
+def additions(service: dict[str, Any], p: Plan, source: str) -> dict[str, Any]:
+    """Only what the cap adds to one service: its environment entries and the mount."""
+    env: dict[str, Any] = {}
+    env["GPUMEM_STATE_DIR"] = STATE_DIR
+    for index, limit in sorted(p.limits.items(), key=lambda item: -1 if item[0] is None else item[0]):
+        env["GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"] = limit.text
+    env["LD_PRELOAD"] = preload((service.get("environment") or {}).get("LD_PRELOAD"))
+    return {"environment": dict(sorted(env.items())), "volumes": [mount(source)]}
+
+
+def _is_sorted(keys: list[Any]) -> bool:
+    as_text = [str(k) for k in keys]
+    return as_text == sorted(as_text)
+
+
+def inject_service(service: dict[str, Any], p: Plan, source: str) -> dict[str, Any]:
+    """A new service with the additions merged in as Compose would merge an override."""
+    added = additions(service, p, source)
+    new = dict(service)
+    old_env = service.get("environment") or {}
+    env = {**old_env, **added["environment"]}
+    if _is_sorted(list(old_env)):
+        env = dict(sorted(env.items(), key=lambda item: str(item[0])))
+    new["environment"] = env
+    volumes = [
+        v for v in service.get("volumes") or [] if not (isinstance(v, dict) and v.get("target") == MOUNT_DIR)
+    ]
+    new["volumes"] = volumes + added["volumes"]
+    if _is_sorted(list(service)):
+        new = dict(sorted(new.items(), key=lambda item: str(item[0])))
+    return new

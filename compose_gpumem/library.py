@@ -1,0 +1,73 @@
+"""Where ``libgpumem.so`` lives on the host, and how it gets there.
+
+Containers mount one host directory read-only at ``/opt/gpumem``.  That directory is the same
+on every host, ``/usr/local/lib/gpumem``, so a committed override never names a path that
+exists only in one user's virtualenv; ``GPUMEM_LIB_DIR`` moves it (tests use a temp dir).
+``gpumem-compose install-lib`` copies the library shipped inside the package there,
+atomically, so containers that are running keep the file they mapped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import LibraryMissing
+
+DEFAULT_DIR = "/usr/local/lib/gpumem"
+ENV_DIR = "GPUMEM_LIB_DIR"
+NAME = "libgpumem.so"
+#: How a committed override names the directory: Compose interpolates it on each host.
+OVERRIDE_SOURCE = f"${{{ENV_DIR}:-{DEFAULT_DIR}}}"
+
+
+def host_dir() -> str:
+    """The directory containers mount the library from: ``$GPUMEM_LIB_DIR`` or the default."""
+    return os.environ.get(ENV_DIR) or DEFAULT_DIR
+
+
+def packaged() -> Path:
+    """The library built into the package by ``pip install .``."""
+    return Path(__file__).resolve().parent / "lib" / NAME
+
+
+def require(directory: str | None = None) -> Path:
+    """The host library's path; :class:`LibraryMissing` with the fix when it is not there."""
+    directory = directory or host_dir()
+    path = Path(directory) / NAME
+    if not path.is_file():
+        where = "" if directory == DEFAULT_DIR else f" --dir {directory}"
+        raise LibraryMissing(
+            f"{path} not found, so the GPU memory cap cannot be mounted into containers; "
+            f"install it with `sudo gpumem-compose install-lib{where}` (or set {ENV_DIR})"
+        )
+    return path
+
+
+def install(directory: str | None = None, source: str | None = None) -> Path:
+    """Copy the library into ``directory`` atomically; returns the installed path."""
+    src = Path(source) if source else packaged()
+    if not src.is_file():
+        raise LibraryMissing(
+            f"{src} not found: this install of compose_gpumem carries no libgpumem.so; "
+            "reinstall with `pip install .` from a checkout on a host with a C compiler"
+        )
+    target_dir = Path(directory or host_dir())
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{NAME}.", dir=target_dir)
+        try:
+            with os.fdopen(fd, "wb") as out, src.open("rb") as data:
+                shutil.copyfileobj(data, out)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target_dir / NAME)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except PermissionError as error:
+        raise LibraryMissing(
+            f"cannot write {target_dir}: {error.strerror}; run it as root (sudo) or pass --dir"
+        ) from error
+    return target_dir / NAME

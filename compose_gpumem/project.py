@@ -1,0 +1,118 @@
+"""One project: resolved by Compose, read as little as needed, checked, and injected.
+
+:func:`load` runs ``docker compose config`` once and parses only the service blocks that can
+carry a cap (those that mention ``x-gpu-memory``, or request a GPU when there is a top-level
+default).  :meth:`Project.injected_yaml` splices the changed blocks back into Compose's own
+text; :meth:`Project.injected_document` gives the whole document (for ``--format json``);
+:meth:`Project.override` gives the additions alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from . import compose, inject, library, yamlio
+from .validate import check_overcommit
+
+_GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:")
+
+
+@dataclass
+class Project:
+    """A resolved project and the caps its services get."""
+
+    text: str
+    services: dict[str, Any]
+    plans: dict[str, inject.Plan]
+    split: yamlio.Split | None
+    blocks: dict[str, int]
+
+    def injected_yaml(self, source: str | None = None) -> str:
+        """Compose's YAML with the caps injected, in Compose's layout; ``$`` stays ``$$``."""
+        source = _escape(source or library.host_dir())
+        if self.split is None:
+            return yamlio.dump(self.injected_document(source, escaped=True))
+        blocks = list(self.split.blocks)
+        for name, plan in self.plans.items():
+            new = inject.inject_service(self.services[name], plan, source)
+            blocks[self.blocks[name]] = yamlio.dump({name: new}, indent=2)
+        return self.split.head + "".join(blocks) + self.split.tail
+
+    def injected_document(self, source: str | None = None, *, escaped: bool = False) -> dict[str, Any]:
+        """The whole resolved document with the caps injected."""
+        if source is None:
+            source = _escape(library.host_dir())
+        elif not escaped:
+            source = _escape(source)
+        doc: dict[str, Any] = yamlio.load(self.text) or {}
+        services = doc.get("services") or {}
+        for name, plan in self.plans.items():
+            services[name] = inject.inject_service(services[name], plan, source)
+        return doc
+
+    def override(self) -> dict[str, Any]:
+        """The additions alone, as an override file: host-independent, stable order."""
+        services = {
+            name: inject.additions(self.services[name], self.plans[name], library.OVERRIDE_SOURCE)
+            for name in sorted(self.plans)
+        }
+        return {"services": services}
+
+
+def _escape(path: str) -> str:
+    return path.replace("$", "$$")
+
+
+def _unescape(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    if isinstance(value, dict):
+        return {k: _unescape(v) for k, v in value.items()}
+    return value
+
+
+def load(
+    options: compose.Options,
+    *,
+    extra: Sequence[str] = (),
+    allow_overcommit: bool = False,
+) -> Project:
+    """Resolve with Compose, parse what may carry a cap, validate; raises a GpumemError."""
+    text = compose.resolve(options, extra)
+    return from_text(text, label=options.label(), allow_overcommit=allow_overcommit)
+
+
+def from_text(text: str, *, label: str | None = None, allow_overcommit: bool = False) -> Project:
+    """The same as :func:`load` from ``docker compose config`` output already in hand."""
+    split = yamlio.split_services(text)
+    default_block = yamlio.top_level_block(split.tail if split else text, inject.KEY)
+    if split is not None and default_block is None:
+        default_block = yamlio.top_level_block(split.head, inject.KEY)
+    default = None
+    if default_block is not None:
+        default = _unescape((yamlio.load(default_block) or {}).get(inject.KEY))
+    blocks: dict[str, int] = {}
+    if split is None:
+        doc = yamlio.load(text) or {}
+        services = doc.get("services") or {}
+    else:
+        wanted = [
+            i
+            for i, block in enumerate(split.blocks)
+            if inject.KEY in block or (default is not None and any(h in block for h in _GPU_HINTS))
+        ]
+        services = {}
+        if wanted:
+            services = yamlio.load("".join(split.blocks[i] for i in wanted)) or {}
+            for i, name in zip(wanted, services):
+                blocks[name] = i
+    checked = {
+        name: ({**svc, inject.KEY: _unescape(svc[inject.KEY])} if inject.KEY in svc else svc)
+        for name, svc in services.items()
+        if isinstance(svc, dict)
+    }
+    plans = inject.plan(checked, default, file=label)
+    if not allow_overcommit:
+        check_overcommit(inject.all_shares(plans), file=label)
+    return Project(text, services, plans, split, blocks)
