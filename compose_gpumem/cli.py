@@ -196,3 +196,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 def entry() -> None:
     """Console-script entry point."""
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    entry()
