@@ -49,9 +49,13 @@ def _patterns() -> dict[str, re.Pattern[str]]:
 
 
 def value_text(value: Any) -> str:
-    """A value as it goes into the environment: strings verbatim, numbers as YAML writes them."""
-    if isinstance(value, float):
-        return repr(value)
+    """A value as it goes into the environment: strings verbatim, numbers as decimals with a dot
+    (the library reads a number without one as a count of bytes, and knows no exponent)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        text = repr(float(value))
+        if "e" in text or "E" in text:
+            text = f"{value:.20f}".rstrip("0")
+        return text
     return str(value)
 
 

@@ -1,0 +1,107 @@
+"""Values of x-gpu-memory: what they mean, and the fast path agreeing with the JSON Schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from compose_gpumem.errors import InvalidValue, Overcommit
+from compose_gpumem.validate import Limit, Share, check_overcommit, parse_value, schema
+
+GOOD: list[Any] = [
+    0.3, 1, 1.0, 0.001, 1e-05, "0.3", "0.05", "1.0", "01.00", "30%", "100%", "0.5%", "12.5%",
+    "12GiB", "512MiB", "12G", "12g", "1.5g", "4096k", "1048576b", "2TiB", "8Gi", "1gb",
+    {"0": 0.5, "1": "8GiB"}, {"3": "25%"},
+]
+BAD: list[Any] = [
+    0, 0.0, -0.1, 1.5, 2, True, None, "", "0", "0.0", "1.5", ".5", "1", "1.", "0.", "30.%", ".5GiB", "abc", "0%", "101%", "100.5%",
+    "-1GiB", "0GiB", "12 GiB", "12XB", "12", "30 %", "${SHARE}", [0.3], {}, {"a": 0.5},
+    {"0": 2}, {"0": "lots"},
+]
+
+
+@pytest.mark.parametrize("value", GOOD, ids=repr)
+def test_schema_and_fast_path_accept_good_values(value: Any) -> None:
+    assert not list(Draft202012Validator(_value_schema()).iter_errors(value))
+    assert parse_value(value)
+
+
+@pytest.mark.parametrize("value", BAD, ids=repr)
+def test_schema_and_fast_path_refuse_bad_values(value: Any) -> None:
+    assert list(Draft202012Validator(_value_schema()).iter_errors(value))
+    with pytest.raises(InvalidValue):
+        parse_value(value)
+
+
+def _value_schema() -> dict[str, Any]:
+    return {"$defs": schema()["$defs"], "$ref": "#/$defs/value"}
+
+
+def test_the_shipped_schema_is_a_valid_schema_for_whole_compose_files() -> None:
+    Draft202012Validator.check_schema(schema())
+    doc = {"x-gpu-memory": 0.3, "services": {"a": {"image": "x", "x-gpu-memory": "12GiB"}}}
+    assert not list(Draft202012Validator(schema()).iter_errors(doc))
+    doc["services"]["a"]["x-gpu-memory"] = "lots"  # type: ignore[index]
+    assert list(Draft202012Validator(schema()).iter_errors(doc))
+
+
+def test_value_is_kept_as_written_for_the_environment() -> None:
+    assert parse_value("12GiB")[None].text == "12GiB"
+    assert parse_value(0.3)[None].text == "0.3"
+    assert parse_value(1)[None].text == "1.0"
+    assert parse_value(1e-05)[None].text == "0.00001"
+    assert parse_value("30%")[None].fraction == pytest.approx(0.3)
+    assert parse_value("1.5g")[None].size == 3 << 29
+    assert parse_value({"1": "8GiB"})[1].size == 8 << 30
+
+
+def test_invalid_value_error_names_file_service_and_value() -> None:
+    with pytest.raises(InvalidValue) as caught:
+        parse_value("1.5", file="compose.yaml", service="trainer")
+    line = str(caught.value)
+    assert line.startswith("compose.yaml: service 'trainer': x-gpu-memory '1.5': must be a fraction")
+    assert "\n" not in line
+
+
+def _share(service: str, gpu: str, fraction: float | None = None, size: int | None = None) -> Share:
+    return Share(service, gpu, Limit(str(fraction or size), fraction=fraction, size=size))
+
+
+def no_gpu(_gpus: object) -> dict[str, int]:
+    return {}
+
+
+def test_fractions_pinned_to_one_gpu_over_one_are_overcommit() -> None:
+    with pytest.raises(Overcommit, match=r"GPU 0 are promised 110%.*a=0.6, b=0.5"):
+        check_overcommit([_share("a", "0", 0.6), _share("b", "0", 0.5)], totals=no_gpu)
+
+
+def test_fractions_on_different_gpus_are_not_overcommit() -> None:
+    check_overcommit([_share("a", "0", 0.6), _share("b", "1", 0.5)], totals=no_gpu)
+
+
+def test_a_service_on_every_gpu_counts_on_each() -> None:
+    with pytest.raises(Overcommit, match="GPU 1"):
+        check_overcommit([_share("a", "*", 0.6), _share("b", "1", 0.5)], totals=no_gpu)
+    with pytest.raises(Overcommit, match="every GPU"):
+        check_overcommit([_share("a", "*", 0.6), _share("b", "*", 0.5)], totals=no_gpu)
+
+
+def test_sizes_count_only_where_the_gpu_memory_is_known() -> None:
+    shares = [_share("a", "0", 0.5), _share("b", "0", size=60 << 30)]
+    check_overcommit(shares, totals=no_gpu)
+    with pytest.raises(Overcommit, match="promised"):
+        check_overcommit(shares, totals=lambda gpus: {"0": 80 << 30})
+
+
+def test_a_size_larger_than_the_gpu_is_an_error_when_nvml_knows_it() -> None:
+    with pytest.raises(Overcommit, match="larger than GPU 0's memory"):
+        check_overcommit([_share("b", "0", size=100 << 30)], totals=lambda gpus: {"0": 80 << 30})
+
+
+def test_nvml_absent_or_without_gpu_checks_nothing() -> None:
+    from compose_gpumem.validate import device_totals
+
+    assert device_totals(["0"]) == {} or all(v > 0 for v in device_totals(["0"]).values())
