@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,22 +33,3 @@ def lib_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "GPUMEM_LIB_DIR"):
         monkeypatch.delenv(name, raising=False)
-
-
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, prog: str = "compose_gpumem") -> subprocess.CompletedProcess[str]:
-    """Run a CLI as a user would (a fresh process), capturing its output."""
-    module = ["-m", prog] if prog == "compose_gpumem" else ["-c", "from compose_gpumem.docker_cli import entry; entry()"]
-    return subprocess.run(
-        [sys.executable, *module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return path
