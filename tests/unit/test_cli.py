@@ -10,10 +10,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from unit_helpers import cli, write
 
 from compose_gpumem.yamlio import load
-
-from unit_helpers import cli, write
 
 STACK = """\
 x-gpu-memory: 0.2
@@ -52,7 +51,11 @@ def project(tmp_path: Path, compose_cmd: list[str]) -> Path:
 
 def compose_config(cmd: list[str], *args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [*cmd, *args, "config"], cwd=cwd, capture_output=True, text=True, check=True,
+        [*cmd, *args, "config"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, **(env or {})},
     )
     return done.stdout
@@ -63,14 +66,23 @@ def test_config_injects_limited_services_only(project: Path, lib_dir: Path) -> N
     assert done.returncode == 0, done.stderr
     services = load(done.stdout)["services"]
     assert services["trainer"]["environment"]["GPUMEM_LIMIT"] == "0.25"
-    assert services["trainer"]["environment"]["LD_PRELOAD"] == "/opt/gpumem/libgpumem.so /usr/lib/libjemalloc.so"
+    assert (
+        services["trainer"]["environment"]["LD_PRELOAD"] == "/opt/gpumem/libgpumem.so /usr/lib/libjemalloc.so"
+    )
     assert services["server"]["environment"]["GPUMEM_LIMIT"] == "0.2"
-    assert {"type": "bind", "source": str(lib_dir), "target": "/opt/gpumem", "read_only": True,
-            "bind": {"create_host_path": False}} in services["server"]["volumes"]
+    assert {
+        "type": "bind",
+        "source": str(lib_dir),
+        "target": "/opt/gpumem",
+        "read_only": True,
+        "bind": {"create_host_path": False},
+    } in services["server"]["volumes"]
     assert "environment" not in services["db"] and "volumes" not in services["db"]
 
 
-def test_config_output_reads_back_the_same_through_compose(project: Path, lib_dir: Path, compose_cmd: list[str]) -> None:
+def test_config_output_reads_back_the_same_through_compose(
+    project: Path, lib_dir: Path, compose_cmd: list[str]
+) -> None:
     ours = cli("config", cwd=project).stdout
     assert "$$5" in ours and "echo $$HOME" in ours
     out = write(project / "resolved.yaml", ours)
@@ -85,7 +97,9 @@ def test_config_json_has_the_same_document(project: Path, lib_dir: Path) -> None
     assert as_json["services"]["trainer"]["x-gpu-memory"] == "0.25"
 
 
-def test_override_gives_what_gpumem_compose_gives(project: Path, lib_dir: Path, compose_cmd: list[str]) -> None:
+def test_override_gives_what_gpumem_compose_gives(
+    project: Path, lib_dir: Path, compose_cmd: list[str]
+) -> None:
     done = cli("-f", "compose.yaml", "override", "-o", "gpumem.override.yaml", cwd=project)
     assert done.returncode == 0, done.stderr
     text = (project / "gpumem.override.yaml").read_text()
@@ -97,8 +111,15 @@ def test_override_gives_what_gpumem_compose_gives(project: Path, lib_dir: Path, 
 
 def test_override_is_byte_for_byte_reproducible(project: Path, tmp_path: Path) -> None:
     cli("-f", "compose.yaml", "override", "-o", "a.yaml", cwd=project)
-    cli("-f", str(project / "compose.yaml"), "override", "-o", str(project / "b.yaml"), cwd=tmp_path,
-        env={"GPUMEM_LIB_DIR": "/somewhere/else"})
+    cli(
+        "-f",
+        str(project / "compose.yaml"),
+        "override",
+        "-o",
+        str(project / "b.yaml"),
+        cwd=tmp_path,
+        env={"GPUMEM_LIB_DIR": "/somewhere/else"},
+    )
     a = (project / "a.yaml").read_text().replace("a.yaml", "X")
     b = (project / "b.yaml").read_text().replace("b.yaml", "X")
     assert a == b
@@ -153,7 +174,9 @@ def test_x_gpu_memory_without_gpu_says_how_to_request_one(tmp_path: Path, compos
     assert "service 'web': x-gpu-memory 0.3: requests no GPU; add `gpus: all`" in done.stderr
 
 
-def test_compose_errors_keep_composes_message_and_exit_non_zero(tmp_path: Path, compose_cmd: list[str]) -> None:
+def test_compose_errors_keep_composes_message_and_exit_non_zero(
+    tmp_path: Path, compose_cmd: list[str]
+) -> None:
     write(tmp_path / "compose.yaml", "services:\n  web:\n    image: x\n    ports: [oops: 1]\n")
     done = cli("config", cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr
@@ -185,14 +208,25 @@ def recorder(tmp_path: Path, compose_cmd: list[str]) -> Path:
     return script
 
 
-def test_other_commands_pass_through_with_flags_and_exit_code(project: Path, lib_dir: Path, recorder: Path) -> None:
-    done = cli("--profile", "debug", "up", "-d", "--build", "--wait", "trainer", cwd=project,
-               env={"COMPOSE_BIN": str(recorder)})
+def test_other_commands_pass_through_with_flags_and_exit_code(
+    project: Path, lib_dir: Path, recorder: Path
+) -> None:
+    done = cli(
+        "--profile",
+        "debug",
+        "up",
+        "-d",
+        "--build",
+        "--wait",
+        "trainer",
+        cwd=project,
+        env={"COMPOSE_BIN": str(recorder)},
+    )
     assert done.returncode == 7, done.stderr
     args = (recorder.parent / "record").read_text().split("\n")
     assert args[-6:] == ["up", "-d", "--build", "--wait", "trainer", ""]
-    assert ["--project-directory", str(project)] == args[args.index("--project-directory"):][:2]
-    assert ["--profile", "debug"] == args[args.index("--profile"):][:2]
+    assert ["--project-directory", str(project)] == args[args.index("--project-directory") :][:2]
+    assert ["--profile", "debug"] == args[args.index("--profile") :][:2]
     passed = load((recorder.parent / "record.yaml").read_text())
     assert passed["services"]["trainer"]["environment"]["GPUMEM_LIMIT"] == "0.25"
     assert passed["name"] == "proj"

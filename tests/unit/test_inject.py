@@ -25,7 +25,9 @@ def test_every_gpu_request_form_is_recognised() -> None:
     reservation = {"resources": {"reservations": {"devices": [{"capabilities": ["gpu"], "count": 2}]}}}
     assert gpu_request({"deploy": reservation}) == GpuRequest((), 2)
     assert gpu_request({"runtime": "nvidia"}) == GpuRequest()
-    assert gpu_request({"runtime": "nvidia", "environment": {"NVIDIA_VISIBLE_DEVICES": "2"}}) == GpuRequest(("2",))
+    assert gpu_request({"runtime": "nvidia", "environment": {"NVIDIA_VISIBLE_DEVICES": "2"}}) == GpuRequest(
+        ("2",)
+    )
 
 
 def test_non_gpu_services_request_nothing() -> None:
@@ -74,8 +76,13 @@ def test_injection_adds_env_and_read_only_mount() -> None:
         "LD_PRELOAD": "/opt/gpumem/libgpumem.so",
     }
     assert new["volumes"] == [
-        {"type": "bind", "source": LIB, "target": "/opt/gpumem", "read_only": True,
-         "bind": {"create_host_path": False}}
+        {
+            "type": "bind",
+            "source": LIB,
+            "target": "/opt/gpumem",
+            "read_only": True,
+            "bind": {"create_host_path": False},
+        }
     ]
 
 
@@ -95,7 +102,9 @@ def test_per_device_mapping_sets_one_variable_per_index() -> None:
 
 
 def test_injecting_twice_equals_injecting_once() -> None:
-    service = svc(environment={"LD_PRELOAD": "/x.so"}, volumes=[{"type": "bind", "source": "/d", "target": "/d"}])
+    service = svc(
+        environment={"LD_PRELOAD": "/x.so"}, volumes=[{"type": "bind", "source": "/d", "target": "/d"}]
+    )
     p = plan({"a": service}, default=0.5)["a"]
     once = inject_service(service, p, LIB)
     assert inject_service(once, p, LIB) == once

@@ -31,7 +31,10 @@ def test_plain_compose_with_the_override_equals_gpumem_compose(
 ) -> None:
     plain = subprocess.run(
         [*compose_cmd, "-f", "compose.yaml", "-f", "gpumem.override.yaml", "config"],
-        cwd=sample, capture_output=True, text=True, check=True,
+        cwd=sample,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     ours = cli("-f", "compose.yaml", "config", cwd=sample)
     assert ours.returncode == 0, ours.stderr

@@ -13,9 +13,15 @@ import compose_gpumem
 PACKAGE_ROOT = str(Path(compose_gpumem.__file__).resolve().parent.parent)
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, prog: str = "compose_gpumem") -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, prog: str = "compose_gpumem"
+) -> subprocess.CompletedProcess[str]:
     """Run a CLI as a user would (a fresh process), capturing its output."""
-    module = ["-m", prog] if prog == "compose_gpumem" else ["-c", "from compose_gpumem.docker_cli import entry; entry()"]
+    module = (
+        ["-m", prog]
+        if prog == "compose_gpumem"
+        else ["-c", "from compose_gpumem.docker_cli import entry; entry()"]
+    )
     return subprocess.run(
         [sys.executable, *module, *args],
         cwd=cwd,

@@ -1,0 +1,155 @@
+"""gpumem-docker: --gpu-memory turned into -v and -e, everything else to docker untouched."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from unit_helpers import cli
+
+from compose_gpumem.docker_cli import rewrite
+from compose_gpumem.errors import InvalidValue, NoGpuRequest, UsageError
+
+INJECTED = [
+    "-v",
+    "/L:/opt/gpumem:ro",
+    "-e",
+    "LD_PRELOAD=/opt/gpumem/libgpumem.so",
+    "-e",
+    "GPUMEM_STATE_DIR=/dev/shm/gpumem",
+    "-e",
+    "GPUMEM_LIMIT=0.3",
+]
+
+
+def test_gpu_memory_is_replaced_by_the_injection_and_the_rest_kept_in_order() -> None:
+    args = [
+        "run",
+        "--rm",
+        "-it",
+        "--gpus",
+        "all",
+        "--gpu-memory",
+        "0.3",
+        "-p",
+        "80:80",
+        "img",
+        "python",
+        "x.py",
+    ]
+    assert rewrite(args, lib_dir="/L", environ={}) == [
+        "run",
+        *INJECTED,
+        "--rm",
+        "-it",
+        "--gpus",
+        "all",
+        "-p",
+        "80:80",
+        "img",
+        "python",
+        "x.py",
+    ]
+
+
+def test_equals_form_and_container_run_and_global_options() -> None:
+    args = ["--context", "ctx", "container", "run", "--gpus=all", "--gpu-memory=0.3", "img"]
+    assert rewrite(args, lib_dir="/L", environ={}) == [
+        "--context",
+        "ctx",
+        "container",
+        "run",
+        *INJECTED,
+        "--gpus=all",
+        "img",
+    ]
+
+
+def test_gpu_memory_after_the_image_belongs_to_the_command() -> None:
+    args = ["run", "--gpus", "all", "img", "sh", "-c", "echo", "--gpu-memory", "0.3"]
+    assert rewrite(args, lib_dir="/L", environ={}) == args
+
+
+def test_an_option_value_that_looks_like_an_image_is_not_the_image() -> None:
+    args = ["run", "--name", "job", "-e", "A=1", "--gpus", "all", "--gpu-memory", "0.3", "img"]
+    assert rewrite(args, lib_dir="/L", environ={})[-5:] == ["-e", "A=1", "--gpus", "all", "img"]
+
+
+def test_existing_ld_preload_is_kept_behind_ours() -> None:
+    args = ["run", "-e", "LD_PRELOAD=/x.so", "--runtime", "nvidia", "--gpu-memory", "1GiB", "img"]
+    out = rewrite(args, lib_dir="/L", environ={})
+    assert "LD_PRELOAD=/opt/gpumem/libgpumem.so /x.so" in out and "LD_PRELOAD=/x.so" not in out
+    bare = rewrite(
+        ["run", "-e", "LD_PRELOAD", "--gpus", "1", "--gpu-memory", "1GiB", "img"],
+        lib_dir="/L",
+        environ={"LD_PRELOAD": "/host.so"},
+    )
+    assert "LD_PRELOAD=/opt/gpumem/libgpumem.so /host.so" in bare
+
+
+def test_per_device_mapping_as_json() -> None:
+    out = rewrite(
+        ["run", "--gpus", "all", "--gpu-memory", '{"0": 0.5, "1": "8GiB"}', "img"], lib_dir="/L", environ={}
+    )
+    assert "GPUMEM_LIMIT_0=0.5" in out and "GPUMEM_LIMIT_1=8GiB" in out
+
+
+def test_other_subcommands_and_run_without_the_option_pass_through() -> None:
+    for args in (["ps", "-a"], ["run", "--rm", "img"], ["build", "--gpu-memory", "x", "."]):
+        assert rewrite(args, lib_dir="/L", environ={}) == args
+
+
+def test_errors() -> None:
+    with pytest.raises(InvalidValue, match="must be"):
+        rewrite(["run", "--gpus", "all", "--gpu-memory", "2", "img"], environ={})
+    with pytest.raises(NoGpuRequest, match="add `--gpus all`"):
+        rewrite(["run", "--gpu-memory", "0.3", "img"], environ={})
+    with pytest.raises(UsageError):
+        rewrite(["run", "--gpus", "all", "--gpu-memory"], environ={})
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path) -> Path:
+    """GPUMEM_DOCKER_BIN stand-in: records its arguments and exits 5."""
+    script = tmp_path / "docker"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/record\nexit 5\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_docker_gets_the_arguments_and_its_exit_code_comes_back(
+    tmp_path: Path, fake_docker: Path, lib_dir: Path
+) -> None:
+    done = cli(
+        "run",
+        "--gpus",
+        "all",
+        "--gpu-memory",
+        "30%",
+        "img",
+        "nvidia-smi",
+        cwd=tmp_path,
+        prog="docker",
+        env={"GPUMEM_DOCKER_BIN": str(fake_docker)},
+    )
+    assert done.returncode == 5, done.stderr
+    recorded = (tmp_path / "record").read_text().splitlines()
+    assert recorded[:3] == ["run", "-v", f"{lib_dir}:/opt/gpumem:ro"]
+    assert "GPUMEM_LIMIT=30%" in recorded and recorded[-2:] == ["img", "nvidia-smi"]
+
+
+def test_run_refuses_without_the_library(tmp_path: Path, fake_docker: Path) -> None:
+    done = cli(
+        "run",
+        "--gpus",
+        "all",
+        "--gpu-memory",
+        "0.3",
+        "img",
+        cwd=tmp_path,
+        prog="docker",
+        env={"GPUMEM_DOCKER_BIN": str(fake_docker), "GPUMEM_LIB_DIR": str(tmp_path / "none")},
+    )
+    assert done.returncode == 1 and "install-lib" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "record").exists()
