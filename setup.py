@@ -33,9 +33,7 @@ def build_library() -> Path:
         )
     done = subprocess.run([make, "-C", str(LIBDIR)], check=False)
     if done.returncode != 0:
-        sys.exit(
-            f"compose_gpumem: `make -C libinterpose` failed (exit {done.returncode}); see above"
-        )
+        sys.exit(f"compose_gpumem: `make -C libinterpose` failed (exit {done.returncode}); see above")
     if not BUILT.is_file():
         sys.exit(f"compose_gpumem: `make -C libinterpose` did not produce {BUILT}")
     return BUILT
