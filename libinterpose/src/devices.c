@@ -1,0 +1,429 @@
+/* Devices and their caps, the one allocation shape, and the context reserve.
+ * A device is "limited" when GPUMEM_LIMIT or GPUMEM_LIMIT_<ordinal> applies to it; only
+ * limited devices are accounted and reported differently. */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include "gpumem.h"
+#include "table.h"
+
+struct gdev {
+    CUdevice handle;
+    int ord;
+    char uuid[64];
+    uint64_t real_total;
+    int limited, bad;
+    uint64_t cap;
+    int ldev;
+    /* contexts of this process on the device (under dev_mu) */
+    int nctx, nprimary, ctx_charged;
+    CUcontext primary_ctx;
+    /* out-of-memory log rate limit (under dev_mu) */
+    time_t oom_sec;
+    unsigned oom_in_sec, oom_suppressed;
+};
+
+int gpumem_active;
+static uint64_t ctx_reserve = 512ULL << 20;
+static struct gdev devs[GPUMEM_MAX_DEV];
+static int ndevs, devs_ready;
+static pthread_mutex_t dev_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+#define MAX_CTX 256
+static struct { CUcontext ctx; int dev; } ctxs[MAX_CTX];   /* contexts made with cuCtxCreate* */
+#define MAX_NVML 64
+static struct { nvmlDevice_t h; int dev; } nvml_map[MAX_NVML];
+static int n_nvml;
+
+/* driver entry points we call but do not hook */
+typedef CUresult (*fn_int)(unsigned int);
+typedef CUresult (*fn_count)(int *);
+typedef CUresult (*fn_get)(CUdevice *, int);
+typedef CUresult (*fn_uuid)(CUuuid *, CUdevice);
+typedef CUresult (*fn_ctxdev)(CUdevice *);
+typedef CUresult (*fn_ctxcur)(CUcontext *);
+typedef nvmlReturn_t (*fn_nvuuid)(nvmlDevice_t, char *, unsigned int);
+static fn_ctxdev p_cuCtxGetDevice;
+static fn_ctxcur p_cuCtxGetCurrent;
+
+/* ---------------------------------------------------------------- init and fork */
+
+static void fork_prepare(void) { pthread_mutex_lock(&dev_mu); track_fork_prepare(); }
+static void fork_parent(void) { track_fork_parent(); pthread_mutex_unlock(&dev_mu); }
+static void fork_child(void)
+{
+    track_after_fork_child();
+    ledger_after_fork_child();
+    pthread_mutex_init(&dev_mu, NULL);
+    for (int i = 0; i < ndevs; i++) {
+        devs[i].nctx = devs[i].nprimary = devs[i].ctx_charged = 0;
+        devs[i].primary_ctx = NULL;
+    }
+    memset(ctxs, 0, sizeof ctxs);
+}
+
+static void init_once_fn(void)
+{
+    gpumem_log_init();
+    gpumem_active = gpumem_limits_present();
+    ctx_reserve = gpumem_parse_size_env("GPUMEM_CONTEXT_RESERVE", ctx_reserve);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    if (gpumem_active) LOG(LOG_DEBUG, "active; context reserve %llu bytes", (unsigned long long)ctx_reserve);
+}
+
+void gpumem_init(void) { pthread_once(&init_once, init_once_fn); }
+
+__attribute__((constructor)) static void gpumem_ctor(void) { gpumem_init(); }
+
+/* ---------------------------------------------------------------- devices */
+
+static void format_uuid(const CUuuid *u, char *out, size_t len)
+{
+    const unsigned char *b = (const unsigned char *)u->bytes;
+    snprintf(out, len, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+static void set_limit(struct gdev *d)
+{
+    const char *var, *val;
+    struct limit l = gpumem_limit_for(d->ord, &var, &val);
+    char h1[64], h2[64];
+    switch (l.kind) {
+    case LIMIT_NONE: d->limited = 0; return;
+    case LIMIT_BAD:
+        d->limited = d->bad = 1;
+        d->cap = 0;
+        gpumem_log(LOG_ERROR, "%s=%s is not a fraction (0.3), percent (30%%) or size (12GiB): every "
+                   "allocation on device %d is refused", var, val, d->ord);
+        return;
+    case LIMIT_FRACTION:
+        d->limited = 1;
+        d->cap = (uint64_t)(l.fraction * (double)d->real_total);
+        break;
+    case LIMIT_BYTES:
+        d->limited = 1;
+        d->cap = l.bytes;
+        if (d->cap > d->real_total) {
+            LOG(LOG_INFO, "%s=%s is more than device %d holds; capping at its %s", var, val, d->ord,
+                gpumem_human(d->real_total, h1, sizeof h1));
+            d->cap = d->real_total;
+        }
+        break;
+    }
+    LOG(LOG_INFO, "device %d (%s): cap %s of %s (%s=%s)", d->ord, d->uuid, gpumem_human(d->cap, h1, sizeof h1),
+        gpumem_human(d->real_total, h2, sizeof h2), var, val);
+}
+
+/* under dev_mu: learn the devices once the driver is initialised */
+static int load_devices_locked(void)
+{
+    if (devs_ready) return 1;
+    fn_count count = (fn_count)resolve_symbol(LIB_CUDA, "cuDeviceGetCount");
+    fn_get get = (fn_get)resolve_symbol(LIB_CUDA, "cuDeviceGet");
+    fn_uuid uuid = (fn_uuid)resolve_symbol(LIB_CUDA, "cuDeviceGetUuid");
+    fn_cuDeviceTotalMem_v2 total = (fn_cuDeviceTotalMem_v2)hooks_real(H_cuDeviceTotalMem_v2);
+    p_cuCtxGetDevice = (fn_ctxdev)resolve_symbol(LIB_CUDA, "cuCtxGetDevice");
+    p_cuCtxGetCurrent = (fn_ctxcur)resolve_symbol(LIB_CUDA, "cuCtxGetCurrent");
+    int n = 0;
+    if (!count || !get || !uuid || !total || count(&n) != CUDA_SUCCESS) return 0;
+    if (n > GPUMEM_MAX_DEV) n = GPUMEM_MAX_DEV;
+    for (int i = 0; i < n; i++) {
+        struct gdev *d = &devs[i];
+        CUuuid u;
+        size_t t = 0;
+        memset(d, 0, sizeof *d);
+        d->ord = i;
+        d->ldev = -1;
+        if (get(&d->handle, i) != CUDA_SUCCESS || uuid(&u, d->handle) != CUDA_SUCCESS ||
+            total(&t, d->handle) != CUDA_SUCCESS) {
+            LOG(LOG_ERROR, "cannot query device %d; it is left unaltered", i);
+            continue;
+        }
+        format_uuid(&u, d->uuid, sizeof d->uuid);
+        d->real_total = t;
+        set_limit(d);
+        if (d->limited && !d->bad) {
+            d->ldev = ledger_device(d->uuid);
+            if (d->ldev < 0) {
+                gpumem_log(LOG_ERROR, "no ledger entry for device %d: every allocation on it is refused", i);
+                d->bad = 1;
+            }
+        }
+    }
+    ndevs = n;
+    __atomic_store_n(&devs_ready, 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+static int load_devices(void)
+{
+    if (__atomic_load_n(&devs_ready, __ATOMIC_ACQUIRE)) return 1;
+    pthread_mutex_lock(&dev_mu);
+    int ok = load_devices_locked();
+    pthread_mutex_unlock(&dev_mu);
+    return ok;
+}
+
+static struct gdev *find_handle(CUdevice h)
+{
+    for (int i = 0; i < ndevs; i++) if (devs[i].handle == h) return &devs[i];
+    return NULL;
+}
+
+struct gdev *dev_by_handle(CUdevice h)
+{
+    gpumem_init();
+    if (!gpumem_active || !load_devices()) return NULL;
+    struct gdev *d = find_handle(h);
+    return d && d->limited ? d : NULL;
+}
+
+struct gdev *dev_current(void **ctx_out)
+{
+    *ctx_out = NULL;
+    gpumem_init();
+    if (!gpumem_active || !load_devices() || !p_cuCtxGetDevice) return NULL;
+    CUdevice h;
+    if (p_cuCtxGetDevice(&h) != CUDA_SUCCESS) return NULL;
+    struct gdev *d = find_handle(h);
+    if (!d || !d->limited) return NULL;
+    if (p_cuCtxGetCurrent) p_cuCtxGetCurrent(ctx_out);
+    return d;
+}
+
+struct gdev *dev_by_nvml(nvmlDevice_t h)
+{
+    gpumem_init();
+    if (!gpumem_active) return NULL;
+    for (int i = 0; i < __atomic_load_n(&n_nvml, __ATOMIC_ACQUIRE); i++)
+        if (nvml_map[i].h == h) return nvml_map[i].dev >= 0 ? &devs[nvml_map[i].dev] : NULL;
+    if (!__atomic_load_n(&devs_ready, __ATOMIC_ACQUIRE)) {
+        /* a process with NVML alone (nvidia-smi): initialise the driver to learn the caps;
+         * cuInit creates no context */
+        fn_int init = (fn_int)resolve_symbol(LIB_CUDA, "cuInit");
+        if (!init || init(0) != CUDA_SUCCESS) {
+            LOG(LOG_WARN, "cannot initialise the CUDA driver; NVML memory is reported unaltered");
+            return NULL;
+        }
+        if (!load_devices()) return NULL;
+    }
+    fn_nvuuid uuidf = (fn_nvuuid)resolve_symbol(LIB_NVML, "nvmlDeviceGetUUID");
+    char u[96];
+    int found = -1;
+    if (uuidf && uuidf(h, u, sizeof u) == NVML_SUCCESS)
+        for (int i = 0; i < ndevs; i++) if (!strcmp(devs[i].uuid, u)) { found = i; break; }
+    pthread_mutex_lock(&dev_mu);
+    if (n_nvml < MAX_NVML) {
+        nvml_map[n_nvml].h = h;
+        nvml_map[n_nvml].dev = found;
+        __atomic_store_n(&n_nvml, n_nvml + 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&dev_mu);
+    return found >= 0 && devs[found].limited ? &devs[found] : NULL;
+}
+
+/* ---------------------------------------------------------------- the allocation shape */
+
+static void log_oom(struct gdev *d, uint64_t req, uint64_t used, const char *fn)
+{
+    if (gpumem_log_level < LOG_WARN) return;
+    time_t now = time(NULL);
+    unsigned suppressed = 0;
+    int emit;
+    pthread_mutex_lock(&dev_mu);
+    if (now != d->oom_sec) { d->oom_sec = now; d->oom_in_sec = 0; }
+    emit = d->oom_in_sec++ < 5;   /* the first ones always; then at most 5 a second */
+    if (emit) { suppressed = d->oom_suppressed; d->oom_suppressed = 0; }
+    else d->oom_suppressed++;
+    pthread_mutex_unlock(&dev_mu);
+    if (!emit) return;
+    char a[64], b[64], c[64], s[48] = "";
+    if (suppressed) snprintf(s, sizeof s, " (%u similar lines suppressed)", suppressed);
+    gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, used %s of cap %s (%s)%s", d->ord,
+               gpumem_human(req, a, sizeof a), gpumem_human(used, b, sizeof b), gpumem_human(d->cap, c, sizeof c), fn, s);
+}
+
+static int reserve(struct gdev *d, uint64_t size, const char *fn)
+{
+    uint64_t used = 0;
+    if (d->bad) {
+        log_oom(d, size, 0, fn);
+        return -1;
+    }
+    if (ledger_reserve(d->ldev, size, d->cap, &used) == 0) return 0;
+    log_oom(d, size, used, fn);
+    return -1;
+}
+
+/* under dev_mu */
+static int ctx_charge_locked(struct gdev *d, const char *fn)
+{
+    if (d->ctx_charged) return 0;
+    if (ctx_reserve && reserve(d, ctx_reserve, fn) != 0) return -1;
+    d->ctx_charged = 1;
+    return 0;
+}
+
+static void ctx_uncharge_if_idle_locked(struct gdev *d)
+{
+    if (d->ctx_charged && d->nctx == 0 && d->nprimary == 0) {
+        if (ctx_reserve) ledger_release(d->ldev, ctx_reserve);
+        d->ctx_charged = 0;
+    }
+}
+
+CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size, int kind, const char *fn)
+{
+    *c = (struct charge){ NULL, size, kind, ctx };
+    if (!d) return CUDA_SUCCESS;
+    if (!__atomic_load_n(&d->ctx_charged, __ATOMIC_ACQUIRE) && !d->bad) {   /* first allocation */
+        pthread_mutex_lock(&dev_mu);
+        int e = ctx_charge_locked(d, fn);
+        pthread_mutex_unlock(&dev_mu);
+        if (e) return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    if (reserve(d, size, fn) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    c->d = d;
+    return CUDA_SUCCESS;
+}
+
+void charge_settle(struct charge *c, uint64_t actual)
+{
+    if (c->d && actual < c->size) {
+        ledger_release(c->d->ldev, c->size - actual);
+        c->size = actual;
+    }
+}
+
+void charge_end(struct charge *c, CUresult r, uint64_t key)
+{
+    if (!c->d) return;
+    if (r == CUDA_SUCCESS) track_add(key, c->kind, c->size, c->d->ord, c->ctx);
+    else ledger_release(c->d->ldev, c->size);
+}
+
+int uncharge_begin(uint64_t key, int kind, struct track_rec *rec)
+{
+    return gpumem_active && track_remove(key, kind, rec);
+}
+
+void uncharge_end(int took, struct track_rec *rec, CUresult r)
+{
+    if (!took) return;
+    if (r == CUDA_SUCCESS) ledger_release(devs[rec->dev].ldev, rec->size);
+    else track_add(rec->key, rec->kind, rec->size, rec->dev, rec->ctx);   /* still allocated */
+}
+
+/* ---------------------------------------------------------------- contexts */
+
+CUresult ctx_create_begin(CUdevice h, struct gdev **dout, const char *fn)
+{
+    struct gdev *d = *dout = dev_by_handle(h);
+    if (!d || d->bad) return CUDA_SUCCESS;
+    pthread_mutex_lock(&dev_mu);
+    int e = ctx_charge_locked(d, fn);
+    pthread_mutex_unlock(&dev_mu);
+    return e ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
+}
+
+void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary)
+{
+    if (!d) return;
+    pthread_mutex_lock(&dev_mu);
+    if (r == CUDA_SUCCESS) {
+        if (primary) {
+            d->nprimary++;
+            d->primary_ctx = ctx;
+        } else {
+            d->nctx++;
+            int i;
+            for (i = 0; i < MAX_CTX && ctxs[i].ctx; i++) {}
+            if (i < MAX_CTX) { ctxs[i].ctx = ctx; ctxs[i].dev = d->ord; }
+            else LOG(LOG_WARN, "too many contexts to follow; the reserve of this one stays charged");
+        }
+    } else {
+        ctx_uncharge_if_idle_locked(d);
+    }
+    pthread_mutex_unlock(&dev_mu);
+}
+
+/* drop every allocation made in ctx (the driver freed them with it) */
+static void drop_ctx_allocations(CUcontext ctx)
+{
+    if (!ctx) return;
+    uint64_t bytes[GPUMEM_MAX_DEV] = { 0 };
+    track_drop_ctx(ctx, bytes);
+    for (int i = 0; i < ndevs; i++)
+        if (bytes[i]) {
+            char h[64];
+            LOG(LOG_INFO, "context teardown returned %s on device %d", gpumem_human(bytes[i], h, sizeof h), i);
+            ledger_release(devs[i].ldev, bytes[i]);
+        }
+}
+
+void ctx_destroyed(CUcontext ctx)
+{
+    if (!gpumem_active) return;
+    drop_ctx_allocations(ctx);
+    pthread_mutex_lock(&dev_mu);
+    for (int i = 0; i < MAX_CTX; i++)
+        if (ctxs[i].ctx == ctx && ctx) {
+            struct gdev *d = &devs[ctxs[i].dev];
+            ctxs[i].ctx = NULL;
+            if (d->nctx > 0) d->nctx--;
+            ctx_uncharge_if_idle_locked(d);
+            break;
+        }
+    pthread_mutex_unlock(&dev_mu);
+}
+
+void ctx_primary_released(CUdevice h)
+{
+    struct gdev *d = dev_by_handle(h);
+    if (!d) return;
+    pthread_mutex_lock(&dev_mu);
+    if (d->nprimary > 0) d->nprimary--;
+    CUcontext pc = d->nprimary == 0 ? d->primary_ctx : NULL;
+    pthread_mutex_unlock(&dev_mu);
+    if (!pc) return;
+    drop_ctx_allocations(pc);
+    pthread_mutex_lock(&dev_mu);
+    ctx_uncharge_if_idle_locked(d);
+    pthread_mutex_unlock(&dev_mu);
+}
+
+void ctx_primary_reset(CUdevice h)
+{
+    struct gdev *d = dev_by_handle(h);
+    if (!d) return;
+    drop_ctx_allocations(d->primary_ctx);
+    pthread_mutex_lock(&dev_mu);
+    if (d->ctx_charged && d->nctx == 0) {   /* the context's own memory is gone until next use */
+        if (ctx_reserve) ledger_release(d->ldev, ctx_reserve);
+        d->ctx_charged = 0;
+    }
+    pthread_mutex_unlock(&dev_mu);
+}
+
+/* ---------------------------------------------------------------- reporting */
+
+int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t *total_out, uint64_t *used_out)
+{
+    if (!d) return 0;
+    if (d->bad) {   /* malformed limit: nothing is free */
+        *total_out = d->real_total;
+        *free_out = 0;
+        *used_out = d->real_total;
+        return 1;
+    }
+    ledger_reclaim();   /* not an allocation path: report without the share of dead processes */
+    uint64_t used = ledger_usage(d->ldev);
+    uint64_t f = d->cap > used ? d->cap - used : 0;
+    *total_out = d->cap;
+    *free_out = f < real_free ? f : real_free;
+    *used_out = used;
+    return 1;
+}

@@ -1,0 +1,123 @@
+/* libgpumem internal interface: driver/NVML types we need, and the modules' functions. */
+#ifndef GPUMEM_H
+#define GPUMEM_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define GPUMEM_HIDDEN __attribute__((visibility("hidden")))
+#define GPUMEM_EXPORT __attribute__((visibility("default")))
+#define GPUMEM_MAX_DEV 32
+
+/* ---- the few CUDA driver types we touch (from cuda.h, declared here: no toolkit needed) ---- */
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+typedef unsigned int CUdeviceptr_v1;
+typedef void *CUcontext;
+typedef void *CUstream;
+typedef void *CUarray;
+typedef void *CUmipmappedArray;
+typedef void *CUmemoryPool;
+typedef unsigned long long CUmemGenericAllocationHandle;
+typedef struct { char bytes[16]; } CUuuid;
+typedef struct { size_t Width, Height; int Format; unsigned int NumChannels; } CUDA_ARRAY_DESCRIPTOR;
+typedef struct { unsigned int Width, Height; int Format; unsigned int NumChannels; } CUDA_ARRAY_DESCRIPTOR_v1;
+typedef struct { size_t Width, Height, Depth; int Format; unsigned int NumChannels, Flags; } CUDA_ARRAY3D_DESCRIPTOR;
+typedef struct { unsigned int Width, Height, Depth; int Format; unsigned int NumChannels, Flags; } CUDA_ARRAY3D_DESCRIPTOR_v1;
+typedef struct { int type; int id; } CUmemLocation;
+typedef struct {
+    int type;                 /* CUmemAllocationType */
+    int requestedHandleTypes; /* CUmemAllocationHandleType */
+    CUmemLocation location;
+    void *win32HandleMetaData;
+    unsigned char allocFlags[8];
+} CUmemAllocationProp;
+
+#define CUDA_SUCCESS 0
+#define CUDA_ERROR_INVALID_VALUE 1
+#define CUDA_ERROR_OUT_OF_MEMORY 2
+#define CUDA_ERROR_NOT_INITIALIZED 3
+#define CUDA_ERROR_NOT_FOUND 500
+#define CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM 2 /* 1<<1 in cuda.h; 1<<0 is LEGACY_STREAM */
+#define CU_MEM_LOCATION_TYPE_DEVICE 1
+
+/* ---- NVML ---- */
+typedef int nvmlReturn_t;
+typedef void *nvmlDevice_t;
+typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
+typedef struct { unsigned int version; unsigned long long total, reserved, free, used; } nvmlMemory_v2_t;
+#define NVML_SUCCESS 0
+
+/* ---- log.c ---- */
+enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+GPUMEM_HIDDEN extern int gpumem_log_level;
+GPUMEM_HIDDEN void gpumem_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define LOG(lvl, ...) do { if ((lvl) <= gpumem_log_level) gpumem_log((lvl), __VA_ARGS__); } while (0)
+GPUMEM_HIDDEN void gpumem_log_init(void);
+GPUMEM_HIDDEN const char *gpumem_human(uint64_t bytes, char *buf, size_t len);
+
+/* ---- limits.c: the one limit parser ---- */
+enum limit_kind { LIMIT_NONE = 0, LIMIT_BYTES, LIMIT_FRACTION, LIMIT_BAD };
+struct limit { enum limit_kind kind; uint64_t bytes; double fraction; };
+GPUMEM_HIDDEN struct limit gpumem_parse_limit(const char *text);
+GPUMEM_HIDDEN int gpumem_limits_present(void);   /* any GPUMEM_LIMIT or GPUMEM_LIMIT_<N> set */
+/* limit for ordinal: *var_out names the variable that applied (NULL when none) */
+GPUMEM_HIDDEN struct limit gpumem_limit_for(int ordinal, const char **var_out, const char **val_out);
+GPUMEM_HIDDEN uint64_t gpumem_parse_size_env(const char *name, uint64_t dflt);
+
+/* ---- ledger.c: the one ledger (reserve, release, usage, reclaim) ---- */
+GPUMEM_HIDDEN int ledger_device(const char *uuid);     /* ledger index for a device UUID, -1 on failure */
+GPUMEM_HIDDEN int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out);
+GPUMEM_HIDDEN void ledger_release(int ldev, uint64_t bytes);
+GPUMEM_HIDDEN uint64_t ledger_usage(int ldev);
+GPUMEM_HIDDEN void ledger_reclaim(void);
+GPUMEM_HIDDEN void ledger_after_fork_child(void);
+
+/* ---- track.c: per-process allocation table ---- */
+enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM, TK_ASYNC, TK_CTXRES };
+struct track_rec { uint64_t key; uint64_t size; int dev; int kind; void *ctx; };
+GPUMEM_HIDDEN void track_add(uint64_t key, int kind, uint64_t size, int dev, void *ctx);
+GPUMEM_HIDDEN int track_remove(uint64_t key, int kind, struct track_rec *out);
+/* remove every record made in ctx; returns bytes per device in out[] */
+GPUMEM_HIDDEN void track_drop_ctx(void *ctx, uint64_t out[GPUMEM_MAX_DEV]);
+GPUMEM_HIDDEN void track_after_fork_child(void);
+GPUMEM_HIDDEN void track_fork_prepare(void);
+GPUMEM_HIDDEN void track_fork_parent(void);
+
+/* ---- resolve.c: the one place real symbols come from ---- */
+enum { LIB_CUDA = 0, LIB_NVML = 1 };
+typedef void *(*dlsym_fn)(void *, const char *);
+GPUMEM_HIDDEN dlsym_fn get_real_dlsym(void);
+GPUMEM_HIDDEN void *resolve_real_dlsym(void *handle, const char *name);
+GPUMEM_HIDDEN void *resolve_symbol(int lib, const char *name);
+GPUMEM_HIDDEN extern __thread int gpumem_in_resolve;
+
+/* ---- hooks.c: the table ---- */
+GPUMEM_HIDDEN void *hooks_find_ours(const char *name);  /* for dlsym: our function or NULL */
+GPUMEM_HIDDEN int hooks_is_ours(void *fn);
+
+/* ---- devices.c: devices, caps, and the one allocation shape ---- */
+struct gdev;
+GPUMEM_HIDDEN extern int gpumem_active;          /* any GPUMEM_LIMIT*: else pure pass-through */
+GPUMEM_HIDDEN void gpumem_init(void);            /* once; cheap after the first call */
+struct charge { struct gdev *d; uint64_t size; int kind; void *ctx; };
+GPUMEM_HIDDEN struct gdev *dev_current(void **ctx_out);   /* limited device of current ctx, or NULL */
+GPUMEM_HIDDEN struct gdev *dev_by_handle(CUdevice h);    /* limited device, or NULL */
+GPUMEM_HIDDEN struct gdev *dev_by_nvml(nvmlDevice_t h);  /* limited device, or NULL */
+/* allocation shape: charge_begin (reserve; non-zero = refuse with that code), call the real
+ * function, charge_end (record on success, roll back on failure) */
+GPUMEM_HIDDEN CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size, int kind, const char *fn);
+GPUMEM_HIDDEN void charge_settle(struct charge *c, uint64_t actual);
+GPUMEM_HIDDEN void charge_end(struct charge *c, CUresult r, uint64_t key);
+/* free shape: uncharge_begin (take the record), call the real function, uncharge_end */
+GPUMEM_HIDDEN int uncharge_begin(uint64_t key, int kind, struct track_rec *rec);
+GPUMEM_HIDDEN void uncharge_end(int took, struct track_rec *rec, CUresult r);
+/* contexts: charge GPUMEM_CONTEXT_RESERVE per (process, device) while it holds one */
+GPUMEM_HIDDEN CUresult ctx_create_begin(CUdevice h, struct gdev **d, const char *fn);
+GPUMEM_HIDDEN void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary);
+GPUMEM_HIDDEN void ctx_destroyed(CUcontext ctx);
+GPUMEM_HIDDEN void ctx_primary_released(CUdevice h);
+GPUMEM_HIDDEN void ctx_primary_reset(CUdevice h);
+/* reported memory: returns 1 when d is capped and the outputs were set */
+GPUMEM_HIDDEN int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t *total_out, uint64_t *used_out);
+#endif

@@ -1,0 +1,292 @@
+/* The one ledger: a file under GPUMEM_STATE_DIR, mmap'd MAP_SHARED by every process of the
+ * container.  Per-device totals plus one slot per process with its per-device bytes.
+ *
+ * - check-and-reserve runs under a process-shared ROBUST mutex; a process killed inside the
+ *   critical section hands the next locker EOWNERDEAD, which recomputes the totals from the slots
+ *   (a slot is always updated before the total);
+ * - a process holds an fcntl write lock on its slot's first byte for its whole life; the kernel
+ *   drops it at death (before any reaping), so F_GETLK tells a dead slot from a live one, zombies
+ *   included;
+ * - dead slots are reclaimed lazily: on slot allocation, and when a reservation would be refused. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include "gpumem.h"
+
+#define LEDGER_MAGIC 0x6770756d656d4c31ULL /* "gpumemL1" */
+#define LEDGER_VERSION 1
+#define LEDGER_SLOTS 1024
+#define LEDGER_NAME "ledger-v1"
+
+struct ldev { char uuid[64]; uint64_t used; };
+struct lslot { int32_t pid; uint32_t in_use; uint64_t used[GPUMEM_MAX_DEV]; };
+struct ledger {
+    uint64_t magic;
+    uint32_t version, size;
+    uint32_t ndev, nslots;
+    pthread_mutex_t mu;
+    char pad[64];
+    struct ldev dev[GPUMEM_MAX_DEV];
+    struct lslot slot[LEDGER_SLOTS];
+};
+
+static struct ledger *L;          /* the mapping (shared file, or private fallback) */
+static int L_fd = -1;             /* ledger file; never closed while we hold our slot lock */
+static int L_slot = -1;           /* our slot, -1 until first use (and again in a forked child) */
+static pthread_once_t L_once = PTHREAD_ONCE_INIT;
+static unsigned debug_sleep_us;   /* GPUMEM_DEBUG_LOCK_SLEEP_US: tests kill us mid-update */
+
+static void init_mutex(pthread_mutex_t *mu, int shared)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    if (shared) pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(mu, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+static void init_ledger(struct ledger *l, int shared)
+{
+    memset(l, 0, sizeof *l);
+    l->magic = LEDGER_MAGIC;
+    l->version = LEDGER_VERSION;
+    l->size = sizeof *l;
+    l->nslots = LEDGER_SLOTS;
+    init_mutex(&l->mu, shared);
+}
+
+static void use_private(const char *why, const char *dir)
+{
+    if (why) LOG(LOG_WARN, "state dir %s unusable (%s): this process keeps its own ledger, so the cap "
+                 "is per process, not shared", dir, why);
+    void *p = mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {   /* last resort: a static ledger */
+        static struct ledger fallback;
+        p = &fallback;
+    }
+    init_ledger(p, 0);
+    if (L_fd >= 0) close(L_fd);
+    L_fd = -1;
+    L = p;
+}
+
+/* Open the ledger file, creating it atomically (initialised temp file, then link()). */
+static int open_shared(const char *dir, const char **why)
+{
+    char path[4096], tmp[4200];
+    if (snprintf(path, sizeof path, "%s/%s", dir, LEDGER_NAME) >= (int)sizeof path) { *why = "path too long"; return -1; }
+    if (mkdir(dir, 0777) == 0) chmod(dir, 01777);
+    else if (errno != EEXIST) { *why = strerror(errno); return -1; }
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        snprintf(tmp, sizeof tmp, "%s/.%s.%d.%ld", dir, LEDGER_NAME, (int)getpid(), (long)ts.tv_nsec);
+        int t = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (t < 0) { *why = strerror(errno); return -1; }
+        fchmod(t, 0666);
+        int ok = ftruncate(t, sizeof(struct ledger)) == 0;
+        void *p = ok ? mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_SHARED, t, 0) : MAP_FAILED;
+        if (p != MAP_FAILED) {
+            init_ledger(p, 1);
+            msync(p, sizeof(struct ledger), MS_SYNC);
+            munmap(p, sizeof(struct ledger));
+            if (link(tmp, path) != 0 && errno != EEXIST) ok = 0;
+        } else {
+            ok = 0;
+        }
+        int e = errno;
+        unlink(tmp);
+        close(t);
+        if (!ok) { *why = strerror(e); return -1; }
+        fd = open(path, O_RDWR | O_CLOEXEC);
+    }
+    if (fd < 0) { *why = strerror(errno); return -1; }
+    off_t end = lseek(fd, 0, SEEK_END);   /* not fstat: that is fstat@GLIBC_2.33 */
+    if (end < (off_t)sizeof(struct ledger)) { close(fd); *why = "ledger file has the wrong size"; return -1; }
+    void *p = mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) { *why = strerror(errno); close(fd); return -1; }
+    struct ledger *l = p;
+    if (l->magic != LEDGER_MAGIC || l->version != LEDGER_VERSION || l->size != sizeof *l || l->nslots != LEDGER_SLOTS) {
+        munmap(p, sizeof *l); close(fd); *why = "ledger file of another version"; return -1;
+    }
+    L = l;
+    L_fd = fd;
+    return 0;
+}
+
+static void ledger_init(void)
+{
+    const char *dir = getenv("GPUMEM_STATE_DIR");
+    if (!dir || !*dir) dir = "/dev/shm/gpumem";
+    const char *s = getenv("GPUMEM_DEBUG_LOCK_SLEEP_US");
+    if (s) debug_sleep_us = (unsigned)strtoul(s, NULL, 10);
+    const char *why = NULL;
+    if (open_shared(dir, &why) != 0) use_private(why, dir);
+    else LOG(LOG_DEBUG, "ledger %s/%s", dir, LEDGER_NAME);
+}
+
+static int slot_alive(int i)
+{
+    if (L_fd < 0) return 1;
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+                        .l_start = (off_t)((char *)&L->slot[i] - (char *)L), .l_len = 1 };
+    if (fcntl(L_fd, F_GETLK, &fl) != 0) return 1;   /* cannot tell: keep it */
+    return fl.l_type != F_UNLCK;
+}
+
+static void recompute_totals(void)
+{
+    for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
+        uint64_t sum = 0;
+        for (int i = 0; i < LEDGER_SLOTS; i++) if (L->slot[i].in_use) sum += L->slot[i].used[d];
+        L->dev[d].used = sum;
+    }
+}
+
+/* under the lock: give back the share of every slot whose owner died; returns slots freed */
+static int reclaim_locked(void)
+{
+    int n = 0;
+    for (int i = 0; i < LEDGER_SLOTS; i++) {
+        struct lslot *s = &L->slot[i];
+        if (!s->in_use || i == L_slot || slot_alive(i)) continue;
+        for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
+            uint64_t u = s->used[d];
+            if (!u) continue;
+            char h[64];
+            LOG(LOG_INFO, "reclaimed %s on ledger device %d from dead process %d", gpumem_human(u, h, sizeof h), d, (int)s->pid);
+            L->dev[d].used = L->dev[d].used >= u ? L->dev[d].used - u : 0;
+        }
+        memset(s, 0, sizeof *s);
+        n++;
+    }
+    return n;
+}
+
+static int lock(void)
+{
+    pthread_once(&L_once, ledger_init);
+    int r = pthread_mutex_lock(&L->mu);
+    if (r == EOWNERDEAD) {
+        pthread_mutex_consistent(&L->mu);
+        LOG(LOG_WARN, "a process died holding the ledger lock; recovering");
+        recompute_totals();
+        reclaim_locked();
+        return 0;
+    }
+    if (r != 0) {
+        LOG(LOG_ERROR, "ledger lock failed (%s); falling back to a per-process ledger", strerror(r));
+        struct ledger *old = L;
+        int slot = L_slot;
+        use_private(NULL, NULL);
+        if (slot >= 0) { L->slot[0] = old->slot[slot]; for (int d = 0; d < GPUMEM_MAX_DEV; d++) L->dev[d].used = old->slot[slot].used[d]; memcpy(L->dev, old->dev, sizeof L->dev); recompute_totals(); }
+        L_slot = slot >= 0 ? 0 : -1;
+        return pthread_mutex_lock(&L->mu) == 0 ? 0 : -1;
+    }
+    return 0;
+}
+
+static void unlock(void) { pthread_mutex_unlock(&L->mu); }
+
+/* under the lock: make sure we own a slot (lock its byte before marking it used) */
+static int ensure_slot_locked(void)
+{
+    if (L_slot >= 0) return L_slot;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < LEDGER_SLOTS; i++) {
+            if (L->slot[i].in_use) continue;
+            if (L_fd >= 0) {
+                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+                                    .l_start = (off_t)((char *)&L->slot[i] - (char *)L), .l_len = 1 };
+                if (fcntl(L_fd, F_SETLK, &fl) != 0) continue;   /* someone still holds it */
+            }
+            memset(&L->slot[i], 0, sizeof L->slot[i]);
+            L->slot[i].pid = (int32_t)getpid();
+            L->slot[i].in_use = 1;
+            L_slot = i;
+            return i;
+        }
+        if (!reclaim_locked()) break;
+    }
+    LOG(LOG_ERROR, "ledger has no free process slot; this process's usage is charged without one");
+    return -1;
+}
+
+int ledger_device(const char *uuid)
+{
+    if (lock() != 0) return -1;
+    int found = -1;
+    for (uint32_t d = 0; d < L->ndev && d < GPUMEM_MAX_DEV; d++)
+        if (!strncmp(L->dev[d].uuid, uuid, sizeof L->dev[d].uuid - 1)) { found = (int)d; break; }
+    if (found < 0 && L->ndev < GPUMEM_MAX_DEV) {
+        found = (int)L->ndev;
+        snprintf(L->dev[found].uuid, sizeof L->dev[found].uuid, "%s", uuid);
+        L->dev[found].used = 0;
+        __atomic_store_n(&L->ndev, L->ndev + 1, __ATOMIC_RELEASE);
+    }
+    unlock();
+    if (found < 0) LOG(LOG_ERROR, "ledger is full of devices; %s cannot be shared", uuid);
+    return found;
+}
+
+int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
+{
+    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || lock() != 0) { *used_out = 0; return -1; }
+    int s = ensure_slot_locked();
+    uint64_t used = L->dev[ldev].used;
+    for (int attempt = 0; ; attempt++) {
+        used = L->dev[ldev].used;
+        if (used <= cap && bytes <= cap - used) break;
+        if (attempt > 0 || !reclaim_locked()) { unlock(); *used_out = used; return -1; }
+    }
+    if (s >= 0) L->slot[s].used[ldev] += bytes;       /* slot first, then the total */
+    if (debug_sleep_us) usleep(debug_sleep_us);
+    __atomic_store_n(&L->dev[ldev].used, used + bytes, __ATOMIC_RELEASE);
+    unlock();
+    *used_out = used;
+    return 0;
+}
+
+void ledger_release(int ldev, uint64_t bytes)
+{
+    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || !bytes || lock() != 0) return;
+    if (L_slot >= 0) {
+        uint64_t *u = &L->slot[L_slot].used[ldev];
+        if (bytes > *u) bytes = *u;   /* never give back more than we hold */
+        *u -= bytes;
+    }
+    uint64_t t = L->dev[ldev].used;
+    __atomic_store_n(&L->dev[ldev].used, t >= bytes ? t - bytes : 0, __ATOMIC_RELEASE);
+    unlock();
+}
+
+uint64_t ledger_usage(int ldev)
+{
+    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV) return 0;
+    pthread_once(&L_once, ledger_init);
+    return __atomic_load_n(&L->dev[ldev].used, __ATOMIC_ACQUIRE);
+}
+
+void ledger_reclaim(void)
+{
+    if (lock() != 0) return;
+    reclaim_locked();
+    unlock();
+}
+
+/* A forked child holds no fcntl lock and owns none of the parent's memory: it takes a new slot
+ * on first use.  A private (fallback) ledger is the parent's copy: start it over. */
+void ledger_after_fork_child(void)
+{
+    L_slot = -1;
+    if (L && L_fd < 0) init_ledger(L, 0);
+}

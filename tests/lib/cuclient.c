@@ -1,0 +1,278 @@
+/* cuclient: a CUDA driver client for the libgpumem tests.  Arguments are commands run in order,
+ * each printing one line ("<command> <result>"):
+ *   mode=link|dlsym|gpa1|gpa2 ver=N flags=N   how entry points are reached (before init):
+ *        link  - the linked symbols (LD_PRELOAD interposition), cuda.h's _v2 names
+ *        dlsym - dlopen("libcuda.so.1") + dlsym, cuda.h's _v2 names
+ *        gpa1  - cuGetProcAddress (found with dlsym) with cudaVersion ver and flags
+ *        gpa2  - cuGetProcAddress_v2 (found with dlsym), then cuGetProcAddress fetched through
+ *                itself, as libcudart 12/13 does; every entry point fetched by base name
+ *   init  dev=N  primary  ctx  destroy  release  reset
+ *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
+ *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
+ *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE
+ *   fork ... endfork   (the commands between run in a child; the parent waits for it)
+ *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
+ * SIZE takes K/M/G suffixes (binary).  Results: "ok", "err=<CUresult>", numbers. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef void *CUcontext;
+typedef unsigned long long CUdeviceptr;
+typedef struct { size_t Width, Height; int Format; unsigned int NumChannels; } AD2;
+typedef struct { size_t Width, Height, Depth; int Format; unsigned int NumChannels, Flags; } AD3;
+typedef struct { int type, requestedHandleTypes; struct { int type, id; } location; void *win32; unsigned char flags[8]; } MemProp;
+
+/* linked symbols (link mode) */
+CUresult cuInit(unsigned int);
+CUresult cuDeviceGet(CUdevice *, int);
+CUresult cuDevicePrimaryCtxRetain(CUcontext *, CUdevice);
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice);
+CUresult cuDevicePrimaryCtxReset_v2(CUdevice);
+CUresult cuCtxSetCurrent(CUcontext);
+CUresult cuCtxCreate_v2(CUcontext *, unsigned int, CUdevice);
+CUresult cuCtxDestroy_v2(CUcontext);
+CUresult cuMemAlloc_v2(CUdeviceptr *, size_t);
+CUresult cuMemFree_v2(CUdeviceptr);
+CUresult cuMemAllocPitch_v2(CUdeviceptr *, size_t *, size_t, size_t, unsigned int);
+CUresult cuMemAllocManaged(CUdeviceptr *, size_t, unsigned int);
+CUresult cuMemAllocAsync(CUdeviceptr *, size_t, void *);
+CUresult cuMemAllocFromPoolAsync(CUdeviceptr *, size_t, void *, void *);
+CUresult cuMemFreeAsync(CUdeviceptr, void *);
+CUresult cuMemCreate(unsigned long long *, size_t, const MemProp *, unsigned long long);
+CUresult cuMemRelease(unsigned long long);
+CUresult cuArrayCreate_v2(void **, const AD2 *);
+CUresult cuArray3DCreate_v2(void **, const AD3 *);
+CUresult cuArrayDestroy(void *);
+CUresult cuMipmappedArrayCreate(void **, const AD3 *, unsigned int);
+CUresult cuMipmappedArrayDestroy(void *);
+CUresult cuMemGetInfo_v2(size_t *, size_t *);
+CUresult cuDeviceTotalMem_v2(size_t *, CUdevice);
+
+#define API(X) \
+  X(cuInit, cuInit, CUresult (*)(unsigned int)) \
+  X(cuDeviceGet, cuDeviceGet, CUresult (*)(CUdevice *, int)) \
+  X(cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain, CUresult (*)(CUcontext *, CUdevice)) \
+  X(cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease_v2, CUresult (*)(CUdevice)) \
+  X(cuDevicePrimaryCtxReset, cuDevicePrimaryCtxReset_v2, CUresult (*)(CUdevice)) \
+  X(cuCtxSetCurrent, cuCtxSetCurrent, CUresult (*)(CUcontext)) \
+  X(cuCtxCreate, cuCtxCreate_v2, CUresult (*)(CUcontext *, unsigned int, CUdevice)) \
+  X(cuCtxDestroy, cuCtxDestroy_v2, CUresult (*)(CUcontext)) \
+  X(cuMemAlloc, cuMemAlloc_v2, CUresult (*)(CUdeviceptr *, size_t)) \
+  X(cuMemFree, cuMemFree_v2, CUresult (*)(CUdeviceptr)) \
+  X(cuMemAllocPitch, cuMemAllocPitch_v2, CUresult (*)(CUdeviceptr *, size_t *, size_t, size_t, unsigned int)) \
+  X(cuMemAllocManaged, cuMemAllocManaged, CUresult (*)(CUdeviceptr *, size_t, unsigned int)) \
+  X(cuMemAllocAsync, cuMemAllocAsync, CUresult (*)(CUdeviceptr *, size_t, void *)) \
+  X(cuMemAllocFromPoolAsync, cuMemAllocFromPoolAsync, CUresult (*)(CUdeviceptr *, size_t, void *, void *)) \
+  X(cuMemFreeAsync, cuMemFreeAsync, CUresult (*)(CUdeviceptr, void *)) \
+  X(cuMemCreate, cuMemCreate, CUresult (*)(unsigned long long *, size_t, const MemProp *, unsigned long long)) \
+  X(cuMemRelease, cuMemRelease, CUresult (*)(unsigned long long)) \
+  X(cuArrayCreate, cuArrayCreate_v2, CUresult (*)(void **, const AD2 *)) \
+  X(cuArray3DCreate, cuArray3DCreate_v2, CUresult (*)(void **, const AD3 *)) \
+  X(cuArrayDestroy, cuArrayDestroy, CUresult (*)(void *)) \
+  X(cuMipmappedArrayCreate, cuMipmappedArrayCreate, CUresult (*)(void **, const AD3 *, unsigned int)) \
+  X(cuMipmappedArrayDestroy, cuMipmappedArrayDestroy, CUresult (*)(void *)) \
+  X(cuMemGetInfo, cuMemGetInfo_v2, CUresult (*)(size_t *, size_t *)) \
+  X(cuDeviceTotalMem, cuDeviceTotalMem_v2, CUresult (*)(size_t *, CUdevice))
+
+#define FIELD(base, v2, type) __typeof__(type) base;
+static struct { API(FIELD) } A;
+
+typedef CUresult (*gpa1_fn)(const char *, void **, int, unsigned long long);
+typedef CUresult (*gpa2_fn)(const char *, void **, int, unsigned long long, int *);
+static const char *mode = "link";
+static int ver = 13000;
+static unsigned long long flags;
+static gpa1_fn gpa1;
+static gpa2_fn gpa2;
+static void *lib;
+
+static void *get(const char *base, const char *v2, void *linked)
+{
+    void *p = NULL;
+    int st = -1;
+    if (!strcmp(mode, "link")) return linked;
+    if (!strcmp(mode, "dlsym")) return dlsym(lib, v2);
+    if (gpa2) gpa2(base, &p, ver, flags, &st);
+    else if (gpa1) gpa1(base, &p, ver, flags);
+    return p;
+}
+
+static void load(void)
+{
+    lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) { printf("load err=dlopen\n"); exit(1); }
+    if (!strcmp(mode, "gpa1")) {
+        gpa1 = (gpa1_fn)dlsym(lib, "cuGetProcAddress");
+    } else if (!strcmp(mode, "gpa2")) {
+        gpa2_fn first = (gpa2_fn)dlsym(lib, "cuGetProcAddress_v2");
+        void *again = NULL;
+        int st;
+        if (first && first("cuGetProcAddress", &again, ver, 0, &st) == 0) gpa2 = (gpa2_fn)again;
+    }
+    if (strcmp(mode, "link") && strcmp(mode, "dlsym") && !gpa1 && !gpa2) { printf("load err=gpa\n"); exit(1); }
+#define LOAD(base, v2, type) A.base = (type)get(#base, #v2, (void *)v2);
+    API(LOAD)
+}
+
+static unsigned long long size_arg(const char *s)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 0);
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; break;
+    case 'm': case 'M': v <<= 20; break;
+    case 'g': case 'G': v <<= 30; break;
+    default: break;
+    }
+    return v;
+}
+
+#define STACK 4096
+static CUdeviceptr ptrs[STACK]; static int nptr;
+static unsigned long long handles[STACK]; static int nhandle;
+static void *arrays[STACK]; static int narray;
+static void *mips[STACK]; static int nmip;
+static CUcontext ctxs[64]; static int nctx;
+static CUdevice dev;
+
+static void res(const char *cmd, CUresult r)
+{
+    if (r) printf("%s err=%d\n", cmd, r);
+    else printf("%s ok\n", cmd);
+}
+
+struct tharg { int iters; size_t size; int ok, oom; CUcontext ctx; };
+static void *hammer(void *p)
+{
+    struct tharg *a = p;
+    A.cuCtxSetCurrent(a->ctx);
+    for (int i = 0; i < a->iters; i++) {
+        CUdeviceptr d;
+        CUresult r = A.cuMemAlloc(&d, a->size);
+        if (r == 0) { a->ok++; sched_yield(); A.cuMemFree(d); }
+        else if (r == 2) a->oom++;
+    }
+    return NULL;
+}
+
+static uint64_t stub_counter(const char *name)
+{
+    uint64_t (*f)(int) = (uint64_t (*)(int))dlsym(RTLD_DEFAULT, name);
+    return f ? f(dev) : 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    CUcontext cur = NULL;
+    for (int i = 1; i < argc; i++) {
+        char *c = argv[i], *v = strchr(c, '=');
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", v ? (int)(v - c) : (int)strlen(c), c);
+        if (v) v++;
+        if (!strcmp(name, "mode")) mode = v;
+        else if (!strcmp(name, "ver")) ver = atoi(v);
+        else if (!strcmp(name, "flags")) flags = strtoull(v, NULL, 0);
+        else if (!strcmp(name, "init")) { load(); res("init", A.cuInit(0)); }
+        else if (!strcmp(name, "dev")) { res("dev", A.cuDeviceGet(&dev, atoi(v))); }
+        else if (!strcmp(name, "primary")) {
+            CUresult r = A.cuDevicePrimaryCtxRetain(&cur, dev);
+            if (!r) r = A.cuCtxSetCurrent(cur);
+            res("primary", r);
+        } else if (!strcmp(name, "ctx")) {
+            CUresult r = A.cuCtxCreate(&cur, 0, dev);
+            if (!r) ctxs[nctx++] = cur;
+            res("ctx", r);
+        } else if (!strcmp(name, "destroy")) res("destroy", nctx ? A.cuCtxDestroy(ctxs[--nctx]) : 1);
+        else if (!strcmp(name, "release")) res("release", A.cuDevicePrimaryCtxRelease(dev));
+        else if (!strcmp(name, "reset")) res("reset", A.cuDevicePrimaryCtxReset(dev));
+        else if (!strcmp(name, "alloc") || !strcmp(name, "managed") || !strcmp(name, "async") || !strcmp(name, "pool")) {
+            CUdeviceptr d = 0;
+            size_t n = size_arg(v);
+            CUresult r = !strcmp(name, "alloc") ? A.cuMemAlloc(&d, n)
+                       : !strcmp(name, "managed") ? A.cuMemAllocManaged(&d, n, 1)
+                       : !strcmp(name, "async") ? A.cuMemAllocAsync(&d, n, NULL)
+                       : A.cuMemAllocFromPoolAsync(&d, n, NULL, NULL);
+            if (!r) ptrs[nptr++] = d;
+            res(name, r);
+        } else if (!strcmp(name, "pitch")) {
+            CUdeviceptr d; size_t pitch = 0, w = size_arg(v), h = size_arg(strchr(v, ',') + 1);
+            CUresult r = A.cuMemAllocPitch(&d, &pitch, w, h, 4);
+            if (!r) { ptrs[nptr++] = d; printf("pitch ok pitch=%zu\n", pitch); } else res("pitch", r);
+        } else if (!strcmp(name, "free")) res("free", nptr ? A.cuMemFree(ptrs[--nptr]) : 1);
+        else if (!strcmp(name, "freeasync")) res("freeasync", nptr ? A.cuMemFreeAsync(ptrs[--nptr], NULL) : 1);
+        else if (!strcmp(name, "vmm")) {
+            MemProp p; memset(&p, 0, sizeof p);
+            p.type = 1; p.location.type = 1; p.location.id = dev;
+            unsigned long long h;
+            CUresult r = A.cuMemCreate(&h, size_arg(v), &p, 0);
+            if (!r) handles[nhandle++] = h;
+            res("vmm", r);
+        } else if (!strcmp(name, "vmmfree")) res("vmmfree", nhandle ? A.cuMemRelease(handles[--nhandle]) : 1);
+        else if (!strcmp(name, "array") || !strcmp(name, "array3d") || !strcmp(name, "mipmap")) {
+            size_t a = 0, b = 0, d = 0;
+            sscanf(v, "%zu,%zu,%zu", &a, &b, &d);
+            void *arr = NULL;
+            CUresult r;
+            if (!strcmp(name, "array")) { AD2 x = { a, b, 0x20, 1 }; r = A.cuArrayCreate(&arr, &x); if (!r) arrays[narray++] = arr; }
+            else if (!strcmp(name, "array3d")) { AD3 x = { a, b, d, 0x20, 1, 0 }; r = A.cuArray3DCreate(&arr, &x); if (!r) arrays[narray++] = arr; }
+            else { AD3 x = { a, b, 0, 0x20, 1, 0 }; r = A.cuMipmappedArrayCreate(&arr, &x, (unsigned)d); if (!r) mips[nmip++] = arr; }
+            res(name, r);
+        } else if (!strcmp(name, "arrayfree")) res("arrayfree", narray ? A.cuArrayDestroy(arrays[--narray]) : 1);
+        else if (!strcmp(name, "mipmapfree")) res("mipmapfree", nmip ? A.cuMipmappedArrayDestroy(mips[--nmip]) : 1);
+        else if (!strcmp(name, "info")) {
+            size_t f = 0, t = 0;
+            CUresult r = A.cuMemGetInfo(&f, &t);
+            if (r) res("info", r); else printf("info total=%zu free=%zu\n", t, f);
+        } else if (!strcmp(name, "totalmem")) {
+            size_t t = 0;
+            CUresult r = A.cuDeviceTotalMem(&t, dev);
+            if (r) res("totalmem", r); else printf("totalmem %zu\n", t);
+        } else if (!strcmp(name, "peak")) printf("peak %llu\n", (unsigned long long)stub_counter("fake_cuda_peak"));
+        else if (!strcmp(name, "used")) printf("used %llu\n", (unsigned long long)stub_counter("fake_cuda_used"));
+        else if (!strcmp(name, "sleep")) { usleep((useconds_t)(atof(v) * 1e6)); printf("sleep ok\n"); }
+        else if (!strcmp(name, "ready")) printf("ready\n");
+        else if (!strcmp(name, "hold")) { printf("holding\n"); fflush(stdout); for (;;) pause(); }
+        else if (!strcmp(name, "threads")) {
+            int n = 1, iters = 1; size_t sz = 0;
+            char szs[64] = "0";
+            sscanf(v, "%d,%d,%63s", &n, &iters, szs);
+            sz = size_arg(szs);
+            pthread_t t[64]; struct tharg a[64];
+            if (n > 64) n = 64;
+            for (int k = 0; k < n; k++) { a[k] = (struct tharg){ iters, sz, 0, 0, cur }; pthread_create(&t[k], NULL, hammer, &a[k]); }
+            int ok = 0, oom = 0;
+            for (int k = 0; k < n; k++) { pthread_join(t[k], NULL); ok += a[k].ok; oom += a[k].oom; }
+            printf("threads ok=%d oom=%d\n", ok, oom);
+        } else if (!strcmp(name, "fork") || !strcmp(name, "forknowait")) {
+            int depth = 0, j;
+            for (j = i + 1; j < argc; j++) {
+                if (!strncmp(argv[j], "fork", 4)) depth++;
+                if (!strcmp(argv[j], "endfork") && depth-- == 0) break;
+            }
+            fflush(stdout);
+            pid_t pid = fork();
+            if (pid == 0) { printf("child pid=%d\n", (int)getpid()); continue; }   /* child runs the block */
+            if (!strcmp(name, "fork")) {
+                int st = 0;
+                waitpid(pid, &st, 0);
+                printf("parent child_exit=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+            } else {
+                printf("parent child=%d\n", (int)pid);
+            }
+            i = j;   /* parent resumes after endfork */
+        } else if (!strcmp(name, "endfork")) { fflush(stdout); _exit(0); }   /* reached only by a child */
+        else { printf("unknown %s\n", c); return 2; }
+    }
+    return 0;
+}
