@@ -19,7 +19,7 @@ struct gdev {
     /* contexts of this process on the device (under dev_mu) */
     int nctx, nprimary, ctx_charged;
     CUcontext primary_ctx;
-    /* out-of-memory log rate limit (under dev_mu) */
+    /* out-of-memory log rate limit (under oom_mu) */
     time_t oom_sec;
     unsigned oom_in_sec, oom_suppressed;
 };
@@ -28,7 +28,8 @@ int gpumem_active;
 static uint64_t ctx_reserve = 512ULL << 20;
 static struct gdev devs[GPUMEM_MAX_DEV];
 static int ndevs, devs_ready;
-static pthread_mutex_t dev_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t dev_mu = PTHREAD_MUTEX_INITIALIZER;   /* devices, contexts */
+static pthread_mutex_t oom_mu = PTHREAD_MUTEX_INITIALIZER;   /* out-of-memory log rate (a leaf lock) */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 #define MAX_CTX 256
@@ -50,13 +51,14 @@ static fn_ctxcur p_cuCtxGetCurrent;
 
 /* ---------------------------------------------------------------- init and fork */
 
-static void fork_prepare(void) { pthread_mutex_lock(&dev_mu); track_fork_prepare(); }
-static void fork_parent(void) { track_fork_parent(); pthread_mutex_unlock(&dev_mu); }
+static void fork_prepare(void) { pthread_mutex_lock(&dev_mu); pthread_mutex_lock(&oom_mu); track_fork_prepare(); }
+static void fork_parent(void) { track_fork_parent(); pthread_mutex_unlock(&oom_mu); pthread_mutex_unlock(&dev_mu); }
 static void fork_child(void)
 {
     track_after_fork_child();
     ledger_after_fork_child();
     pthread_mutex_init(&dev_mu, NULL);
+    pthread_mutex_init(&oom_mu, NULL);
     for (int i = 0; i < ndevs; i++) {
         devs[i].nctx = devs[i].nprimary = devs[i].ctx_charged = 0;
         devs[i].primary_ctx = NULL;
@@ -233,12 +235,12 @@ static void log_oom(struct gdev *d, uint64_t req, uint64_t used, const char *fn)
     time_t now = time(NULL);
     unsigned suppressed = 0;
     int emit;
-    pthread_mutex_lock(&dev_mu);
+    pthread_mutex_lock(&oom_mu);
     if (now != d->oom_sec) { d->oom_sec = now; d->oom_in_sec = 0; }
     emit = d->oom_in_sec++ < 5;   /* the first ones always; then at most 5 a second */
     if (emit) { suppressed = d->oom_suppressed; d->oom_suppressed = 0; }
     else d->oom_suppressed++;
-    pthread_mutex_unlock(&dev_mu);
+    pthread_mutex_unlock(&oom_mu);
     if (!emit) return;
     char a[64], b[64], c[64], s[48] = "";
     if (suppressed) snprintf(s, sizeof s, " (%u similar lines suppressed)", suppressed);

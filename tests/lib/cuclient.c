@@ -6,7 +6,8 @@
  *        gpa1  - cuGetProcAddress (found with dlsym) with cudaVersion ver and flags
  *        gpa2  - cuGetProcAddress_v2 (found with dlsym), then cuGetProcAddress fetched through
  *                itself, as libcudart 12/13 does; every entry point fetched by base name
- *   init  dev=N  primary  ctx  destroy  release  reset
+ *   init  dev=N  primary  ctx  current=I (make the I-th ctx current)  destroy (the last ctx)
+ *   release  reset   (the primary context)
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE
@@ -193,6 +194,10 @@ int main(int argc, char **argv)
             CUresult r = A.cuCtxCreate(&cur, 0, dev);
             if (!r) ctxs[nctx++] = cur;
             res("ctx", r);
+        } else if (!strcmp(name, "current")) {
+            int k = atoi(v);
+            cur = k < nctx ? ctxs[k] : NULL;
+            res("current", A.cuCtxSetCurrent(cur));
         } else if (!strcmp(name, "destroy")) res("destroy", nctx ? A.cuCtxDestroy(ctxs[--nctx]) : 1);
         else if (!strcmp(name, "release")) res("release", A.cuDevicePrimaryCtxRelease(dev));
         else if (!strcmp(name, "reset")) res("reset", A.cuDevicePrimaryCtxReset(dev));
