@@ -1,0 +1,206 @@
+"""One ledger per state dir: shared by processes, atomic under threads and processes, and the
+share of a process killed with SIGKILL comes back (inside the critical section too, and while
+the killed process stays an unreaped zombie)."""
+import os
+import random
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import GiB, MiB
+
+START = ["init", "dev=0", "primary"]
+NORES = dict(GPUMEM_CONTEXT_RESERVE=0)
+
+
+def hold(gpu, *steps, **env):
+    """Start a client that runs steps and then holds what it has; return once it holds."""
+    p = gpu.spawn(*START, *steps, "hold", **env)
+    out = []
+    for line in iter(p.stdout.readline, ""):
+        out.append(line)
+        if line.startswith("holding"):
+            p.lines = out
+            return p
+    raise AssertionError("".join(out) + p.stderr.read())
+
+
+def kill(p):
+    p.kill()
+    p.wait()
+
+
+def test_processes_sharing_a_state_dir_share_the_cap(gpu):
+    env = dict(GPUMEM_LIMIT="2GiB", **NORES)
+    a = hold(gpu, "alloc=1536M", **env)
+    try:
+        r = gpu.run(*START, "info", "alloc=1G", "alloc=512M", **env)
+    finally:
+        kill(a)
+    assert a.lines[3] == "alloc ok\n"
+    assert r.field("info", "total") == 2 * GiB and r.field("info", "free") == 512 * MiB
+    assert r.results("alloc") == ["err=2", "ok"]
+
+
+def test_processes_with_different_state_dirs_have_separate_caps(gpu, tmp_path):
+    env = dict(GPUMEM_LIMIT="2GiB", **NORES)
+    a = hold(gpu, "alloc=1536M", **env)
+    try:
+        r = gpu.run(*START, "alloc=1536M", GPUMEM_STATE_DIR=tmp_path / "other", **env)
+    finally:
+        kill(a)
+    assert r.results("alloc") == ["ok"]
+
+
+def test_state_dir_is_created_usable_by_other_users(gpu):
+    gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB")
+    mode = gpu.state.stat().st_mode
+    assert mode & stat.S_ISVTX and mode & 0o777 == 0o777
+    assert (gpu.state / "ledger-v1").stat().st_mode & 0o666 == 0o666
+    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v1"]   # no temp file left behind
+
+
+def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = gpu.run(*START, "info", "alloc=1536M", "alloc=1G", GPUMEM_LIMIT="2GiB",
+                GPUMEM_STATE_DIR=blocker / "state", GPUMEM_LOG="warn", **NORES)
+    assert r.rc == 0, r
+    assert r.results("alloc") == ["ok", "err=2"]
+    assert r.field("info", "total") == 2 * GiB
+    warnings = [ln for ln in r.err.splitlines() if "unusable" in ln]
+    assert len(warnings) == 1 and "per process" in warnings[0], r.err
+
+
+def test_ledger_of_another_layout_falls_back_instead_of_corrupting_it(gpu):
+    gpu.state.mkdir()
+    (gpu.state / "ledger-v1").write_bytes(b"\0" * 64)
+    r = gpu.run(*START, "alloc=1536M", "alloc=1G", GPUMEM_LIMIT="2GiB", **NORES)
+    assert r.results("alloc") == ["ok", "err=2"]
+    assert "unusable" in r.err
+    assert (gpu.state / "ledger-v1").read_bytes() == b"\0" * 64
+
+
+def test_sixteen_threads_never_exceed_the_cap_and_totals_return_to_zero(gpu):
+    r = gpu.run(*START, "threads=16,3000,100M", "peak", "info", GPUMEM_LIMIT="1GiB", **NORES, timeout=60)
+    assert r.rc == 0, r
+    ok, oom = r.field("threads", "ok"), r.field("threads", "oom")
+    assert ok > 0 and oom > 0, r.out   # the cap was contended
+    assert int(r.line("peak").split()[1]) <= 1 * GiB
+    assert r.field("info", "free") == 1 * GiB
+
+
+def test_racing_processes_never_exceed_the_shared_cap(gpu, tmp_path):
+    env = dict(GPUMEM_LIMIT="1GiB", FAKE_CUDA_PHYS_FILE=tmp_path / "phys", GPUMEM_LOG="error", **NORES)
+    procs = [gpu.spawn(*START, "threads=4,1500,300M", **env) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    oks = sum(int(o.split("threads ok=")[1].split()[0]) for o in outs)
+    ooms = sum(int(o.split("oom=")[1].split()[0]) for o in outs)
+    assert oks > 0 and ooms > 0
+    r = gpu.run(*START, "peak", "used", "info", **env)
+    assert int(r.line("peak").split()[1]) <= 1 * GiB, r
+    assert r.line("used") == "used 0"
+    assert r.field("info", "free") == 1 * GiB
+
+
+def test_sigkilled_process_share_comes_back(gpu):
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    a = hold(gpu, "alloc=3G", **env)
+    r = gpu.run(*START, "alloc=3G", **env)
+    assert r.results("alloc") == ["err=2"]
+    kill(a)
+    r = gpu.run(*START, "info", "alloc=3G", **env)
+    assert r.field("info", "free") == 4 * GiB
+    assert r.results("alloc") == ["ok"]
+
+
+def test_killed_process_left_as_unreaped_zombie_gives_its_share_back(gpu):
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    parent = gpu.spawn(*START, "forknowait", "alloc=3G", "endfork", "hold", **env)
+    lines = []
+    for line in iter(parent.stdout.readline, ""):
+        lines.append(line)
+        if "holding\n" in lines and ("alloc ok\n" in lines or line.startswith("alloc err")):
+            break
+    child = int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
+    try:
+        assert "alloc ok\n" in lines, lines
+        for _ in range(100):   # wait until the child is a zombie (dead, never reaped)
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split(") ")[1][0] == "Z":
+                    break
+            time.sleep(0.02)
+        else:
+            pytest.fail("child did not become a zombie")
+        r = gpu.run(*START, "info", "alloc=3G", **env)
+        assert os.path.exists(f"/proc/{child}")   # still there, unreaped
+        assert r.field("info", "free") == 4 * GiB
+        assert r.results("alloc") == ["ok"]
+    finally:
+        kill(parent)
+
+
+def test_process_killed_inside_the_ledger_lock_never_leaves_others_waiting(gpu):
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    a = gpu.spawn(*START, "alloc=1G", GPUMEM_DEBUG_LOCK_SLEEP_US=20_000_000, **env)
+    for line in iter(a.stdout.readline, ""):
+        if line.startswith("primary"):
+            break
+    time.sleep(0.3)   # now asleep inside the critical section, its slot already charged
+    kill(a)
+    t0 = time.monotonic()
+    r = gpu.run(*START, "info", "alloc=4G", timeout=10, GPUMEM_LOG="warn", **env)
+    assert time.monotonic() - t0 < 5
+    assert r.field("info", "free") == 4 * GiB
+    assert r.results("alloc") == ["ok"]
+    assert "died holding the ledger lock" in r.err
+
+
+def test_sigkill_at_random_moments_never_leaks_or_wedges_the_ledger(gpu):
+    env = dict(GPUMEM_LIMIT="1GiB", GPUMEM_LOG="error", **NORES)
+    rnd = random.Random(1234)
+    for _ in range(12):
+        procs = [gpu.spawn(*START, "threads=4,100000,200M", **env) for _ in range(3)]
+        time.sleep(rnd.uniform(0.01, 0.15))
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            p.wait()
+    r = gpu.run(*START, "info", "alloc=1G", timeout=10, **env)
+    assert r.field("info", "free") == 1 * GiB, r
+    assert r.results("alloc") == ["ok"]
+
+
+def test_forked_child_gets_its_own_share_and_never_releases_the_parents(gpu):
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    r = gpu.run(*START, "alloc=1G", "fork", "alloc=1G", "info", "free", "free", "endfork", "info", **env)
+    assert r.rc == 0, r
+    assert r.field("info", "free", 0) == 2 * GiB            # in the child: both counted
+    assert r.line("parent") == "parent child_exit=0"
+    assert r.field("info", "free", 1) == 3 * GiB            # parent's 1 GiB still charged
+
+
+def test_forked_child_share_comes_back_when_it_exits_without_freeing(gpu):
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    r = gpu.run(*START, "fork", "alloc=2G", "endfork", "info", "alloc=4G", **env)
+    assert r.field("info", "free") == 4 * GiB
+    assert r.results("alloc") == ["ok", "ok"]
+
+
+def test_fork_while_other_threads_allocate_does_not_deadlock_the_child(gpu):
+    env = dict(GPUMEM_LIMIT="1GiB", GPUMEM_LOG="error", **NORES)
+    steps = []
+    for _ in range(20):
+        steps += ["fork", "alloc=1M", "free", "endfork"]
+    p = gpu.spawn(*START, "threads=1,1,1", *steps, **env)
+    # a background hammer in the same process: cuclient runs commands in order, so use a second
+    # process sharing the ledger to keep the ledger lock busy while this one forks
+    q = gpu.spawn(*START, "threads=4,20000,100M", **env)
+    out, err = p.communicate(timeout=30)
+    q.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out.count("parent child_exit=0") == 20, out
