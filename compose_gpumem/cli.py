@@ -18,12 +18,16 @@ Every error is one line on stderr and a non-zero exit; nothing is written on err
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import click
 
+from . import __version__
 from .errors import GpumemError
 from .options import compose_options
+
+if TYPE_CHECKING:
+    from .project import Project
 
 PROG = "gpumem-compose"
 #: Commands that start containers: the library must be in place before them.
@@ -65,11 +69,13 @@ class Group(click.Group):
 def _passthrough(name: str) -> click.Command:
     @click.pass_obj
     def callback(settings: Settings, args: tuple[str, ...]) -> int:
-        from . import compose, library, project
+        from . import compose
 
-        if name in NO_PROJECT:
+        if name in NO_PROJECT or "--help" in args or "-h" in args:
             return compose.passthrough(settings.options, [name, *args])
-        resolved = project.load(settings.options, allow_overcommit=settings.allow_overcommit)
+        resolved = _load(settings)
+        from . import library
+
         if name in STARTS_CONTAINERS and resolved.plans:
             library.require()
         return compose.run_resolved(settings.options, resolved.injected_yaml(), [name, *args])
@@ -86,7 +92,7 @@ def _passthrough(name: str) -> click.Command:
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @compose_options
-@click.version_option(package_name="compose_gpumem", prog_name=PROG)
+@click.version_option(__version__, prog_name=PROG)
 @click.pass_context
 def main(ctx: click.Context, /, **values: Any) -> None:
     """Docker Compose with x-gpu-memory: a hard GPU-memory cap per service."""
@@ -106,10 +112,8 @@ def config_command(
     settings: Settings, /, fmt: str, output: str | None, quiet: bool, services: tuple[str, ...], **values: Any
 ) -> int:
     """Print the resolved project with the caps injected, as `docker compose config` does."""
-    from . import project
-
     settings.update(values)
-    resolved = project.load(settings.options, extra=services, allow_overcommit=settings.allow_overcommit)
+    resolved = _load(settings, services)
     if quiet:
         return 0
     if fmt == "json":
@@ -133,10 +137,10 @@ def override_command(settings: Settings, /, output: str, check: bool, **values: 
     `docker compose -f compose.yaml -f FILE up` then gives the same containers as
     `gpumem-compose -f compose.yaml up`.
     """
-    from . import override, project
-
     settings.update(values)
-    resolved = project.load(settings.options, allow_overcommit=settings.allow_overcommit)
+    resolved = _load(settings)
+    from . import override
+
     text = override.render(resolved, settings.options, output)
     if check:
         override.check(output, text)
@@ -160,6 +164,16 @@ def install_lib_command(directory: str | None, source: str | None) -> int:
     path = library.install(directory, source)
     click.echo(f"installed {path}")
     return 0
+
+
+def _load(settings: Settings, extra: Sequence[str] = ()) -> Project:
+    """Start Compose first, then import the rest of the package while it resolves."""
+    from .compose import start_resolve
+
+    running = start_resolve(settings.options, extra)
+    from .project import load
+
+    return load(settings.options, extra=extra, allow_overcommit=settings.allow_overcommit, running=running)
 
 
 def _write(text: str, output: str | None) -> None:

@@ -4,19 +4,16 @@ Compose is the ``docker compose`` plugin when one is installed, else a ``docker-
 binary of version 2 or later on ``PATH``; ``--compose-bin`` or ``COMPOSE_BIN`` (a command
 line, e.g. ``"docker compose"``) overrides both.  Looking for the plugin reads the plugin
 directories instead of running ``docker compose version``, so finding Compose costs no process.
+
+This module is imported before anything else a command needs, and imports little, so that
+Compose is already working while the rest of the package loads (see :func:`start_resolve`).
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 from .errors import ComposeFailed, ComposeNotFound
@@ -30,18 +27,27 @@ PLUGIN_DIRS = (
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 
 
-@dataclass
 class Options:
     """Compose's global options as the user gave them."""
 
-    files: list[str] = field(default_factory=list)
-    project_name: str | None = None
-    profiles: list[str] = field(default_factory=list)
-    env_files: list[str] = field(default_factory=list)
-    project_directory: str | None = None
-    compose_bin: str | None = None
-    #: Options we do not interpret, handed to Compose as they came (``--ansi never`` ...).
-    extra: list[str] = field(default_factory=list)
+    def __init__(
+        self,
+        files: Sequence[str] = (),
+        project_name: str | None = None,
+        profiles: Sequence[str] = (),
+        env_files: Sequence[str] = (),
+        project_directory: str | None = None,
+        compose_bin: str | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.files = list(files)
+        self.project_name = project_name
+        self.profiles = list(profiles)
+        self.env_files = list(env_files)
+        self.project_directory = project_directory
+        self.compose_bin = compose_bin
+        #: Options we do not interpret, handed to Compose as they came (``--ansi never`` ...).
+        self.extra = list(extra)
 
     def args(self, *, files: bool = True) -> list[str]:
         """The options as Compose arguments; ``files=False`` leaves out ``-f``."""
@@ -65,8 +71,8 @@ class Options:
             return ", ".join(self.files)
         if os.environ.get("COMPOSE_FILE"):
             return os.environ["COMPOSE_FILE"]
-        found = _find_default(Path.cwd())
-        return found.name if found else "compose.yaml"
+        found = _find_default(os.getcwd())
+        return os.path.basename(found) if found else "compose.yaml"
 
     def directory(self) -> str:
         """The project directory Compose uses: as given, else the first file's, else the one
@@ -84,32 +90,47 @@ class Options:
             return os.path.dirname(os.path.abspath(files[0]))
         if files:
             return os.getcwd()
-        found = _find_default(Path.cwd())
-        return str(found.parent) if found else os.getcwd()
+        found = _find_default(os.getcwd())
+        return os.path.dirname(found) if found else os.getcwd()
 
 
-def _find_default(start: Path) -> Path | None:
-    for directory in (start, *start.parents):
+def _find_default(start: str) -> str | None:
+    directory = start
+    while True:
         for name in DEFAULT_FILES:
-            if (directory / name).is_file():
-                return directory / name
-    return None
+            if os.path.isfile(os.path.join(directory, name)):
+                return os.path.join(directory, name)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
 
 
-def _plugin_dirs() -> list[Path]:
+def _plugin_dirs() -> list[str]:
     config = os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker")
-    return [Path(config) / "cli-plugins", *map(Path, PLUGIN_DIRS)]
+    return [os.path.join(config, "cli-plugins"), *PLUGIN_DIRS]
+
+
+def _which(name: str) -> str | None:
+    """``shutil.which`` without importing shutil (and its compression modules)."""
+    for directory in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(directory or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def command(override: str | None = None) -> list[str]:
     """The command that runs Compose, e.g. ``["docker", "compose"]``."""
     override = override or os.environ.get("COMPOSE_BIN")
     if override:
+        import shlex
+
         return shlex.split(override)
-    docker = shutil.which("docker")
-    if docker and any((d / "docker-compose").is_file() for d in _plugin_dirs()):
+    docker = _which("docker")
+    if docker and any(os.path.isfile(os.path.join(d, "docker-compose")) for d in _plugin_dirs()):
         return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
+    standalone = _which("docker-compose")
     if standalone:
         return [standalone]
     if docker and _ok([docker, "compose", "version"]):
@@ -143,17 +164,33 @@ def _explain_failure(cmd: list[str], returncode: int) -> ComposeFailed:
     return ComposeFailed("docker compose could not resolve the project (see its message above)", returncode)
 
 
-def resolve(options: Options, extra: Sequence[str] = ()) -> str:
-    """``docker compose config`` of the project, as YAML (the JSON form drops ``x-*`` keys)."""
+class Resolving:
+    """``docker compose config`` running; :meth:`result` waits for its YAML."""
+
+    def __init__(self, cmd: list[str], argv: list[str]) -> None:
+        self.cmd = cmd
+        try:
+            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        except OSError as error:
+            raise ComposeNotFound(f"cannot run {cmd[0]}: {error.strerror}") from error
+
+    def result(self) -> str:
+        """The resolved project as YAML; :class:`ComposeFailed` when Compose refused it."""
+        out, _ = self.process.communicate()
+        if self.process.returncode != 0:
+            raise _explain_failure(self.cmd, self.process.returncode)
+        return out.decode("utf-8")
+
+
+def start_resolve(options: Options, extra: Sequence[str] = ()) -> Resolving:
+    """Start ``docker compose config`` (YAML: the JSON form drops service ``x-*`` keys)."""
     cmd = command(options.compose_bin)
-    argv = [*cmd, *options.args(), "config", "--format", "yaml", *extra]
-    try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, check=False)
-    except OSError as error:
-        raise ComposeNotFound(f"cannot run {cmd[0]}: {error.strerror}") from error
-    if done.returncode != 0:
-        raise _explain_failure(cmd, done.returncode)
-    return done.stdout.decode("utf-8")
+    return Resolving(cmd, [*cmd, *options.args(), "config", "--format", "yaml", *extra])
+
+
+def resolve(options: Options, extra: Sequence[str] = ()) -> str:
+    """``docker compose config`` of the project, as YAML."""
+    return start_resolve(options, extra).result()
 
 
 def passthrough(options: Options, args: Sequence[str]) -> int:
@@ -169,6 +206,8 @@ def run_resolved(options: Options, text: str, args: Sequence[str]) -> int:
     ``exec``), with the original project directory so ``.env`` settings such as
     ``COMPOSE_PROFILES`` and every name stay what they were.
     """
+    import tempfile
+
     cmd = command(options.compose_bin)
     directory = options.directory()
     with tempfile.TemporaryDirectory(prefix="gpumem-compose.") as tmp:
@@ -188,6 +227,8 @@ def run_resolved(options: Options, text: str, args: Sequence[str]) -> int:
 def _wait(argv: list[str]) -> int:
     """Run ``argv`` in the foreground: the terminal's Ctrl-C reaches it directly, and a
     SIGTERM or SIGHUP sent to us is passed on; returns its exit code (128+N for a signal)."""
+    import signal
+
     try:
         child = subprocess.Popen(argv)
     except OSError as error:

@@ -9,24 +9,33 @@ text; :meth:`Project.injected_document` gives the whole document (for ``--format
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from . import compose, inject, library, yamlio
 from .validate import check_overcommit
 
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:")
+#: The keys of a service that decide its cap; only these are parsed.
+_NEEDED = frozenset({"environment", "gpus", "deploy", "runtime", inject.KEY})
+#: The keys injection writes; the others are copied through as Compose printed them.
+_WRITTEN = ("environment", "volumes")
 
 
 @dataclass
 class Project:
-    """A resolved project and the caps its services get."""
+    """A resolved project and the caps its services get.
+
+    ``services`` holds, per service that may carry a cap, the keys that decide it (see
+    ``_NEEDED``) and ``volumes`` when it already mounts ``/opt/gpumem``; ``texts`` holds the
+    same services' blocks cut into keys, to splice the injection in.
+    """
 
     text: str
     services: dict[str, Any]
     plans: dict[str, inject.Plan]
     split: yamlio.Split | None
-    blocks: dict[str, int]
+    blocks: dict[str, int] = field(default_factory=dict)
 
     def injected_yaml(self, source: str | None = None) -> str:
         """Compose's YAML with the caps injected, in Compose's layout; ``$`` stays ``$$``."""
@@ -35,8 +44,7 @@ class Project:
             return yamlio.dump(self.injected_document(source, escaped=True))
         blocks = list(self.split.blocks)
         for name, plan in self.plans.items():
-            new = inject.inject_service(self.services[name], plan, source)
-            blocks[self.blocks[name]] = yamlio.dump({name: new}, indent=2)
+            blocks[self.blocks[name]] = _splice(blocks[self.blocks[name]], self.services[name], plan, source)
         return self.split.head + "".join(blocks) + self.split.tail
 
     def injected_document(self, source: str | None = None, *, escaped: bool = False) -> dict[str, Any]:
@@ -60,6 +68,31 @@ class Project:
         return {"services": services}
 
 
+def _splice(block: str, service: dict[str, Any], plan: inject.Plan, source: str) -> str:
+    """One service block with the injection written into its ``environment`` and ``volumes``."""
+    header, keys = yamlio.service_keys(block)
+    new = inject.inject_service(service, plan, source)
+    texts = dict(keys)
+    for key in _WRITTEN:
+        if key == "volumes" and key in texts and "volumes" not in service:
+            texts[key] += yamlio.dump_items(new[key][-1:], 6)
+        else:
+            texts[key] = yamlio.dump({key: new[key]}, indent=4)
+    order = [key for key, _ in keys]
+    if order == sorted(order):
+        order = sorted(texts)
+    else:
+        order += [key for key in _WRITTEN if key not in order]
+    return header + "".join(texts[key] for key in order)
+
+
+def _partial(block: str) -> str:
+    """The part of a service block that decides its cap (see ``_NEEDED``)."""
+    header, keys = yamlio.service_keys(block)
+    parts = [text for key, text in keys if key in _NEEDED or (key == "volumes" and inject.MOUNT_DIR in text)]
+    return header + "".join(parts)
+
+
 def _escape(path: str) -> str:
     return path.replace("$", "$$")
 
@@ -77,9 +110,16 @@ def load(
     *,
     extra: Sequence[str] = (),
     allow_overcommit: bool = False,
+    running: compose.Resolving | None = None,
 ) -> Project:
-    """Resolve with Compose, parse what may carry a cap, validate; raises a GpumemError."""
-    text = compose.resolve(options, extra)
+    """Resolve with Compose, parse what may carry a cap, validate; raises a GpumemError.
+
+    ``running``: a ``docker compose config`` already started by :func:`compose.start_resolve`
+    (the CLI starts it before importing this module, so the two overlap).
+    """
+    running = running or compose.start_resolve(options, extra)
+    yamlio.prepare()  # imports the YAML loader while Compose works
+    text = running.result()
     return from_text(text, label=options.label(), allow_overcommit=allow_overcommit)
 
 
@@ -104,7 +144,7 @@ def from_text(text: str, *, label: str | None = None, allow_overcommit: bool = F
         ]
         services = {}
         if wanted:
-            services = yamlio.load("".join(split.blocks[i] for i in wanted)) or {}
+            services = yamlio.load("".join(_partial(split.blocks[i]) for i in wanted)) or {}
             for i, name in zip(wanted, services):
                 blocks[name] = i
     checked = {

@@ -14,10 +14,10 @@ imported only when a size is given; no driver or no GPU means sizes are not chec
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Callable, Iterable, Mapping
 
 from .errors import InvalidValue, Overcommit
@@ -37,7 +37,8 @@ class Limit:
 @lru_cache(maxsize=1)
 def schema() -> dict[str, Any]:
     """The JSON Schema of ``x-gpu-memory``, as shipped in the package."""
-    text = resources.files(__package__).joinpath("schema.json").read_text(encoding="utf-8")
+    with open(os.path.join(os.path.dirname(__file__), "schema.json"), encoding="utf-8") as file:
+        text = file.read()
     result: dict[str, Any] = json.loads(text)
     return result
 
@@ -131,6 +132,8 @@ class Share:
 
 def device_totals(gpus: Iterable[str]) -> dict[str, int]:
     """Total memory in bytes of the named host GPUs (index or UUID) per NVML; empty without one."""
+    if not any(os.path.exists(node) for node in ("/dev/nvidiactl", "/dev/dxg")):
+        return {}  # no NVIDIA driver here: skip importing pynvml at all
     try:
         import pynvml
     except ImportError:

@@ -94,6 +94,14 @@ def dump(data: dict[Any, Any], indent: int = 0) -> str:
     return "".join(line + "\n" for line in out)
 
 
+def prepare() -> None:
+    """Import the loader now (while Compose runs) rather than at the first :func:`load`."""
+    try:
+        import ruamel.yaml.cyaml
+    except ImportError:  # pragma: no cover - pure-Python fallback
+        import ruamel.yaml  # noqa: F401
+
+
 def load(text: str) -> Any:
     """Parse YAML with ruamel.yaml's safe loader, the C one when ``ruamel.yaml.clib`` is there."""
     try:
@@ -118,33 +126,46 @@ class Split:
     tail: str = ""
 
 
+_SECTION = re.compile(r"^services:\n", re.MULTILINE)
+_TOP_KEY = re.compile(r"^(?=\S)", re.MULTILINE)
+_SERVICE = re.compile(r"^  (?=\S)", re.MULTILINE)
+_SERVICE_KEY = re.compile(r"^    (?=\S)", re.MULTILINE)
+
+
 def split_services(text: str) -> Split | None:
     """Cut canonical Compose YAML into service blocks; ``None`` when it is not in that shape."""
-    lines = text.splitlines(keepends=True)
-    try:
-        start = lines.index("services:\n")
-    except ValueError:
+    section = _SECTION.search(text)
+    if section is None:
         return None
-    split = Split("".join(lines[: start + 1]))
-    index = start + 1
-    current: list[str] = []
-    while index < len(lines):
-        line = lines[index]
-        if line[:1] not in (" ", "\n", ""):
-            break
-        if line.startswith("  ") and line[2:3] not in (" ", "\n", ""):
-            if current:
-                split.blocks.append("".join(current))
-            current = [line]
-        elif current:
-            current.append(line)
-        elif line.strip():
-            return None
-        index += 1
-    if current:
-        split.blocks.append("".join(current))
-    split.tail = "".join(lines[index:])
-    return split
+    begin = section.end()
+    after = _TOP_KEY.search(text, begin)
+    end = after.start() if after else len(text)
+    body = text[begin:end]
+    starts = [m.start() for m in _SERVICE.finditer(body)]
+    if body.strip() and (not starts or body[: starts[0]].strip()):
+        return None
+    bounds = [*starts, len(body)]
+    blocks = [body[a:b] for a, b in zip(bounds, bounds[1:])]
+    return Split(text[:begin], blocks, text[end:])
+
+
+def service_keys(block: str) -> tuple[str, list[tuple[str, str]]]:
+    """One service block as its header line and its keys' texts, in order: ``(key, text)``."""
+    starts = [m.start() for m in _SERVICE_KEY.finditer(block)]
+    header = block[: starts[0]] if starts else block
+    bounds = [*starts, len(block)]
+    keys = []
+    for a, b in zip(bounds, bounds[1:]):
+        text = block[a:b]
+        keys.append((text[4 : text.index(":")] if ":" in text else text.strip(), text))
+    return header, keys
+
+
+def dump_items(items: list[Any], indent: int) -> str:
+    """List items alone (``- ...`` lines) at ``indent``, to append to a list already written."""
+    out: list[str] = []
+    _emit_seq(items, indent, out)
+    return "".join(line + "\n" for line in out)
 
 
 def top_level_block(text: str, key: str) -> str | None:
