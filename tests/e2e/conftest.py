@@ -8,6 +8,8 @@ touches a host engine, and stops it at the end. Without the means to run (not ro
 no CLI) the tests are skipped, except under CI=true where they fail: CI must run them.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -24,8 +26,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-LIB_SRC = REPO / "libinterpose"
-LIB_BUILT = LIB_SRC / "build" / "libgpumem.so"
 STUBS_SRC = REPO / "tests" / "stubs"
 ENGINE_START_TIMEOUT = 60
 IMAGE_PROBE = "/usr/local/bin/gpumem_probe"
@@ -100,6 +100,7 @@ def _engine_runtimes(env) -> set[str] | None:
 def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
     sock = base / "docker.sock"
     log = base / "dockerd.log"
+    namespace = f"gpumem-e2e-{uuid.uuid4().hex[:12]}"  # containerd allows [A-Za-z0-9._-]
     argv = [
         "dockerd",
         "--add-runtime", "nvidia=runc",
@@ -107,8 +108,8 @@ def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
         "--exec-root", base / "exec",
         "--pidfile", base / "dockerd.pid",
         "-H", f"unix://{sock}",
-        "--containerd-namespace", f"gpumem-e2e-{base.name}",
-        "--containerd-plugins-namespace", f"gpumem-e2e-{base.name}-plugins",
+        "--containerd-namespace", namespace,
+        "--containerd-plugins-namespace", f"{namespace}-plugins",
         # no docker0 and no iptables rules: nothing shared with a host engine; Compose's
         # project networks are bridges of their own and work without either
         "--bridge=none",
@@ -248,17 +249,9 @@ def stubs(tmp_path_factory) -> Stubs:
 
 
 @pytest.fixture(scope="session")
-def built_library() -> Path:
-    """libgpumem.so as `make -C libinterpose` builds it."""
-    run(["make", "-C", LIB_SRC], timeout=300)
-    if not LIB_BUILT.exists():
-        pytest.fail(f"`make -C libinterpose` did not produce {LIB_BUILT}", pytrace=False)
-    return LIB_BUILT
-
-
-@pytest.fixture(scope="session")
 def gpumem_lib_dir(gpumem_compose, tmp_path_factory):
-    """The library installed by `gpumem-compose install-lib --dir DIR`; GPUMEM_LIB_DIR=DIR."""
+    """The library the package ships, installed by `gpumem-compose install-lib --dir DIR` (the
+    user's install step); GPUMEM_LIB_DIR=DIR for the session."""
     lib_dir = tmp_path_factory.mktemp("gpumem-lib")
     run([gpumem_compose, "install-lib", "--dir", lib_dir])
     if not (lib_dir / "libgpumem.so").is_file():
@@ -322,10 +315,11 @@ def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def e2e_image(docker_engine, stubs, built_library, tmp_path_factory) -> str:
-    """A locally imported image (no registry), tagged uniquely, removed at the end."""
+def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
+    """A locally imported image (no registry), tagged uniquely, removed at the end. It carries
+    what the installed library needs from the system too (ldd), never the library itself."""
     tarball = tmp_path_factory.mktemp("image") / "rootfs.tar"
-    build_image_tarball(tarball, stubs, built_library)
+    build_image_tarball(tarball, stubs, gpumem_lib_dir / "libgpumem.so")
     tag = f"gpumem-e2e:{uuid.uuid4().hex[:12]}"
     env = docker_engine.env()
     run(["docker", "import", "--change", "CMD [\"/bin/sh\"]", tarball, tag], env=env)

@@ -32,7 +32,7 @@ def project_name(tag: str) -> str:
 
 STACK = {
     "limited": {"runtime": "nvidia", "x-gpu-memory": 0.3},
-    "sized": {"runtime": "nvidia", "x-gpu-memory": "256MiB"},
+    "sized": {"runtime": "nvidia", "x-gpu-memory": "1GiB"},
     "neighbour": {"runtime": "nvidia"},
 }
 
@@ -67,7 +67,7 @@ def test_limited_service_reports_its_fraction_of_the_device_as_total(e2e, stack,
 
 
 def test_limited_service_reports_its_size_cap_as_total(e2e, stack):
-    assert e2e.info(stack["sized"])["total"] == 256 * MiB
+    assert e2e.info(stack["sized"])["total"] == 1024 * MiB
 
 
 def test_limited_service_allocation_under_cap_succeeds(e2e, stack, device_total):
@@ -77,7 +77,7 @@ def test_limited_service_allocation_under_cap_succeeds(e2e, stack, device_total)
 def test_limited_service_allocation_past_cap_is_refused(e2e, stack, device_total):
     cap = int(device_total * 0.3)
     assert e2e.alloc(stack["limited"], cap + 1 * MiB) == "oom"
-    assert e2e.alloc(stack["sized"], 256 * MiB + 1 * MiB) == "oom"
+    assert e2e.alloc(stack["sized"], 1024 * MiB + 1 * MiB) == "oom"
 
 
 def test_neighbour_without_x_gpu_memory_sees_whole_device_and_allocates_past_others_cap(
@@ -107,44 +107,53 @@ def test_limited_service_gets_library_read_only_preload_and_limit(e2e, stack):
     assert lib["Source"] == str(e2e.lib_dir)
 
 
-def test_two_processes_in_one_container_share_the_cap(e2e, stack, device_total):
-    container = stack["limited"]
-    cap = int(device_total * 0.3)
-    most = int(cap * 0.6)
+def hold(e2e, container: str, nbytes: int, seconds: int) -> subprocess.Popen:
+    """A probe process in container holding nbytes for seconds; returns once the container's
+    shared ledger shows it (free, as another process sees it, has dropped by nbytes)."""
+    free_before = e2e.info(container)["free"]
     holder = subprocess.Popen(
-        ["docker", "exec", container, "gpumem_probe", "alloc", str(most), "4"],
+        ["docker", "exec", container, "gpumem_probe", "alloc", str(nbytes), str(seconds)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while e2e.info(container)["free"] > free_before - nbytes:
+        if holder.poll() is not None or time.monotonic() > deadline:
+            holder.kill()
+            out, err = holder.communicate()
+            pytest.fail(f"the holder's {nbytes} bytes never showed in free: {out!r} {err!r}")
+        time.sleep(0.1)
+    return holder
+
+
+def finish(holder: subprocess.Popen) -> str:
     try:
-        # the holder's share shows in the container-wide ledger before the second process tries
-        deadline = time.monotonic() + 15
-        while e2e.info(container)["free"] > cap - most:
-            assert holder.poll() is None, f"holder exited early: {holder.communicate()}"
-            assert time.monotonic() < deadline, "the holder's allocation never showed in free"
-            time.sleep(0.1)
-        assert e2e.alloc(container, most) == "oom"
         out, err = holder.communicate(timeout=30)
     finally:
         if holder.poll() is None:
             holder.kill()
     assert "ok" in out.split(), f"holder: {out!r} {err!r}"
-    # its share came back when it exited
+    return out
+
+
+def test_two_processes_in_one_container_share_the_cap(e2e, stack, device_total):
+    container = stack["limited"]
+    most = int(device_total * 0.3 * 0.6)
+    holder = hold(e2e, container, most, 4)
+    try:
+        assert e2e.alloc(container, most) == "oom"
+    finally:
+        finish(holder)
+    # the holder's share came back when it exited
     assert e2e.alloc(container, most) == "ok"
 
 
 def test_two_services_have_separate_ledgers(e2e, stack, device_total):
-    """The sized service holding its whole cap takes nothing from the limited service's cap."""
-    holder = subprocess.Popen(
-        ["docker", "exec", stack["sized"], "gpumem_probe", "alloc", str(200 * MiB), "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    """The sized service holding most of its cap takes nothing from the limited service."""
+    holder = hold(e2e, stack["sized"], 400 * MiB, 3)
     try:
-        deadline = time.monotonic() + 15
-        while e2e.info(stack["sized"])["free"] > 56 * MiB:
-            assert holder.poll() is None, f"holder exited early: {holder.communicate()}"
-            assert time.monotonic() < deadline, "the holder's allocation never showed in free"
-            time.sleep(0.1)
+        assert e2e.alloc(stack["sized"], 400 * MiB) == "oom"
         assert e2e.alloc(stack["limited"], int(device_total * 0.3 * 0.6)) == "ok"
     finally:
-        holder.communicate(timeout=30)
+        finish(holder)
 
 
 def test_down_removes_every_container_and_network(e2e, tmp_path):
@@ -182,7 +191,7 @@ def test_up_with_library_missing_fails_in_one_line_and_starts_nothing(e2e, tmp_p
 def _injected_view(info: dict) -> dict:
     """What injection decides about a container: its environment, mounts and runtime."""
     return {
-        "env": sorted(e for e in info["Config"]["Env"] if not e.startswith("HOSTNAME=")),
+        "env": sorted(e for e in info["Config"]["Env"] or [] if not e.startswith("HOSTNAME=")),
         "mounts": sorted((m["Type"], m["Source"], m["Destination"], m["RW"])
                          for m in info["Mounts"]),
         "runtime": info["HostConfig"]["Runtime"],

@@ -32,9 +32,9 @@ def test_gpu_memory_fraction_is_the_total_the_container_sees(e2e, device_total):
 
 
 def test_gpu_memory_size_is_the_total_the_container_sees(e2e):
-    proc = docker_run(e2e, "--gpu-memory", "384MiB", e2e.image, "gpumem_probe", "info")
+    proc = docker_run(e2e, "--gpu-memory", "1GiB", e2e.image, "gpumem_probe", "info")
     assert proc.returncode == 0, proc.stderr
-    assert e2e.parse_info(proc.stdout)["total"] == 384 * MiB
+    assert e2e.parse_info(proc.stdout)["total"] == 1024 * MiB
 
 
 def test_gpu_memory_allocation_past_cap_is_refused(e2e, device_total):
