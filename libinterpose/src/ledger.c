@@ -201,6 +201,7 @@ static void unlock(void) { pthread_mutex_unlock(&L->mu); }
 static int ensure_slot_locked(void)
 {
     if (L_slot >= 0) return L_slot;
+    reclaim_locked();   /* once per process: clear out the dead before taking a slot */
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < LEDGER_SLOTS; i++) {
             if (L->slot[i].in_use) continue;

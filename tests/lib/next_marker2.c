@@ -1,0 +1,1 @@
+int marker(void) { return 2; }
