@@ -2,8 +2,8 @@
 services run the stand-in CUDA driver; the probe inside reports what the library makes it see."""
 
 import json
+import select
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -107,48 +107,46 @@ def test_limited_service_gets_library_read_only_preload_and_limit(e2e, stack):
     assert lib["Source"] == str(e2e.lib_dir)
 
 
-def hold(e2e, container: str, nbytes: int, seconds: int) -> subprocess.Popen:
-    """A probe process in container holding nbytes for seconds; returns once the container's
-    shared ledger shows it (free, as another process sees it, has dropped by nbytes)."""
-    free_before = e2e.info(container)["free"]
+def hold(container: str, nbytes: int, seconds: int) -> subprocess.Popen:
+    """A probe process in container holding nbytes for seconds; returns once it has them (the
+    probe prints `ok` once its allocation succeeded, then holds)."""
     holder = subprocess.Popen(
         ["docker", "exec", container, "gpumem_probe", "alloc", str(nbytes), str(seconds)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while e2e.info(container)["free"] > free_before - nbytes:
-        if holder.poll() is not None or time.monotonic() > deadline:
-            holder.kill()
-            out, err = holder.communicate()
-            pytest.fail(f"the holder's {nbytes} bytes never showed in free: {out!r} {err!r}")
-        time.sleep(0.1)
+    ready, _, _ = select.select([holder.stdout], [], [], 30)
+    first = holder.stdout.readline().strip() if ready else ""
+    if first != "ok":
+        holder.kill()
+        out, err = holder.communicate()
+        pytest.fail(f"the holder did not get its {nbytes} bytes: {first!r} {out!r} {err!r}")
     return holder
 
 
-def finish(holder: subprocess.Popen) -> str:
+def finish(holder: subprocess.Popen) -> None:
     try:
-        out, err = holder.communicate(timeout=30)
+        _, err = holder.communicate(timeout=30)
     finally:
         if holder.poll() is None:
             holder.kill()
-    assert "ok" in out.split(), f"holder: {out!r} {err!r}"
-    return out
+    assert holder.returncode == 0, f"holder exited {holder.returncode}: {err!r}"
 
 
 def test_two_processes_in_one_container_share_the_cap(e2e, stack, device_total):
     container = stack["limited"]
-    most = int(device_total * 0.3 * 0.6)
-    holder = hold(e2e, container, most, 4)
+    # with its CUDA context, the holder takes most of the cap
+    share = int(device_total * 0.3 * 0.45)
+    holder = hold(container, share, 4)
     try:
-        assert e2e.alloc(container, most) == "oom"
+        assert e2e.alloc(container, share) == "oom"
     finally:
         finish(holder)
     # the holder's share came back when it exited
-    assert e2e.alloc(container, most) == "ok"
+    assert e2e.alloc(container, share) == "ok"
 
 
 def test_two_services_have_separate_ledgers(e2e, stack, device_total):
     """The sized service holding most of its cap takes nothing from the limited service."""
-    holder = hold(e2e, stack["sized"], 400 * MiB, 3)
+    holder = hold(stack["sized"], 400 * MiB, 3)
     try:
         assert e2e.alloc(stack["sized"], 400 * MiB) == "oom"
         assert e2e.alloc(stack["limited"], int(device_total * 0.3 * 0.6)) == "ok"
