@@ -130,7 +130,7 @@ static int load_devices_locked(void)
     p_cuCtxGetDevice = (fn_ctxdev)resolve_symbol(LIB_CUDA, "cuCtxGetDevice");
     p_cuCtxGetCurrent = (fn_ctxcur)resolve_symbol(LIB_CUDA, "cuCtxGetCurrent");
     int n = 0;
-    if (!count || !get || !uuid || !total || count(&n) != CUDA_SUCCESS) return 0;
+    if (!count || count(&n) != CUDA_SUCCESS) return 0;   /* driver not initialised yet: later */
     if (n > GPUMEM_MAX_DEV) n = GPUMEM_MAX_DEV;
     for (int i = 0; i < n; i++) {
         struct gdev *d = &devs[i];
@@ -139,9 +139,13 @@ static int load_devices_locked(void)
         memset(d, 0, sizeof *d);
         d->ord = i;
         d->ldev = -1;
-        if (get(&d->handle, i) != CUDA_SUCCESS || uuid(&u, d->handle) != CUDA_SUCCESS ||
+        d->handle = i;
+        if (!get || !uuid || !total || get(&d->handle, i) != CUDA_SUCCESS || uuid(&u, d->handle) != CUDA_SUCCESS ||
             total(&t, d->handle) != CUDA_SUCCESS) {
-            LOG(LOG_ERROR, "cannot query device %d; it is left unaltered", i);
+            const char *var, *val;
+            if (gpumem_limit_for(i, &var, &val).kind == LIMIT_NONE) continue;   /* not limited: unaltered */
+            gpumem_log(LOG_ERROR, "cannot query device %d (UUID, total memory): every allocation on it is refused", i);
+            d->limited = d->bad = 1;
             continue;
         }
         format_uuid(&u, d->uuid, sizeof d->uuid);

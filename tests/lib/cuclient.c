@@ -10,7 +10,7 @@
  *   release  reset   (the primary context)
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
- *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE
+ *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
  *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
  * SIZE takes K/M/G suffixes (binary).  Results: "ok", "err=<CUresult>", numbers. */
@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef int CUresult;
@@ -259,6 +260,20 @@ int main(int argc, char **argv)
             int ok = 0, oom = 0;
             for (int k = 0; k < n; k++) { pthread_join(t[k], NULL); ok += a[k].ok; oom += a[k].oom; }
             printf("threads ok=%d oom=%d\n", ok, oom);
+        } else if (!strcmp(name, "bench")) {   /* bench=N,SIZE: mean time of one alloc+free pair */
+            int n = 1; char szs[64] = "1";
+            sscanf(v, "%d,%63s", &n, szs);
+            size_t sz = size_arg(szs);
+            struct timespec a, b;
+            int fails = 0;
+            clock_gettime(CLOCK_MONOTONIC, &a);
+            for (int k = 0; k < n; k++) {
+                CUdeviceptr d;
+                if (A.cuMemAlloc(&d, sz) == 0) A.cuMemFree(d); else fails++;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &b);
+            double ns = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / (n ? n : 1);
+            printf("bench ns_per_pair=%.0f fails=%d\n", ns, fails);
         } else if (!strcmp(name, "fork") || !strcmp(name, "forknowait")) {
             int depth = 0, j;
             for (j = i + 1; j < argc; j++) {
