@@ -24,26 +24,25 @@ import click
 
 from . import __version__
 from .errors import GpumemError
-from .options import compose_options
+from .options import compose_options, passed_args
 
 if TYPE_CHECKING:
+    from .compose import Resolving
     from .project import Project
 
 PROG = "gpumem-compose"
-#: Commands that start containers: the library must be in place before them.
-STARTS_CONTAINERS = frozenset({"up", "run", "create", "start", "restart", "watch", "scale"})
-#: Commands that need no project at all.
-NO_PROJECT = frozenset({"version", "ls", "help"})
 
 
 class Settings:
     """What the group's options asked for; subcommands add to it."""
 
-    def __init__(self) -> None:
+    def __init__(self, early: Resolving | None = None) -> None:
         from .compose import Options
 
         self.options = Options()
         self.allow_overcommit = False
+        #: ``docker compose config`` started before click was imported (see :func:`entry`).
+        self.early = early
 
     def update(self, values: dict[str, Any]) -> None:
         o = self.options
@@ -53,7 +52,13 @@ class Settings:
         o.project_name = values.get("project_name") or o.project_name
         o.project_directory = values.get("project_directory") or o.project_directory
         o.compose_bin = values.get("compose_bin") or o.compose_bin
+        o.extra += passed_args(values)
         self.allow_overcommit = bool(values.get("allow_overcommit")) or self.allow_overcommit
+
+    def cancel_early(self) -> None:
+        if self.early is not None:
+            self.early.cancel()
+            self.early = None
 
 
 class Group(click.Group):
@@ -71,12 +76,12 @@ def _passthrough(name: str) -> click.Command:
     def callback(settings: Settings, args: tuple[str, ...]) -> int:
         from . import compose
 
-        if name in NO_PROJECT or "--help" in args or "-h" in args:
+        if name in compose.NO_PROJECT or "--help" in args or "-h" in args:
             return compose.passthrough(settings.options, [name, *args])
         resolved = _load(settings)
         from . import library
 
-        if name in STARTS_CONTAINERS and resolved.plans:
+        if name in compose.STARTS_CONTAINERS and resolved.plans:
             library.require()
         return compose.run_resolved(settings.options, resolved.injected_yaml(), [name, *args])
 
@@ -96,9 +101,9 @@ def _passthrough(name: str) -> click.Command:
 @click.pass_context
 def main(ctx: click.Context, /, **values: Any) -> None:
     """Docker Compose with x-gpu-memory: a hard GPU-memory cap per service."""
-    settings = Settings()
-    settings.update(values)
-    ctx.obj = settings
+    if not isinstance(ctx.obj, Settings):
+        ctx.obj = Settings()
+    ctx.obj.update(values)
 
 
 @main.command("config")
@@ -167,10 +172,17 @@ def install_lib_command(directory: str | None, source: str | None) -> int:
 
 
 def _load(settings: Settings, extra: Sequence[str] = ()) -> Project:
-    """Start Compose first, then import the rest of the package while it resolves."""
-    from .compose import start_resolve
+    """Start Compose first (or take the one :func:`entry` started, when it was asked the same),
+    then import the rest of the package while it resolves."""
+    from .compose import config_argv, start_resolve
 
-    running = start_resolve(settings.options, extra)
+    running = None
+    if settings.early is not None:
+        if settings.early.argv == config_argv(settings.options, extra):
+            running, settings.early = settings.early, None
+        else:
+            settings.cancel_early()
+    running = running or start_resolve(settings.options, extra)
     from .project import load
 
     return load(settings.options, extra=extra, allow_overcommit=settings.allow_overcommit, running=running)
@@ -185,12 +197,15 @@ def _write(text: str, output: str | None) -> None:
     write(output, text)
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; one line on stderr and an exit code for every error."""
+def run(argv: Sequence[str] | None = None, *, early: Resolving | None = None) -> int:
+    """Run the CLI; one line on stderr and an exit code for every error.
+
+    ``early``: ``docker compose config`` already started by :mod:`compose_gpumem.launch`.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    settings = Settings(early)
     try:
-        result = main.main(
-            args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False
-        )
+        result = main.main(args=args, prog_name=PROG, standalone_mode=False, obj=settings)
     except GpumemError as error:
         sys.stdout.flush()
         print(f"{PROG}: {error}", file=sys.stderr)
@@ -204,11 +219,13 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 130
     except KeyboardInterrupt:
         return 130
+    finally:
+        settings.cancel_early()
     return result if isinstance(result, int) else 0
 
 
 def entry() -> None:
-    """Console-script entry point."""
+    """Entry point without the early start (the console script uses :mod:`launch`)."""
     sys.exit(run())
 
 

@@ -24,6 +24,10 @@ PLUGIN_DIRS = (
     "/usr/lib/docker/cli-plugins",
     "/usr/libexec/docker/cli-plugins",
 )
+#: Commands that start containers: the library must be in place before them.
+STARTS_CONTAINERS = frozenset({"up", "run", "create", "start", "restart", "watch", "scale"})
+#: Commands that need no project at all.
+NO_PROJECT = frozenset({"version", "ls", "help"})
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 
 
@@ -165,27 +169,47 @@ def _explain_failure(cmd: list[str], returncode: int) -> ComposeFailed:
 
 
 class Resolving:
-    """``docker compose config`` running; :meth:`result` waits for its YAML."""
+    """``docker compose config`` running; :meth:`result` waits for its YAML.
+
+    Its stderr is held back and replayed by :meth:`result`, so a call that is cancelled (see
+    :mod:`compose_gpumem.launch`) prints nothing.
+    """
 
     def __init__(self, cmd: list[str], argv: list[str]) -> None:
         self.cmd = cmd
+        self.argv = argv
         try:
-            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE)
+            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as error:
             raise ComposeNotFound(f"cannot run {cmd[0]}: {error.strerror}") from error
 
     def result(self) -> str:
         """The resolved project as YAML; :class:`ComposeFailed` when Compose refused it."""
-        out, _ = self.process.communicate()
+        out, err = self.process.communicate()
+        if err:
+            sys.stderr.write(err.decode("utf-8", "replace"))
+            sys.stderr.flush()
         if self.process.returncode != 0:
             raise _explain_failure(self.cmd, self.process.returncode)
         return out.decode("utf-8")
 
+    def cancel(self) -> None:
+        """Stop it, unheard."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+
+def config_argv(options: Options, extra: Sequence[str] = ()) -> list[str]:
+    """The ``docker compose config`` call for ``options`` (YAML: the JSON form drops service
+    ``x-*`` keys)."""
+    return [*command(options.compose_bin), *options.args(), "config", "--format", "yaml", *extra]
+
 
 def start_resolve(options: Options, extra: Sequence[str] = ()) -> Resolving:
-    """Start ``docker compose config`` (YAML: the JSON form drops service ``x-*`` keys)."""
+    """Start ``docker compose config``; :meth:`Resolving.result` gives its output."""
     cmd = command(options.compose_bin)
-    return Resolving(cmd, [*cmd, *options.args(), "config", "--format", "yaml", *extra])
+    return Resolving(cmd, config_argv(options, extra))
 
 
 def resolve(options: Options, extra: Sequence[str] = ()) -> str:

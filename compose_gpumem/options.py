@@ -1,51 +1,120 @@
-"""Compose's global options, declared once and shared by the group and our own subcommands."""
+"""Compose's global options, declared once: the table below makes the click options of the
+group and of our own subcommands, and :func:`prescan` reads the same table to start Compose
+before click is even imported (see :func:`compose_gpumem.cli.entry`).
+
+This module imports nothing heavy; ``click`` is imported only by :func:`compose_options`.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
-
-import click
+from typing import Any, Callable, NamedTuple, Sequence, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_OPTIONS = [
-    click.option(
-        "-f",
-        "--file",
+
+class Opt(NamedTuple):
+    """One global option: its flags, where click stores it, and how it behaves."""
+
+    flags: tuple[str, ...]
+    dest: str
+    help: str
+    metavar: str | None = None
+    multiple: bool = False
+    is_flag: bool = False
+    envvar: str | None = None
+    #: Not interpreted by us: handed to Compose as given.
+    passed: bool = False
+
+
+SHARED: tuple[Opt, ...] = (
+    Opt(
+        ("-f", "--file"),
         "files",
+        "Compose file (repeatable); COMPOSE_FILE is honoured when none is given.",
+        "FILE",
         multiple=True,
-        metavar="FILE",
-        help="Compose file (repeatable); COMPOSE_FILE is honoured when none is given.",
     ),
-    click.option("-p", "--project-name", metavar="NAME", help="Project name."),
-    click.option(
-        "--profile", "profiles", multiple=True, metavar="PROFILE", help="Profile to enable (repeatable)."
-    ),
-    click.option(
-        "--env-file",
-        "env_files",
-        multiple=True,
-        metavar="PATH",
-        help="Alternate environment file (repeatable).",
-    ),
-    click.option("--project-directory", metavar="DIR", help="Alternate working directory."),
-    click.option(
-        "--compose-bin",
-        metavar="CMD",
+    Opt(("-p", "--project-name"), "project_name", "Project name.", "NAME"),
+    Opt(("--profile",), "profiles", "Profile to enable (repeatable).", "PROFILE", multiple=True),
+    Opt(("--env-file",), "env_files", "Alternate environment file (repeatable).", "PATH", multiple=True),
+    Opt(("--project-directory",), "project_directory", "Alternate working directory.", "DIR"),
+    Opt(
+        ("--compose-bin",),
+        "compose_bin",
+        'Command that runs Compose, e.g. "docker compose".',
+        "CMD",
         envvar="COMPOSE_BIN",
-        help='Command that runs Compose, e.g. "docker compose" (env COMPOSE_BIN).',
     ),
-    click.option(
-        "--allow-overcommit",
+    Opt(
+        ("--allow-overcommit",),
+        "allow_overcommit",
+        "Proceed when services sharing a GPU are promised more than it holds.",
         is_flag=True,
-        default=None,
-        help="Proceed when services sharing a GPU are promised more than it holds.",
     ),
-]
+    Opt(("--ansi",), "ansi", "Passed to Compose.", "WHEN", passed=True),
+    Opt(("--progress",), "progress", "Passed to Compose.", "TYPE", passed=True),
+    Opt(("--parallel",), "parallel", "Passed to Compose.", "N", passed=True),
+    Opt(("--compatibility",), "compatibility", "Passed to Compose.", is_flag=True, passed=True),
+    Opt(("--dry-run",), "dry_run", "Passed to Compose.", is_flag=True, passed=True),
+    Opt(("--all-resources",), "all_resources", "Passed to Compose.", is_flag=True, passed=True),
+)
+_BY_FLAG = {flag: opt for opt in SHARED for flag in opt.flags}
 
 
 def compose_options(function: F) -> F:
     """Add the shared options to a click command."""
-    for option in reversed(_OPTIONS):
-        function = option(function)
+    import click
+
+    for opt in reversed(SHARED):
+        function = click.option(
+            *opt.flags,
+            opt.dest,
+            help=opt.help,
+            metavar=opt.metavar,
+            multiple=opt.multiple,
+            is_flag=opt.is_flag,
+            default=None,
+            envvar=opt.envvar,
+            show_envvar=opt.envvar is not None,
+        )(function)
     return function
+
+
+def passed_args(values: dict[str, Any]) -> list[str]:
+    """The options we do not interpret, as Compose arguments."""
+    out: list[str] = []
+    for opt in SHARED:
+        value = values.get(opt.dest)
+        if opt.passed and value:
+            out += [opt.flags[-1]] if opt.is_flag else [opt.flags[-1], str(value)]
+    return out
+
+
+def prescan(argv: Sequence[str]) -> tuple[dict[str, Any], int] | None:
+    """The global options before the command, as click would store them, and the command's
+    index; ``None`` when anything there is not a plain use of the table."""
+    values: dict[str, Any] = {}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        flag, eq, attached = argv[i].partition("=")
+        opt = _BY_FLAG.get(flag)
+        if opt is None:
+            return None
+        if opt.is_flag:
+            if eq:
+                return None
+            value: Any = True
+            i += 1
+        elif eq:
+            value = attached
+            i += 1
+        elif i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 2
+        else:
+            return None
+        if opt.multiple:
+            values[opt.dest] = (*values.get(opt.dest, ()), value)
+        else:
+            values[opt.dest] = value
+    return values, i

@@ -257,3 +257,32 @@ def test_install_lib_copies_the_library(tmp_path: Path) -> None:
 def test_install_lib_without_a_library_says_so(tmp_path: Path) -> None:
     done = cli("install-lib", "--dir", str(tmp_path), "--source", str(tmp_path / "none.so"), cwd=tmp_path)
     assert done.returncode == 1 and "none.so not found" in done.stderr
+
+
+def test_config_of_some_services_prints_only_those(project: Path, lib_dir: Path) -> None:
+    done = cli("config", "server", cwd=project)
+    assert done.returncode == 0, done.stderr
+    assert set(load(done.stdout)["services"]) == {"server"}
+
+
+def test_options_after_the_subcommand_are_added_to_the_global_ones(project: Path, lib_dir: Path) -> None:
+    write(project / "more.yaml", "services:\n  extra:\n    image: x\n    gpus: all\n")
+    done = cli("-f", "compose.yaml", "config", "-f", "more.yaml", cwd=project)
+    assert done.returncode == 0, done.stderr
+    services = load(done.stdout)["services"]
+    assert services["extra"]["environment"]["GPUMEM_LIMIT"] == "0.2"
+    assert "trainer" in services
+
+
+def test_a_usage_error_prints_nothing_from_compose(tmp_path: Path, compose_cmd: list[str]) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  web:\n    image: x\n    ports: [oops: 1]\n")
+    done = cli("config", "--format", "xml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "'xml' is not one of" in done.stderr and "ports" not in done.stderr
+
+
+def test_passed_global_options_reach_compose(project: Path, lib_dir: Path, recorder: Path) -> None:
+    done = cli("--ansi", "never", "--dry-run", "up", cwd=project, env={"COMPOSE_BIN": str(recorder)})
+    assert done.returncode == 7, done.stderr
+    args = (recorder.parent / "record").read_text().split("\n")
+    assert "--dry-run" in args and args[args.index("--ansi") + 1] == "never"

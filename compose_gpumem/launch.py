@@ -1,0 +1,52 @@
+"""The ``gpumem-compose`` console script: starts Compose before click loads.
+
+Python and click take tens of milliseconds to load, about as long as Compose takes to resolve a
+small project.  So the global options are read first with the same table click uses
+(:func:`compose_gpumem.options.prescan`), ``docker compose config`` is started, and only then
+is the CLI imported.  :func:`compose_gpumem.cli._load` takes that process only when the parsed
+command line asks for exactly the same call; otherwise it is killed unheard.  Nothing here
+imports more than ``os`` and ``subprocess``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from .compose import NO_PROJECT, Options, Resolving, start_resolve
+from .errors import GpumemError
+from .options import passed_args, prescan
+
+
+def speculate(argv: Sequence[str]) -> Resolving | None:
+    """Start ``docker compose config`` for the global options in ``argv``, when the command
+    is one that resolves the project; ``None`` when in doubt."""
+    found = prescan(argv)
+    if found is None:
+        return None
+    values, index = found
+    if index >= len(argv) or argv[index] in NO_PROJECT or argv[index] == "install-lib":
+        return None
+    if {"-h", "--help", "--version"} & set(argv) or "-" in values.get("files", ()):
+        return None  # help needs no project; with `-f -` only the real call may read stdin
+    options = Options(
+        values.get("files", ()),
+        values.get("project_name"),
+        values.get("profiles", ()),
+        values.get("env_files", ()),
+        values.get("project_directory"),
+        values.get("compose_bin"),
+        passed_args(values),
+    )
+    try:
+        return start_resolve(options)
+    except GpumemError:
+        return None  # the real call reports it
+
+
+def main() -> None:
+    """Console-script entry point."""
+    early = speculate(sys.argv[1:])
+    from .cli import run
+
+    sys.exit(run(early=early))
