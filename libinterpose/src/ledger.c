@@ -41,7 +41,9 @@ static struct ledger *L;          /* the mapping (shared file, or private fallba
 static int L_fd = -1;             /* ledger file; never closed while we hold our slot lock */
 static int L_slot = -1;           /* our slot, -1 until first use (and again in a forked child) */
 static pthread_once_t L_once = PTHREAD_ONCE_INIT;
-static unsigned debug_sleep_us;   /* GPUMEM_DEBUG_LOCK_SLEEP_US: tests kill us mid-update */
+/* GPUMEM_DEBUG_LOCK_SLEEP_US / GPUMEM_DEBUG_RELEASE_SLEEP_US: sleep inside the critical section
+ * between the slot's update and the total's, so tests can kill us mid-update */
+static unsigned debug_sleep_us, debug_release_sleep_us;
 
 static void init_mutex(pthread_mutex_t *mu, int shared)
 {
@@ -129,6 +131,8 @@ static void ledger_init(void)
     if (!dir || !*dir) dir = "/dev/shm/gpumem";
     const char *s = getenv("GPUMEM_DEBUG_LOCK_SLEEP_US");
     if (s) debug_sleep_us = (unsigned)strtoul(s, NULL, 10);
+    s = getenv("GPUMEM_DEBUG_RELEASE_SLEEP_US");
+    if (s) debug_release_sleep_us = (unsigned)strtoul(s, NULL, 10);
     const char *why = NULL;
     if (open_shared(dir, &why) != 0) use_private(why, dir);
     else LOG(LOG_DEBUG, "ledger %s/%s", dir, LEDGER_NAME);
@@ -265,6 +269,7 @@ void ledger_release(int ldev, uint64_t bytes)
         if (bytes > *u) bytes = *u;   /* never give back more than we hold */
         *u -= bytes;
     }
+    if (debug_release_sleep_us) usleep(debug_release_sleep_us);
     uint64_t t = L->dev[ldev].used;
     __atomic_store_n(&L->dev[ldev].used, t >= bytes ? t - bytes : 0, __ATOMIC_RELEASE);
     unlock();

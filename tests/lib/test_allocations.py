@@ -123,3 +123,15 @@ def test_out_of_memory_floods_are_rate_limited_but_the_first_is_kept(gpu):
     lines = [ln for ln in r.err.splitlines() if "out of memory on device 0" in ln]
     assert 1 <= len(lines) <= 12, r.err
     assert "requested 3.00 GiB" in lines[0]
+
+
+def test_log_level_error_silences_out_of_memory_warnings(gpu):
+    r = gpu.run(*START, "alloc=3G", GPUMEM_LIMIT="2GiB", GPUMEM_LOG="error")
+    assert r.results("alloc") == ["err=2"]
+    assert r.err == ""
+
+
+def test_context_reserve_malformed_falls_back_to_the_default_with_an_error(gpu):
+    r = gpu.run(*START, "info", GPUMEM_LIMIT="4GiB", GPUMEM_CONTEXT_RESERVE="lots")
+    assert r.field("info", "free") == 4 * GiB - 512 * MiB
+    assert "GPUMEM_CONTEXT_RESERVE=lots" in r.err

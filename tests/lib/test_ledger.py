@@ -160,6 +160,21 @@ def test_process_killed_inside_the_ledger_lock_never_leaves_others_waiting(gpu):
     assert "died holding the ledger lock" in r.err
 
 
+def test_process_killed_mid_release_inside_the_lock_leaks_nothing(gpu):
+    # the dead process had lowered its slot but not yet the total: the next locker must
+    # recompute the totals from the slots, or the freed bytes would stay charged forever
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    a = gpu.spawn(*START, "alloc=2G", "free", GPUMEM_DEBUG_RELEASE_SLEEP_US=20_000_000, **env)
+    for line in iter(a.stdout.readline, ""):
+        if line.startswith("alloc"):
+            break
+    time.sleep(0.3)
+    kill(a)
+    r = gpu.run(*START, "info", "alloc=4G", timeout=10, **env)
+    assert r.field("info", "free") == 4 * GiB
+    assert r.results("alloc") == ["ok"]
+
+
 def test_sigkill_at_random_moments_never_leaks_or_wedges_the_ledger(gpu):
     env = dict(GPUMEM_LIMIT="1GiB", GPUMEM_LOG="error", **NORES)
     rnd = random.Random(1234)
