@@ -11,7 +11,7 @@ imports more than ``os`` and ``subprocess``.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from .compose import NO_PROJECT, Options, Resolving, start_resolve
 from .errors import GpumemError

@@ -7,23 +7,39 @@ This module imports nothing heavy; ``click`` is imported only by :func:`compose_
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence, TypeVar
+from collections.abc import Sequence
 
-F = TypeVar("F", bound=Callable[..., Any])
+TYPE_CHECKING = False  # `typing` costs ~10 ms to import: it stays off the path to Compose
+if TYPE_CHECKING:
+    from typing import Any, Callable, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Opt(NamedTuple):
+class Opt:
     """One global option: its flags, where click stores it, and how it behaves."""
 
-    flags: tuple[str, ...]
-    dest: str
-    help: str
-    metavar: str | None = None
-    multiple: bool = False
-    is_flag: bool = False
-    envvar: str | None = None
-    #: Not interpreted by us: handed to Compose as given.
-    passed: bool = False
+    def __init__(
+        self,
+        flags: tuple[str, ...],
+        dest: str,
+        help: str,
+        metavar: str | None = None,
+        *,
+        multiple: bool = False,
+        is_flag: bool = False,
+        envvar: str | None = None,
+        passed: bool = False,
+    ) -> None:
+        self.flags = flags
+        self.dest = dest
+        self.help = help
+        self.metavar = metavar
+        self.multiple = multiple
+        self.is_flag = is_flag
+        self.envvar = envvar
+        #: Not interpreted by us: handed to Compose as given.
+        self.passed = passed
 
 
 SHARED: tuple[Opt, ...] = (
