@@ -6,7 +6,7 @@
  *        gpa1  - cuGetProcAddress (found with dlsym) with cudaVersion ver and flags
  *        gpa2  - cuGetProcAddress_v2 (found with dlsym), then cuGetProcAddress fetched through
  *                itself, as libcudart 12/13 does; every entry point fetched by base name
- *   init  dev=N  primary  ctx  current=I (make the I-th ctx current)  destroy (the last ctx)
+ *   init  dev=N  primary  ctx  ctx3  ctx4 (cuCtxCreate_v3/_v4)  current=I (make the I-th ctx current)  destroy (the last ctx)
  *   release  reset   (the primary context)
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
@@ -102,10 +102,13 @@ static void *get(const char *base, const char *v2, void *linked)
 {
     void *p = NULL;
     int st = -1;
+    /* the client calls cuCtxCreate with the _v2 signature: ask for that version, as code using
+     * cudaTypedefs.h's PFN_cuCtxCreate_v3020 does (a newer cudaVersion hands out _v3/_v4) */
+    int v = !strcmp(base, "cuCtxCreate") && ver > 3020 ? 3020 : ver;
     if (!strcmp(mode, "link")) return linked;
     if (!strcmp(mode, "dlsym")) return dlsym(lib, v2);
-    if (gpa2) gpa2(base, &p, ver, flags, &st);
-    else if (gpa1) gpa1(base, &p, ver, flags);
+    if (gpa2) gpa2(base, &p, v, flags, &st);
+    else if (gpa1) gpa1(base, &p, v, flags);
     return p;
 }
 
@@ -195,6 +198,18 @@ int main(int argc, char **argv)
             CUresult r = A.cuCtxCreate(&cur, 0, dev);
             if (!r) ctxs[nctx++] = cur;
             res("ctx", r);
+        } else if (!strcmp(name, "ctx3") || !strcmp(name, "ctx4")) {   /* cuCtxCreate_v3 / _v4 */
+            int v3 = name[3] == '3';
+            void *fp = NULL;
+            int st;
+            if (gpa2) gpa2("cuCtxCreate", &fp, v3 ? 11040 : 12050, 0, &st);
+            else if (gpa1) gpa1("cuCtxCreate", &fp, v3 ? 11040 : 12050, 0);
+            else fp = dlsym(lib ? lib : RTLD_DEFAULT, v3 ? "cuCtxCreate_v3" : "cuCtxCreate_v4");
+            CUresult r = !fp ? 500
+                       : v3 ? ((CUresult (*)(CUcontext *, void *, int, unsigned int, CUdevice))fp)(&cur, NULL, 0, 0, dev)
+                            : ((CUresult (*)(CUcontext *, void *, unsigned int, CUdevice))fp)(&cur, NULL, 0, dev);
+            if (!r) ctxs[nctx++] = cur;
+            res(name, r);
         } else if (!strcmp(name, "current")) {
             int k = atoi(v);
             cur = k < nctx ? ctxs[k] : NULL;

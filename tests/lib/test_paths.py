@@ -47,8 +47,9 @@ def test_get_proc_address_follows_the_driver_version_rules(gpu):
     r = gpu.run("mode=gpa2", "ver=12050", "init", "dev=0", "ctx", "alloc=1", "destroy",
                 GPUMEM_LIMIT="2GiB", GPUMEM_LOG="debug")
     assert r.rc == 0, r
+    assert r.results("ctx") == ["ok"] and r.results("destroy") == ["ok"]
     for line in ["cuGetProcAddress(cuMemAlloc, 12050, 0) -> cuMemAlloc_v2",
-                 "cuGetProcAddress(cuCtxCreate, 12050, 0) -> cuCtxCreate_v4",
+                 "cuGetProcAddress(cuCtxCreate, 3020, 0) -> cuCtxCreate_v2",
                  "cuGetProcAddress(cuCtxDestroy, 12050, 0) -> cuCtxDestroy_v2",
                  "cuGetProcAddress(cuDevicePrimaryCtxRelease, 12050, 0) -> cuDevicePrimaryCtxRelease_v2",
                  "cuGetProcAddress(cuMemAllocAsync, 12050, 0) -> cuMemAllocAsync",
@@ -116,3 +117,17 @@ def test_probe_reports_info_and_exits_3_on_oom(gpu):
     assert r.rc == 3 and r.out == "oom\n", r
     r = gpu.run("totalmem", prog="gpumem_probe", **env)
     assert r.out == f"totalmem={CAP}\n", r
+
+
+def test_context_create_v3_and_v4_are_charged_and_released(gpu):
+    for mode in ("gpa2", "gpa1", "dlsym"):
+        r = gpu.run(f"mode={mode}", "init", "dev=0", "ctx3", "info", "ctx4", "alloc=1G", "info", "destroy",
+                    "destroy", "primary", "info", GPUMEM_LIMIT="4GiB", GPUMEM_LOG="debug")
+        assert r.results("ctx3") == ["ok"] and r.results("ctx4") == ["ok"], r
+        assert r.field("info", "free", 0) == 4 * GiB - 512 * MiB
+        assert r.field("info", "free", 1) == 3 * GiB - 512 * MiB
+        assert r.results("destroy") == ["ok", "ok"]
+        assert r.field("info", "free", 2) == 4 * GiB - 512 * MiB
+        if mode.startswith("gpa"):
+            assert f"cuGetProcAddress(cuCtxCreate, 12050, 0) -> cuCtxCreate_v4 [" in r.err
+            assert f"cuGetProcAddress(cuCtxCreate, 11040, 0) -> cuCtxCreate_v3 [" in r.err
