@@ -183,7 +183,7 @@ def docker_engine():
 
 
 @pytest.fixture(scope="session")
-def compose_argv(docker_engine) -> list[str]:
+def compose_argv() -> list[str]:
     """The real Docker Compose, v2 or later: the `docker compose` plugin or `docker-compose`."""
     for argv in (["docker", "compose"], [find_cli("docker-compose") or "docker-compose"]):
         try:
@@ -203,7 +203,7 @@ def compose_argv(docker_engine) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def gpumem_compose(docker_engine) -> str:
+def gpumem_compose() -> str:
     cli = find_cli("gpumem-compose")
     if cli is None:
         unavailable("gpumem-compose is not installed (pip install .)")
@@ -211,7 +211,7 @@ def gpumem_compose(docker_engine) -> str:
 
 
 @pytest.fixture(scope="session")
-def gpumem_docker(docker_engine) -> str:
+def gpumem_docker() -> str:
     cli = find_cli("gpumem-docker")
     if cli is None:
         unavailable("gpumem-docker is not installed (pip install .)")
@@ -284,7 +284,9 @@ def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
         for lib in _ldd_paths(binary):
             if lib.name not in ours:  # the stand-ins come from the stubs, never from the host
                 files[str(lib)] = lib
-    multiarch = "/usr/lib/x86_64-linux-gnu"
+    # the stand-ins go where distributions keep the driver: the multiarch dir of libc
+    libc = next(Path(f) for f in files if Path(f).name == "libc.so.6")
+    multiarch = f"/usr/lib/{libc.parent.name}"
     files[f"{multiarch}/libcuda.so.1"] = stubs.libcuda
     files[f"{multiarch}/libnvidia-ml.so.1"] = stubs.libnvml
     files[IMAGE_PROBE] = stubs.probe
@@ -325,7 +327,7 @@ def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir, e2e_image):
+def e2e(compose_argv, gpumem_compose, gpumem_docker, docker_engine, gpumem_lib_dir, e2e_image):
     """Everything an end-to-end test needs, with the session environment in place."""
     return E2E(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir,
                e2e_image)
@@ -339,10 +341,6 @@ class E2E:
     gpumem_docker: str
     lib_dir: Path
     image: str
-
-    def docker(self, *args, check=True, timeout=120, env=None):
-        return run(["docker", *args], env=env or os.environ.copy(), check=check,
-                   timeout=timeout)
 
     # ---- the probe inside containers
     def exec_probe(self, container: str, *args, check_rc=False, timeout=60):
@@ -389,10 +387,11 @@ def parse_info(stdout: str) -> dict:
 
 
 def alloc_outcome(proc: subprocess.CompletedProcess) -> str:
-    """`gpumem_probe alloc` prints ok or oom; anything else is a failure of the harness."""
+    """`gpumem_probe alloc` prints ok (exit 0) or oom (exit 3); anything else is a failure."""
     words = proc.stdout.split()
-    for word in words:
-        if word in ("ok", "oom"):
-            return word
+    if words[:1] == ["ok"] and proc.returncode == 0:
+        return "ok"
+    if words[:1] == ["oom"] and proc.returncode == 3:
+        return "oom"
     pytest.fail(f"unexpected `gpumem_probe alloc` output (exit {proc.returncode}): "
                 f"{proc.stdout!r} {proc.stderr!r}", pytrace=False)

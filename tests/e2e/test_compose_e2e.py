@@ -204,6 +204,7 @@ def test_committed_override_with_plain_compose_gives_same_containers_as_gpumem_c
                           capture_output=True, text=True, cwd=tmp_path,
                           stdin=subprocess.DEVNULL, timeout=120)
     assert made.returncode == 0, made.stderr
+    assert str(e2e.lib_dir) not in override.read_text(), "the committed file names a local path"
     ours, plain = project_name("ours"), project_name("plain")
     runs = {
         ours: [e2e.gpumem_compose, "-p", ours, "-f", compose_file],
