@@ -14,6 +14,7 @@ struct gdev {
     char uuid[64];
     uint64_t real_total;
     int limited, bad;
+    char why[128];   /* bad: what made it so, for the refusal lines */
     uint64_t cap;
     int ldev;
     /* contexts of this process on the device (under dev_mu) */
@@ -98,6 +99,7 @@ static void set_limit(struct gdev *d)
     case LIMIT_BAD:
         d->limited = d->bad = 1;
         d->cap = 0;
+        snprintf(d->why, sizeof d->why, "%s=%s is malformed", var, val);
         gpumem_log(LOG_ERROR, "%s=%s is not a fraction (0.3), percent (30%%) or size (12GiB): every "
                    "allocation on device %d is refused", var, val, d->ord);
         return;
@@ -145,6 +147,7 @@ static int load_devices_locked(void)
             const char *var, *val;
             if (gpumem_limit_for(i, &var, &val).kind == LIMIT_NONE) continue;   /* not limited: unaltered */
             gpumem_log(LOG_ERROR, "cannot query device %d (UUID, total memory): every allocation on it is refused", i);
+            snprintf(d->why, sizeof d->why, "the device could not be queried");
             d->limited = d->bad = 1;
             continue;
         }
@@ -155,6 +158,7 @@ static int load_devices_locked(void)
             d->ldev = ledger_device(d->uuid);
             if (d->ldev < 0) {
                 gpumem_log(LOG_ERROR, "no ledger entry for device %d: every allocation on it is refused", i);
+                snprintf(d->why, sizeof d->why, "the ledger has no room for it");
                 d->bad = 1;
             }
         }
@@ -211,7 +215,9 @@ struct gdev *dev_by_nvml(nvmlDevice_t h)
          * cuInit creates no context */
         fn_int init = (fn_int)resolve_symbol(LIB_CUDA, "cuInit");
         if (!init || init(0) != CUDA_SUCCESS) {
-            LOG(LOG_WARN, "cannot initialise the CUDA driver; NVML memory is reported unaltered");
+            static int warned;
+            if (!__atomic_exchange_n(&warned, 1, __ATOMIC_ACQ_REL))
+                LOG(LOG_WARN, "cannot initialise the CUDA driver to learn the caps; NVML memory is reported unaltered");
             return NULL;
         }
         if (!load_devices()) return NULL;
@@ -248,8 +254,12 @@ static void log_oom(struct gdev *d, uint64_t req, uint64_t used, const char *fn)
     if (!emit) return;
     char a[64], b[64], c[64], s[48] = "";
     if (suppressed) snprintf(s, sizeof s, " (%u similar lines suppressed)", suppressed);
-    gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, used %s of cap %s (%s)%s", d->ord,
-               gpumem_human(req, a, sizeof a), gpumem_human(used, b, sizeof b), gpumem_human(d->cap, c, sizeof c), fn, s);
+    if (d->bad)
+        gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, refused because %s (%s)%s", d->ord,
+                   gpumem_human(req, a, sizeof a), d->why, fn, s);
+    else
+        gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, used %s of cap %s (%s)%s", d->ord,
+                   gpumem_human(req, a, sizeof a), gpumem_human(used, b, sizeof b), gpumem_human(d->cap, c, sizeof c), fn, s);
 }
 
 static int reserve(struct gdev *d, uint64_t size, const char *fn)

@@ -34,6 +34,7 @@ def test_malformed_limit_refuses_every_allocation_and_says_why(gpu, value):
     assert r.rc == 0, r
     assert r.results("alloc") == ["err=2"] and r.results("managed") == ["err=2"] and r.results("vmm") == ["err=2"]
     assert f"GPUMEM_LIMIT={value} is not a fraction" in r.err, r.err
+    assert f"refused because GPUMEM_LIMIT={value} is malformed (cuMemAlloc_v2)" in r.err, r.err
     assert r.field("info", "free") == 0
 
 
