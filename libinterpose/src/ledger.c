@@ -187,14 +187,11 @@ static int lock(void)
         reclaim_locked();
         return 0;
     }
-    if (r != 0) {
-        LOG(LOG_ERROR, "ledger lock failed (%s); falling back to a per-process ledger", strerror(r));
-        struct ledger *old = L;
-        int slot = L_slot;
-        use_private(NULL, NULL);
-        if (slot >= 0) { L->slot[0] = old->slot[slot]; for (int d = 0; d < GPUMEM_MAX_DEV; d++) L->dev[d].used = old->slot[slot].used[d]; memcpy(L->dev, old->dev, sizeof L->dev); recompute_totals(); }
-        L_slot = slot >= 0 ? 0 : -1;
-        return pthread_mutex_lock(&L->mu) == 0 ? 0 : -1;
+    if (r != 0) {   /* ENOTRECOVERABLE and the like: refuse (still capped), say so once */
+        static int said;
+        if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
+            gpumem_log(LOG_ERROR, "ledger lock unusable (%s): allocations on limited devices are refused", strerror(r));
+        return -1;
     }
     return 0;
 }
