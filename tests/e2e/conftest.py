@@ -343,16 +343,15 @@ class E2E:
     image: str
 
     # ---- the probe inside containers
-    def exec_probe(self, container: str, *args, check_rc=False, timeout=60):
-        return run(["docker", "exec", container, "gpumem_probe", *args], check=check_rc,
-                   timeout=timeout)
+    def exec_probe(self, container: str, *args, device: int = 0, check_rc=False, timeout=60):
+        return run(["docker", "exec", "-e", f"GPUMEM_PROBE_DEVICE={device}", container,
+                    "gpumem_probe", *args], check=check_rc, timeout=timeout)
 
-    def info(self, container: str) -> dict:
-        return parse_info(self.exec_probe(container, "info", check_rc=True).stdout)
+    def info(self, container: str, device: int = 0) -> dict:
+        return parse_info(self.exec_probe(container, "info", device=device, check_rc=True).stdout)
 
-    def alloc(self, container: str, nbytes: int, hold: float | None = None) -> str:
-        args = ["alloc", str(int(nbytes))] + ([] if hold is None else [str(hold)])
-        return alloc_outcome(self.exec_probe(container, *args))
+    def alloc(self, container: str, nbytes: int, device: int = 0) -> str:
+        return alloc_outcome(self.exec_probe(container, "alloc", str(int(nbytes)), device=device))
 
     # ---- compose projects
     def container_of(self, project: str, service: str) -> str:

@@ -34,6 +34,9 @@ STACK = {
     "limited": {"runtime": "nvidia", "x-gpu-memory": 0.3},
     "sized": {"runtime": "nvidia", "x-gpu-memory": "1GiB"},
     "neighbour": {"runtime": "nvidia"},
+    # two stand-in devices, a cap of its own on each
+    "per_device": {"runtime": "nvidia", "x-gpu-memory": {"0": 0.5, "1": "1GiB"},
+                   "environment": {"FAKE_CUDA_DEVICES": "2"}},
 }
 
 
@@ -68,6 +71,14 @@ def test_limited_service_reports_its_fraction_of_the_device_as_total(e2e, stack,
 
 def test_limited_service_reports_its_size_cap_as_total(e2e, stack):
     assert e2e.info(stack["sized"])["total"] == 1024 * MiB
+
+
+def test_per_device_mapping_caps_each_device_on_its_own(e2e, stack, device_total):
+    container = stack["per_device"]
+    assert e2e.info(container, device=0)["total"] == int(device_total * 0.5)
+    assert e2e.info(container, device=1)["total"] == 1024 * MiB
+    assert e2e.alloc(container, 1024 * MiB, device=0) == "ok"
+    assert e2e.alloc(container, 1024 * MiB, device=1) == "oom"
 
 
 def test_limited_service_allocation_under_cap_succeeds(e2e, stack, device_total):
