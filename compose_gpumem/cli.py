@@ -95,7 +95,12 @@ def _passthrough(name: str) -> click.Command:
     )
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Any other command (up, down, run, exec, ps, logs, ...) goes to Docker Compose with "
+    "the caps injected, its flags intact; its exit code comes back.",
+)
 @compose_options
 @click.version_option(__version__, prog_name=PROG)
 @click.pass_context
