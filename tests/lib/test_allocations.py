@@ -1,8 +1,9 @@
 """Every kind of device allocation is charged, capped and given back; contexts are charged
 GPUMEM_CONTEXT_RESERVE and their teardown returns what they held."""
+
 import re
 
-from conftest import GiB, MiB
+from libgpumem_support import GiB, MiB
 
 CAP = 2 * GiB
 NORES = dict(GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE=0)
@@ -28,8 +29,18 @@ def test_managed_memory_is_capped_and_returned(gpu):
 
 
 def test_arrays_are_estimated_from_the_descriptor_capped_and_returned(gpu):
-    r = gpu.run(*START, "array=1024,1024", "info", "arrayfree", "array3d=256,256,16", "info", "arrayfree",
-                "info", "array=32768,32768", **NORES)
+    r = gpu.run(
+        *START,
+        "array=1024,1024",
+        "info",
+        "arrayfree",
+        "array3d=256,256,16",
+        "info",
+        "arrayfree",
+        "info",
+        "array=32768,32768",
+        **NORES,
+    )
     assert r.results("array") == ["ok", "err=2"]
     assert r.field("info", "free", 0) == CAP - 4 * MiB
     assert r.field("info", "free", 1) == CAP - 4 * MiB
@@ -66,7 +77,7 @@ def test_free_of_an_unknown_pointer_passes_through(gpu):
     r = gpu.run("init", "dev=0", "primary", "alloc=1G", "info", GPUMEM_LIMIT="0", GPUMEM_CONTEXT_RESERVE=0)
     assert r.results("alloc") == ["err=2"]
     r = gpu.run(*START, "alloc=1G", "free", "free", "info", **NORES)
-    assert r.results("free") == ["ok", "err=1"]   # the driver's answer for the second free
+    assert r.results("free") == ["ok", "err=1"]  # the driver's answer for the second free
     assert r.field("info", "free") == CAP
 
 
@@ -92,15 +103,27 @@ def test_context_destroy_returns_its_allocations_and_reserve(gpu):
 
 
 def test_destroying_one_context_keeps_the_other_contexts_allocations(gpu):
-    r = gpu.run("init", "dev=0", "ctx", "alloc=1G", "ctx", "alloc=512M", "destroy", "current=0", "info",
-                GPUMEM_LIMIT="4GiB")
+    r = gpu.run(
+        "init",
+        "dev=0",
+        "ctx",
+        "alloc=1G",
+        "ctx",
+        "alloc=512M",
+        "destroy",
+        "current=0",
+        "info",
+        GPUMEM_LIMIT="4GiB",
+    )
     assert r.field("info", "free") == 4 * GiB - 512 * MiB - 1 * GiB
 
 
 def test_primary_context_last_release_returns_its_allocations_and_reserve(gpu):
-    r = gpu.run(*START, "primary", "alloc=1G", "release", "info", "release", "ctx", "info", GPUMEM_LIMIT="4GiB")
+    r = gpu.run(
+        *START, "primary", "alloc=1G", "release", "info", "release", "ctx", "info", GPUMEM_LIMIT="4GiB"
+    )
     assert r.results("release") == ["ok", "ok"]
-    assert r.field("info", "free", 0) == 4 * GiB - 512 * MiB - 1 * GiB   # one retain is still held
+    assert r.field("info", "free", 0) == 4 * GiB - 512 * MiB - 1 * GiB  # one retain is still held
     assert r.field("info", "free", 1) == 4 * GiB - 512 * MiB
 
 
@@ -113,9 +136,13 @@ def test_primary_context_reset_returns_its_allocations_and_reserve(gpu):
 def test_out_of_memory_line_names_device_request_usage_cap_and_entry_point(gpu):
     r = gpu.run(*START, "alloc=1G", "alloc=1536M", GPUMEM_LIMIT="2GiB", GPUMEM_LOG="warn")
     assert r.results("alloc") == ["ok", "err=2"]
-    assert re.search(r"^gpumem: out of memory on device 0: requested 1\.50 GiB \(1610612736 bytes\), "
-                     r"used 1\.50 GiB \(1610612736 bytes\) of cap 2\.00 GiB \(2147483648 bytes\) "
-                     r"\(cuMemAlloc_v2\)", r.err, re.M), r.err
+    assert re.search(
+        r"^gpumem: out of memory on device 0: requested 1\.50 GiB \(1610612736 bytes\), "
+        r"used 1\.50 GiB \(1610612736 bytes\) of cap 2\.00 GiB \(2147483648 bytes\) "
+        r"\(cuMemAlloc_v2\)",
+        r.err,
+        re.M,
+    ), r.err
 
 
 def test_out_of_memory_floods_are_rate_limited_but_the_first_is_kept(gpu):

@@ -1,4 +1,5 @@
 """The library builds warning-free with a C compiler alone and loads in any glibc >= 2.17."""
+
 import re
 import subprocess
 
@@ -9,7 +10,9 @@ def test_build_is_warning_free(built):
 
 
 def test_no_glibc_symbol_newer_than_2_17(built):
-    dyn = subprocess.run(["objdump", "-T", str(built["so"])], capture_output=True, text=True, check=True).stdout
+    dyn = subprocess.run(
+        ["objdump", "-T", str(built["so"])], capture_output=True, text=True, check=True
+    ).stdout
     versions = set(re.findall(r"GLIBC_([0-9.]+)", dyn))
     assert versions, dyn
     too_new = [v for v in versions if tuple(map(int, v.split("."))) > (2, 17)]
@@ -17,7 +20,9 @@ def test_no_glibc_symbol_newer_than_2_17(built):
 
 
 def test_only_the_hooks_are_exported(built):
-    dyn = subprocess.run(["objdump", "-T", str(built["so"])], capture_output=True, text=True, check=True).stdout
+    dyn = subprocess.run(
+        ["objdump", "-T", str(built["so"])], capture_output=True, text=True, check=True
+    ).stdout
     defined = [ln.split()[-1] for ln in dyn.splitlines() if " g " in ln and "*UND*" not in ln]
     assert "cuMemAlloc_v2" in defined and "dlsym" in defined and "nvmlDeviceGetMemoryInfo_v2" in defined
     stray = [s for s in defined if not (s.startswith(("cu", "nvml")) or s == "dlsym")]

@@ -1,19 +1,37 @@
 """Our dlsym must not disturb anyone else's: RTLD_NEXT keeps the caller, other names pass."""
+
 import subprocess
 from pathlib import Path
 
-from conftest import _cc
+from libgpumem_support import _cc
 
 
 def test_rtld_next_still_resolves_relative_to_the_caller(gpu, tmp_path):
     lib = Path(__file__).parent
-    _cc(["-shared", "-fPIC", "-o", str(tmp_path / "libnextcaller.so"), str(lib / "next_caller.c"), "-ldl"], tmp_path)
-    _cc(["-shared", "-fPIC", "-o", str(tmp_path / "libnextmarker2.so"), str(lib / "next_marker2.c")], tmp_path)
-    _cc(["-o", str(tmp_path / "next_main"), str(lib / "next_main.c"), "-Wl,--no-as-needed", f"-L{tmp_path}",
-         "-lnextcaller", "-lnextmarker2", f"-Wl,-rpath,{tmp_path}"], tmp_path)
+    _cc(
+        ["-shared", "-fPIC", "-o", str(tmp_path / "libnextcaller.so"), str(lib / "next_caller.c"), "-ldl"],
+        tmp_path,
+    )
+    _cc(
+        ["-shared", "-fPIC", "-o", str(tmp_path / "libnextmarker2.so"), str(lib / "next_marker2.c")], tmp_path
+    )
+    _cc(
+        [
+            "-o",
+            str(tmp_path / "next_main"),
+            str(lib / "next_main.c"),
+            "-Wl,--no-as-needed",
+            f"-L{tmp_path}",
+            "-lnextcaller",
+            "-lnextmarker2",
+            f"-Wl,-rpath,{tmp_path}",
+        ],
+        tmp_path,
+    )
     for limit in (None, "1GiB"):
-        r = subprocess.run([str(tmp_path / "next_main")], env=gpu.environ(GPUMEM_LIMIT=limit),
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [str(tmp_path / "next_main")], env=gpu.environ(GPUMEM_LIMIT=limit), capture_output=True, text=True
+        )
         assert r.stdout == "next 2\n", r.stderr
 
 

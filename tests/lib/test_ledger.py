@@ -1,16 +1,15 @@
 """One ledger per state dir: shared by processes, atomic under threads and processes, and the
 share of a process killed with SIGKILL comes back (inside the critical section too, and while
 the killed process stays an unreaped zombie)."""
+
 import os
 import random
 import signal
 import stat
-import subprocess
 import time
 
 import pytest
-
-from conftest import GiB, MiB
+from libgpumem_support import GiB, MiB
 
 START = ["init", "dev=0", "primary"]
 NORES = dict(GPUMEM_CONTEXT_RESERVE=0)
@@ -60,14 +59,22 @@ def test_state_dir_is_created_usable_by_other_users(gpu):
     mode = gpu.state.stat().st_mode
     assert mode & stat.S_ISVTX and mode & 0o777 == 0o777
     assert (gpu.state / "ledger-v1").stat().st_mode & 0o666 == 0o666
-    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v1"]   # no temp file left behind
+    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v1"]  # no temp file left behind
 
 
 def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    r = gpu.run(*START, "info", "alloc=1536M", "alloc=1G", GPUMEM_LIMIT="2GiB",
-                GPUMEM_STATE_DIR=blocker / "state", GPUMEM_LOG="warn", **NORES)
+    r = gpu.run(
+        *START,
+        "info",
+        "alloc=1536M",
+        "alloc=1G",
+        GPUMEM_LIMIT="2GiB",
+        GPUMEM_STATE_DIR=blocker / "state",
+        GPUMEM_LOG="warn",
+        **NORES,
+    )
     assert r.rc == 0, r
     assert r.results("alloc") == ["ok", "err=2"]
     assert r.field("info", "total") == 2 * GiB
@@ -88,7 +95,7 @@ def test_sixteen_threads_never_exceed_the_cap_and_totals_return_to_zero(gpu):
     r = gpu.run(*START, "threads=16,3000,100M", "peak", "info", GPUMEM_LIMIT="1GiB", **NORES, timeout=60)
     assert r.rc == 0, r
     ok, oom = r.field("threads", "ok"), r.field("threads", "oom")
-    assert ok > 0 and oom > 0, r.out   # the cap was contended
+    assert ok > 0 and oom > 0, r.out  # the cap was contended
     assert int(r.line("peak").split()[1]) <= 1 * GiB
     assert r.field("info", "free") == 1 * GiB
 
@@ -129,7 +136,7 @@ def test_killed_process_left_as_unreaped_zombie_gives_its_share_back(gpu):
     child = int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
     try:
         assert "alloc ok\n" in lines, lines
-        for _ in range(100):   # wait until the child is a zombie (dead, never reaped)
+        for _ in range(100):  # wait until the child is a zombie (dead, never reaped)
             with open(f"/proc/{child}/stat") as f:
                 if f.read().split(") ")[1][0] == "Z":
                     break
@@ -137,7 +144,7 @@ def test_killed_process_left_as_unreaped_zombie_gives_its_share_back(gpu):
         else:
             pytest.fail("child did not become a zombie")
         r = gpu.run(*START, "info", "alloc=3G", **env)
-        assert os.path.exists(f"/proc/{child}")   # still there, unreaped
+        assert os.path.exists(f"/proc/{child}")  # still there, unreaped
         assert r.field("info", "free") == 4 * GiB
         assert r.results("alloc") == ["ok"]
     finally:
@@ -150,7 +157,7 @@ def test_process_killed_inside_the_ledger_lock_never_leaves_others_waiting(gpu):
     for line in iter(a.stdout.readline, ""):
         if line.startswith("primary"):
             break
-    time.sleep(0.3)   # now asleep inside the critical section, its slot already charged
+    time.sleep(0.3)  # now asleep inside the critical section, its slot already charged
     kill(a)
     t0 = time.monotonic()
     r = gpu.run(*START, "info", "alloc=4G", timeout=10, GPUMEM_LOG="warn", **env)
@@ -194,9 +201,9 @@ def test_forked_child_gets_its_own_share_and_never_releases_the_parents(gpu):
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     r = gpu.run(*START, "alloc=1G", "fork", "alloc=1G", "info", "free", "free", "endfork", "info", **env)
     assert r.rc == 0, r
-    assert r.field("info", "free", 0) == 2 * GiB            # in the child: both counted
+    assert r.field("info", "free", 0) == 2 * GiB  # in the child: both counted
     assert r.line("parent") == "parent child_exit=0"
-    assert r.field("info", "free", 1) == 3 * GiB            # parent's 1 GiB still charged
+    assert r.field("info", "free", 1) == 3 * GiB  # parent's 1 GiB still charged
 
 
 def test_forked_child_share_comes_back_when_it_exits_without_freeing(gpu):

@@ -1,11 +1,22 @@
 """Every way to the driver is capped: linking, dlopen+dlsym, cuGetProcAddress(_v2) incl. _ptsz,
 and NVML through dlopen the way nvidia-smi and pynvml reach it."""
-import pytest
 
-from conftest import GiB, MiB
+import pytest
+from libgpumem_support import GiB, MiB
 
 CAP = 2 * GiB
-STEPS = ["init", "dev=0", "primary", "info", "totalmem", "alloc=1536M", "alloc=1G", "free", "alloc=1G", "info"]
+STEPS = [
+    "init",
+    "dev=0",
+    "primary",
+    "info",
+    "totalmem",
+    "alloc=1536M",
+    "alloc=1G",
+    "free",
+    "alloc=1G",
+    "info",
+]
 
 
 @pytest.mark.parametrize("mode", ["link", "dlsym", "gpa1", "gpa2"])
@@ -31,9 +42,23 @@ def test_without_limit_every_path_passes_through(gpu, mode):
 
 @pytest.mark.parametrize("ver", [12000, 12080, 13000])
 def test_get_proc_address_per_thread_stream_variants_are_capped(gpu, ver):
-    r = gpu.run("mode=gpa2", f"ver={ver}", "flags=2", "init", "dev=0", "primary", "async=1536M", "pool=1G",
-                "pool=512M", "async=1", "freeasync", "info",
-                GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE=0, GPUMEM_LOG="debug")
+    r = gpu.run(
+        "mode=gpa2",
+        f"ver={ver}",
+        "flags=2",
+        "init",
+        "dev=0",
+        "primary",
+        "async=1536M",
+        "pool=1G",
+        "pool=512M",
+        "async=1",
+        "freeasync",
+        "info",
+        GPUMEM_LIMIT="2GiB",
+        GPUMEM_CONTEXT_RESERVE=0,
+        GPUMEM_LOG="debug",
+    )
     assert r.rc == 0, r
     assert r.results("async") == ["ok", "err=2"]
     assert r.results("pool") == ["err=2", "ok"]
@@ -44,22 +69,46 @@ def test_get_proc_address_per_thread_stream_variants_are_capped(gpu, ver):
 
 
 def test_get_proc_address_follows_the_driver_version_rules(gpu):
-    r = gpu.run("mode=gpa2", "ver=12050", "init", "dev=0", "ctx", "alloc=1", "destroy",
-                GPUMEM_LIMIT="2GiB", GPUMEM_LOG="debug")
+    r = gpu.run(
+        "mode=gpa2",
+        "ver=12050",
+        "init",
+        "dev=0",
+        "ctx",
+        "alloc=1",
+        "destroy",
+        GPUMEM_LIMIT="2GiB",
+        GPUMEM_LOG="debug",
+    )
     assert r.rc == 0, r
     assert r.results("ctx") == ["ok"] and r.results("destroy") == ["ok"]
-    for line in ["cuGetProcAddress(cuMemAlloc, 12050, 0) -> cuMemAlloc_v2",
-                 "cuGetProcAddress(cuCtxCreate, 3020, 0) -> cuCtxCreate_v2",
-                 "cuGetProcAddress(cuCtxDestroy, 12050, 0) -> cuCtxDestroy_v2",
-                 "cuGetProcAddress(cuDevicePrimaryCtxRelease, 12050, 0) -> cuDevicePrimaryCtxRelease_v2",
-                 "cuGetProcAddress(cuMemAllocAsync, 12050, 0) -> cuMemAllocAsync",
-                 "cuGetProcAddress(cuMemGetInfo, 12050, 0) -> cuMemGetInfo_v2"]:
+    for line in [
+        "cuGetProcAddress(cuMemAlloc, 12050, 0) -> cuMemAlloc_v2",
+        "cuGetProcAddress(cuCtxCreate, 3020, 0) -> cuCtxCreate_v2",
+        "cuGetProcAddress(cuCtxDestroy, 12050, 0) -> cuCtxDestroy_v2",
+        "cuGetProcAddress(cuDevicePrimaryCtxRelease, 12050, 0) -> cuDevicePrimaryCtxRelease_v2",
+        "cuGetProcAddress(cuMemAllocAsync, 12050, 0) -> cuMemAllocAsync",
+        "cuGetProcAddress(cuMemGetInfo, 12050, 0) -> cuMemGetInfo_v2",
+    ]:
         assert line + " [" in r.err, line
 
 
 def test_get_proc_address_v1_with_an_old_cuda_version_gets_the_v1_entry_points_capped(gpu):
-    r = gpu.run("mode=gpa1", "ver=3010", "init", "dev=0", "ctx", "info", "alloc=1536M", "alloc=1G", "free",
-                "alloc=1G", GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE=0, GPUMEM_LOG="debug")
+    r = gpu.run(
+        "mode=gpa1",
+        "ver=3010",
+        "init",
+        "dev=0",
+        "ctx",
+        "info",
+        "alloc=1536M",
+        "alloc=1G",
+        "free",
+        "alloc=1G",
+        GPUMEM_LIMIT="2GiB",
+        GPUMEM_CONTEXT_RESERVE=0,
+        GPUMEM_LOG="debug",
+    )
     assert r.rc == 0, r
     assert "cuGetProcAddress(cuMemAlloc, 3010, 0) -> cuMemAlloc [" in r.err
     assert "cuGetProcAddress(cuMemGetInfo, 3010, 0) -> cuMemGetInfo [" in r.err
@@ -99,10 +148,15 @@ def test_nvml_without_limit_is_unaltered(gpu):
 
 
 def test_nvml_devices_are_matched_to_cuda_devices_by_uuid(gpu):
-    r = gpu.run(prog="nvclient", FAKE_CUDA_DEVICES=2, FAKE_NVML_REVERSE=1,
-                GPUMEM_LIMIT_0="1GiB", GPUMEM_LIMIT_1="3GiB")
+    r = gpu.run(
+        prog="nvclient",
+        FAKE_CUDA_DEVICES=2,
+        FAKE_NVML_REVERSE=1,
+        GPUMEM_LIMIT_0="1GiB",
+        GPUMEM_LIMIT_1="3GiB",
+    )
     assert r.rc == 0, r
-    assert r.line("nvml", 0).split()[2].endswith("a901")   # NVML index 0 is CUDA device 1
+    assert r.line("nvml", 0).split()[2].endswith("a901")  # NVML index 0 is CUDA device 1
     assert r.field("nvml", "total", 0) == 3 * GiB
     assert r.field("nvml", "total", 1) == 1 * GiB
 
@@ -121,13 +175,27 @@ def test_probe_reports_info_and_exits_3_on_oom(gpu):
 
 def test_context_create_v3_and_v4_are_charged_and_released(gpu):
     for mode in ("gpa2", "gpa1", "dlsym"):
-        r = gpu.run(f"mode={mode}", "init", "dev=0", "ctx3", "info", "ctx4", "alloc=1G", "info", "destroy",
-                    "destroy", "primary", "info", GPUMEM_LIMIT="4GiB", GPUMEM_LOG="debug")
+        r = gpu.run(
+            f"mode={mode}",
+            "init",
+            "dev=0",
+            "ctx3",
+            "info",
+            "ctx4",
+            "alloc=1G",
+            "info",
+            "destroy",
+            "destroy",
+            "primary",
+            "info",
+            GPUMEM_LIMIT="4GiB",
+            GPUMEM_LOG="debug",
+        )
         assert r.results("ctx3") == ["ok"] and r.results("ctx4") == ["ok"], r
         assert r.field("info", "free", 0) == 4 * GiB - 512 * MiB
         assert r.field("info", "free", 1) == 3 * GiB - 512 * MiB
         assert r.results("destroy") == ["ok", "ok"]
         assert r.field("info", "free", 2) == 4 * GiB - 512 * MiB
         if mode.startswith("gpa"):
-            assert f"cuGetProcAddress(cuCtxCreate, 12050, 0) -> cuCtxCreate_v4 [" in r.err
-            assert f"cuGetProcAddress(cuCtxCreate, 11040, 0) -> cuCtxCreate_v3 [" in r.err
+            assert "cuGetProcAddress(cuCtxCreate, 12050, 0) -> cuCtxCreate_v4 [" in r.err
+            assert "cuGetProcAddress(cuCtxCreate, 11040, 0) -> cuCtxCreate_v3 [" in r.err
