@@ -123,7 +123,7 @@ def config_command(
 ) -> int:
     """Print the resolved project with the caps injected, as `docker compose config` does."""
     settings.update(values)
-    resolved = _load(settings, services)
+    resolved = _load(settings, services, all_profiles=False)
     if quiet:
         return 0
     if fmt == "json":
@@ -176,21 +176,27 @@ def install_lib_command(directory: str | None, source: str | None) -> int:
     return 0
 
 
-def _load(settings: Settings, extra: Sequence[str] = ()) -> Project:
+def _load(settings: Settings, extra: Sequence[str] = (), *, all_profiles: bool = True) -> Project:
     """Start Compose first (or take the one :func:`entry` started, when it was asked the same),
     then import the rest of the package while it resolves."""
     from .compose import config_argv, start_resolve
 
     running = None
     if settings.early is not None:
-        if settings.early.argv == config_argv(settings.options, extra):
+        if settings.early.argv == config_argv(settings.options, extra, all_profiles=all_profiles):
             running, settings.early = settings.early, None
         else:
             settings.cancel_early()
-    running = running or start_resolve(settings.options, extra)
+    running = running or start_resolve(settings.options, extra, all_profiles=all_profiles)
     from .project import load
 
-    return load(settings.options, extra=extra, allow_overcommit=settings.allow_overcommit, running=running)
+    return load(
+        settings.options,
+        extra=extra,
+        allow_overcommit=settings.allow_overcommit,
+        all_profiles=all_profiles,
+        running=running,
+    )
 
 
 def _write(text: str, output: str | None) -> None:

@@ -200,21 +200,24 @@ class Resolving:
         self.process.communicate()
 
 
-def config_argv(options: Options, extra: Sequence[str] = ()) -> list[str]:
+def config_argv(options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False) -> list[str]:
     """The ``docker compose config`` call for ``options`` (YAML: the JSON form drops service
-    ``x-*`` keys)."""
-    return [*command(options.compose_bin), *options.args(), "config", "--format", "yaml", *extra]
+    ``x-*`` keys).  ``all_profiles`` adds ``--profile '*'``: every service, each keeping its
+    ``profiles`` key, so that the command run on the result activates services exactly as
+    Compose would on the original files (``run SERVICE`` of a profiled service included)."""
+    everything = ["--profile", "*"] if all_profiles else []
+    return [*command(options.compose_bin), *options.args(), *everything, "config", "--format", "yaml", *extra]
 
 
-def start_resolve(options: Options, extra: Sequence[str] = ()) -> Resolving:
+def start_resolve(options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False) -> Resolving:
     """Start ``docker compose config``; :meth:`Resolving.result` gives its output."""
     cmd = command(options.compose_bin)
-    return Resolving(cmd, config_argv(options, extra))
+    return Resolving(cmd, config_argv(options, extra, all_profiles=all_profiles))
 
 
-def resolve(options: Options, extra: Sequence[str] = ()) -> str:
+def resolve(options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False) -> str:
     """``docker compose config`` of the project, as YAML."""
-    return start_resolve(options, extra).result()
+    return start_resolve(options, extra, all_profiles=all_profiles).result()
 
 
 def passthrough(options: Options, args: Sequence[str]) -> int:

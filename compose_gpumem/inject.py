@@ -13,6 +13,7 @@ injecting twice gives the same result as injecting once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +114,7 @@ class Plan:
 
     limits: dict[int | None, Limit]
     request: GpuRequest
+    profiles: tuple[str, ...] = ()
 
     def shares(self, service: str) -> list[Share]:
         """The service's caps as shares of host GPUs, for the overcommit check."""
@@ -156,13 +158,28 @@ def plan(services: dict[str, Any], default: Any = None, *, file: str | None = No
                     service=name,
                     value=service.get(KEY, default),
                 )
-        plans[name] = Plan(limits, request)
+        plans[name] = Plan(limits, request, tuple(str(p) for p in service.get("profiles") or ()))
     return plans
 
 
 def all_shares(plans: dict[str, Plan]) -> list[Share]:
     """Every service's shares, for :func:`compose_gpumem.validate.check_overcommit`."""
     return [share for name, p in plans.items() for share in p.shares(name)]
+
+
+def share_groups(plans: dict[str, Plan], enabled: Sequence[str] = ()) -> list[list[Share]]:
+    """The shares of services that can run together: the services without a profile plus
+    those of one profile, for each profile, and those of all ``enabled`` profiles at once.
+    Services of two profiles that are never enabled together are not counted together."""
+    groups = []
+    for together in [*({profile} for profile in _profiles(plans)), set(enabled)]:
+        members = {name: p for name, p in plans.items() if not p.profiles or together & set(p.profiles)}
+        groups.append(all_shares(members))
+    return groups
+
+
+def _profiles(plans: dict[str, Plan]) -> list[str]:
+    return sorted({profile for p in plans.values() for profile in p.profiles})
 
 
 def preload(existing: Any) -> str:

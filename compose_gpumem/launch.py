@@ -39,7 +39,7 @@ def speculate(argv: Sequence[str]) -> Resolving | None:
         passed_args(values),
     )
     try:
-        return start_resolve(options)
+        return start_resolve(options, all_profiles=argv[index] != "config")
     except GpumemError:
         return None  # the real call reports it
 

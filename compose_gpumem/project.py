@@ -9,6 +9,7 @@ text; :meth:`Project.injected_document` gives the whole document (for ``--format
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -17,7 +18,7 @@ from .validate import check_overcommit
 
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:")
 #: The keys of a service that decide its cap; only these are parsed.
-_NEEDED = frozenset({"environment", "gpus", "deploy", "runtime", inject.KEY})
+_NEEDED = frozenset({"environment", "gpus", "deploy", "runtime", "profiles", inject.KEY})
 #: The keys injection writes; the others are copied through as Compose printed them.
 _WRITTEN = ("environment", "volumes")
 
@@ -110,6 +111,7 @@ def load(
     *,
     extra: Sequence[str] = (),
     allow_overcommit: bool = False,
+    all_profiles: bool = False,
     running: compose.Resolving | None = None,
 ) -> Project:
     """Resolve with Compose, parse what may carry a cap, validate; raises a GpumemError.
@@ -117,14 +119,28 @@ def load(
     ``running``: a ``docker compose config`` already started by :func:`compose.start_resolve`
     (the CLI starts it before importing this module, so the two overlap).
     """
-    running = running or compose.start_resolve(options, extra)
+    running = running or compose.start_resolve(options, extra, all_profiles=all_profiles)
     yamlio.prepare()  # imports the YAML loader while Compose works
     text = running.result()
-    return from_text(text, label=options.label(), allow_overcommit=allow_overcommit)
+    enabled = None
+    if all_profiles:
+        enabled = [*options.profiles, *filter(None, os.environ.get("COMPOSE_PROFILES", "").split(","))]
+    return from_text(text, label=options.label(), allow_overcommit=allow_overcommit, enabled=enabled)
 
 
-def from_text(text: str, *, label: str | None = None, allow_overcommit: bool = False) -> Project:
-    """The same as :func:`load` from ``docker compose config`` output already in hand."""
+def from_text(
+    text: str,
+    *,
+    label: str | None = None,
+    allow_overcommit: bool = False,
+    enabled: Sequence[str] | None = None,
+) -> Project:
+    """The same as :func:`load` from ``docker compose config`` output already in hand.
+
+    ``enabled``: not ``None`` when the text holds every profile's services (``--profile '*'``):
+    the profiles the user enabled; the overcommit check then counts together only services
+    that can run together (see :func:`inject.share_groups`).
+    """
     split = yamlio.split_services(text)
     default_block = yamlio.top_level_block(split.tail if split else text, inject.KEY)
     if split is not None and default_block is None:
@@ -154,5 +170,7 @@ def from_text(text: str, *, label: str | None = None, allow_overcommit: bool = F
     }
     plans = inject.plan(checked, default, file=label)
     if not allow_overcommit:
-        check_overcommit(inject.all_shares(plans), file=label)
+        groups = [inject.all_shares(plans)] if enabled is None else inject.share_groups(plans, enabled)
+        for shares in groups:
+            check_overcommit(shares, file=label)
     return Project(text, services, plans, split, blocks)

@@ -286,3 +286,55 @@ def test_passed_global_options_reach_compose(project: Path, lib_dir: Path, recor
     assert done.returncode == 7, done.stderr
     args = (recorder.parent / "record").read_text().split("\n")
     assert "--dry-run" in args and args[args.index("--ansi") + 1] == "never"
+
+
+PROFILES = """\
+services:
+  main:
+    image: x
+  train:
+    image: x
+    profiles: [train]
+    gpus: all
+    x-gpu-memory: 0.8
+  serve:
+    image: x
+    profiles: [serve]
+    gpus: all
+    x-gpu-memory: 0.8
+"""
+
+
+def test_override_covers_every_profile(tmp_path: Path, compose_cmd: list[str]) -> None:
+    write(tmp_path / "compose.yaml", PROFILES)
+    done = cli("override", "-o", "o.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert set(load((tmp_path / "o.yaml").read_text())["services"]) == {"train", "serve"}
+
+
+def test_pass_through_keeps_profiled_services_for_compose_to_activate(
+    tmp_path: Path, lib_dir: Path, recorder: Path
+) -> None:
+    write(tmp_path / "compose.yaml", PROFILES)
+    done = cli("run", "--rm", "train", cwd=tmp_path, env={"COMPOSE_BIN": str(recorder)})
+    assert done.returncode == 7, done.stderr
+    passed = load((recorder.parent / "record.yaml").read_text())["services"]
+    assert passed["train"]["profiles"] == ["train"]
+    assert passed["train"]["environment"]["GPUMEM_LIMIT"] == "0.8"
+    assert "--profile" not in (recorder.parent / "record").read_text().split("\n")
+
+
+def test_profiles_enabled_together_are_checked_together(tmp_path: Path, compose_cmd: list[str]) -> None:
+    write(tmp_path / "compose.yaml", PROFILES)
+    done = cli("--profile", "train", "--profile", "serve", "config", cwd=tmp_path)
+    assert done.returncode == 1 and "promised 160%" in done.stderr
+
+
+def test_profiles_enabled_together_for_up_are_checked_together(
+    tmp_path: Path, lib_dir: Path, recorder: Path
+) -> None:
+    write(tmp_path / "compose.yaml", PROFILES)
+    env = {"COMPOSE_BIN": str(recorder)}
+    assert cli("--profile", "train", "up", cwd=tmp_path, env=env).returncode == 7
+    both = cli("--profile", "train", "up", cwd=tmp_path, env={**env, "COMPOSE_PROFILES": "serve"})
+    assert both.returncode == 1 and "promised 160%" in both.stderr

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from compose_gpumem.errors import InvalidValue, NoGpuRequest
-from compose_gpumem.inject import GpuRequest, additions, all_shares, gpu_request, inject_service, plan
+from compose_gpumem.inject import (
+    GpuRequest,
+    additions,
+    all_shares,
+    gpu_request,
+    inject_service,
+    plan,
+    share_groups,
+)
 
 GPU_ALL = {"image": "x", "gpus": [{"count": -1}]}
 LIB = "/usr/local/lib/gpumem"
@@ -125,3 +133,17 @@ def test_keys_stay_in_compose_sorted_order() -> None:
     service = {"gpus": [{"count": -1}], "image": "x", "x-gpu-memory": 0.3}
     new = inject_service(service, plan({"a": service})["a"], LIB)
     assert list(new) == ["environment", "gpus", "image", "volumes", "x-gpu-memory"]
+
+
+def test_services_of_different_profiles_are_not_counted_together() -> None:
+    services = {
+        "train": svc(profiles=["train"], **{"x-gpu-memory": 0.8}),
+        "serve": svc(profiles=["serve"], **{"x-gpu-memory": 0.8}),
+        "always": svc(**{"x-gpu-memory": 0.1}),
+    }
+    groups = share_groups(plan(services))
+    assert sorted(sorted(s.service for s in group) for group in groups) == [
+        ["always"],
+        ["always", "serve"],
+        ["always", "train"],
+    ]
