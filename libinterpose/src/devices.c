@@ -11,7 +11,7 @@
 struct gdev {
     CUdevice handle;
     int ord;
-    char uuid[64];
+    char uuid[96];
     uint64_t real_total;
     int limited, bad;
     char why[128];   /* bad: what made it so, for the refusal lines */
@@ -36,8 +36,10 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 #define MAX_CTX 256
 static struct { CUcontext ctx; int dev; } ctxs[MAX_CTX];   /* contexts made with cuCtxCreate* */
 #define MAX_NVML 64
-static struct { nvmlDevice_t h; int dev; } nvml_map[MAX_NVML];
+static struct { nvmlDevice_t h; struct gdev *dev; } nvml_map[MAX_NVML];
 static int n_nvml;
+static struct gdev nvml_devs[MAX_NVML];   /* devices an NVML-only process learned from the ledger */
+static int n_nvml_devs;
 
 /* driver entry points we call but do not hook */
 typedef CUresult (*fn_int)(unsigned int);
@@ -155,7 +157,7 @@ static int load_devices_locked(void)
         d->real_total = t;
         set_limit(d);
         if (d->limited && !d->bad) {
-            d->ldev = ledger_device(d->uuid);
+            d->ldev = ledger_device(d->uuid, d->real_total);
             if (d->ldev < 0) {
                 gpumem_log(LOG_ERROR, "no ledger entry for device %d: every allocation on it is refused", i);
                 snprintf(d->why, sizeof d->why, "the ledger has no room for it");
@@ -204,29 +206,51 @@ struct gdev *dev_current(void **ctx_out)
     return d;
 }
 
+/* NVML-only process, GPUMEM_LIMIT alone: a CUDA process of the container registered the device's
+ * total in the ledger, so the cap is known without initialising the driver here (under dev_mu) */
+static struct gdev *nvml_dev_from_ledger_locked(const char *uuid)
+{
+    uint64_t total = 0;
+    if (gpumem_device_limits_present() || n_nvml_devs >= MAX_NVML) return NULL;
+    int ldev = ledger_lookup(uuid, &total);
+    if (ldev < 0) return NULL;
+    struct gdev *d = &nvml_devs[n_nvml_devs++];
+    memset(d, 0, sizeof *d);
+    d->ord = -1;
+    snprintf(d->uuid, sizeof d->uuid, "%s", uuid);
+    d->real_total = total;
+    set_limit(d);
+    d->ldev = ldev;
+    return d->limited ? d : NULL;
+}
+
 struct gdev *dev_by_nvml(nvmlDevice_t h)
 {
     gpumem_init();
     if (!gpumem_active) return NULL;
     for (int i = 0; i < __atomic_load_n(&n_nvml, __ATOMIC_ACQUIRE); i++)
-        if (nvml_map[i].h == h) return nvml_map[i].dev >= 0 ? &devs[nvml_map[i].dev] : NULL;
-    if (!__atomic_load_n(&devs_ready, __ATOMIC_ACQUIRE)) {
-        /* a process with NVML alone (nvidia-smi): initialise the driver to learn the caps;
-         * cuInit creates no context */
-        fn_int init = (fn_int)resolve_symbol(LIB_CUDA, "cuInit");
-        if (!init || init(0) != CUDA_SUCCESS) {
-            static int warned;
-            if (!__atomic_exchange_n(&warned, 1, __ATOMIC_ACQ_REL))
-                LOG(LOG_WARN, "cannot initialise the CUDA driver to learn the caps; NVML memory is reported unaltered");
-            return NULL;
-        }
-        if (!load_devices()) return NULL;
-    }
+        if (nvml_map[i].h == h) return nvml_map[i].dev;
     fn_nvuuid uuidf = (fn_nvuuid)resolve_symbol(LIB_NVML, "nvmlDeviceGetUUID");
     char u[96];
-    int found = -1;
-    if (uuidf && uuidf(h, u, sizeof u) == NVML_SUCCESS)
-        for (int i = 0; i < ndevs; i++) if (!strcmp(devs[i].uuid, u)) { found = i; break; }
+    if (!uuidf || uuidf(h, u, sizeof u) != NVML_SUCCESS) return NULL;
+    struct gdev *found = NULL;
+    if (!__atomic_load_n(&devs_ready, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&dev_mu);
+        found = nvml_dev_from_ledger_locked(u);
+        pthread_mutex_unlock(&dev_mu);
+        if (!found) {
+            /* otherwise initialise the driver to learn the caps; cuInit creates no context */
+            fn_int init = (fn_int)resolve_symbol(LIB_CUDA, "cuInit");
+            if (!init || init(0) != CUDA_SUCCESS || !load_devices()) {
+                static int warned;
+                if (!__atomic_exchange_n(&warned, 1, __ATOMIC_ACQ_REL))
+                    LOG(LOG_WARN, "cannot initialise the CUDA driver to learn the caps; NVML memory is reported unaltered");
+                return NULL;
+            }
+        }
+    }
+    if (!found)
+        for (int i = 0; i < ndevs; i++) if (devs[i].limited && !strcmp(devs[i].uuid, u)) { found = &devs[i]; break; }
     pthread_mutex_lock(&dev_mu);
     if (n_nvml < MAX_NVML) {
         nvml_map[n_nvml].h = h;
@@ -234,7 +258,7 @@ struct gdev *dev_by_nvml(nvmlDevice_t h)
         __atomic_store_n(&n_nvml, n_nvml + 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&dev_mu);
-    return found >= 0 && devs[found].limited ? &devs[found] : NULL;
+    return found;
 }
 
 /* ---------------------------------------------------------------- the allocation shape */

@@ -61,12 +61,14 @@ enum limit_kind { LIMIT_NONE = 0, LIMIT_BYTES, LIMIT_FRACTION, LIMIT_BAD };
 struct limit { enum limit_kind kind; uint64_t bytes; double fraction; };
 GPUMEM_HIDDEN struct limit gpumem_parse_limit(const char *text);
 GPUMEM_HIDDEN int gpumem_limits_present(void);   /* any GPUMEM_LIMIT or GPUMEM_LIMIT_<N> set */
+GPUMEM_HIDDEN int gpumem_device_limits_present(void);   /* any GPUMEM_LIMIT_<N> set */
 /* limit for ordinal: *var_out names the variable that applied (NULL when none) */
 GPUMEM_HIDDEN struct limit gpumem_limit_for(int ordinal, const char **var_out, const char **val_out);
 GPUMEM_HIDDEN uint64_t gpumem_parse_size_env(const char *name, uint64_t dflt);
 
 /* ---- ledger.c: the one ledger (reserve, release, usage, reclaim) ---- */
-GPUMEM_HIDDEN int ledger_device(const char *uuid);     /* ledger index for a device UUID, -1 on failure */
+GPUMEM_HIDDEN int ledger_device(const char *uuid, uint64_t total); /* ledger index for a UUID (added if new), -1 on failure */
+GPUMEM_HIDDEN int ledger_lookup(const char *uuid, uint64_t *total); /* a device a CUDA process registered, or -1 */
 GPUMEM_HIDDEN int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out);
 GPUMEM_HIDDEN void ledger_release(int ldev, uint64_t bytes);
 GPUMEM_HIDDEN uint64_t ledger_usage(int ldev);

@@ -25,7 +25,7 @@
 #define LEDGER_SLOTS 1024
 #define LEDGER_NAME "ledger-v1"
 
-struct ldev { char uuid[64]; uint64_t used; };
+struct ldev { char uuid[64]; uint64_t used; uint64_t total; /* cuDeviceTotalMem, for NVML-only processes */ };
 struct lslot { int32_t pid; uint32_t in_use; uint64_t used[GPUMEM_MAX_DEV]; };
 struct ledger {
     uint64_t magic;
@@ -223,7 +223,7 @@ static int ensure_slot_locked(void)
     return -1;
 }
 
-int ledger_device(const char *uuid)
+int ledger_device(const char *uuid, uint64_t total)
 {
     if (lock() != 0) return -1;
     int found = -1;
@@ -235,8 +235,23 @@ int ledger_device(const char *uuid)
         L->dev[found].used = 0;
         __atomic_store_n(&L->ndev, L->ndev + 1, __ATOMIC_RELEASE);
     }
+    if (found >= 0 && total) L->dev[found].total = total;
     unlock();
     if (found < 0) LOG(LOG_ERROR, "ledger is full of devices; %s cannot be shared", uuid);
+    return found;
+}
+
+int ledger_lookup(const char *uuid, uint64_t *total)
+{
+    if (lock() != 0) return -1;
+    int found = -1;
+    for (uint32_t d = 0; d < L->ndev && d < GPUMEM_MAX_DEV; d++)
+        if (!strncmp(L->dev[d].uuid, uuid, sizeof L->dev[d].uuid - 1) && L->dev[d].total) {
+            found = (int)d;
+            *total = L->dev[d].total;
+            break;
+        }
+    unlock();
     return found;
 }
 

@@ -70,13 +70,14 @@ done:
     return (struct limit){ LIMIT_BYTES, (uint64_t)bytes, 0 };
 }
 
-int gpumem_limits_present(void)
+int gpumem_device_limits_present(void)
 {
-    if (getenv("GPUMEM_LIMIT")) return 1;
     for (char **e = environ; e && *e; e++)
         if (!strncmp(*e, "GPUMEM_LIMIT_", 13) && isdigit((unsigned char)(*e)[13])) return 1;
     return 0;
 }
+
+int gpumem_limits_present(void) { return getenv("GPUMEM_LIMIT") || gpumem_device_limits_present(); }
 
 struct limit gpumem_limit_for(int ordinal, const char **var_out, const char **val_out)
 {

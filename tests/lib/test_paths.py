@@ -199,3 +199,19 @@ def test_context_create_v3_and_v4_are_charged_and_released(gpu):
         if mode.startswith("gpa"):
             assert "cuGetProcAddress(cuCtxCreate, 12050, 0) -> cuCtxCreate_v4 [" in r.err
             assert "cuGetProcAddress(cuCtxCreate, 11040, 0) -> cuCtxCreate_v3 [" in r.err
+
+
+def test_nvml_only_process_learns_the_cap_from_the_ledger_without_initialising_cuda(gpu):
+    gpu.run(*["init", "dev=0", "primary", "alloc=1G"], GPUMEM_LIMIT="4GiB")  # registers the device
+    r = gpu.run(prog="nvclient", GPUMEM_LIMIT="4GiB", FAKE_CUDA_INIT_FAIL=1)
+    assert r.rc == 0, r
+    assert (
+        r.field("nvml", "total") == 4 * GiB and r.field("nvml", "used") == 0
+    )  # the dead one's share is back
+
+
+def test_nvml_only_process_that_cannot_learn_the_cap_reports_unaltered_with_one_warning(gpu):
+    r = gpu.run(prog="nvclient", GPUMEM_LIMIT="4GiB", FAKE_CUDA_INIT_FAIL=1, FAKE_CUDA_DEVICES=2)
+    assert r.rc == 0, r
+    assert r.field("nvml", "total") == 8 * GiB + 480 * MiB
+    assert r.err.count("NVML memory is reported unaltered") == 1, r.err

@@ -9,6 +9,7 @@
  *                        names it (default: per process); allocations past FAKE_CUDA_TOTAL fail
  *                        with CUDA_ERROR_OUT_OF_MEMORY, and cuMemGetInfo's free honours it
  *   FAKE_CUDA_CTX_BYTES  physical bytes a context takes (default 0)
+ *   FAKE_CUDA_INIT_FAIL  1: cuInit fails with CUDA_ERROR_NO_DEVICE (100)
  * Like the real driver, cuGetProcAddress(_v2) hands out INTERNAL functions (not the exported
  * symbols), picking _v2/_v3/_ptsz variants from cudaVersion and flags.
  * Extra (test-only) export: fake_cuda_peak(dev) = highest physical usage seen (by every process
@@ -50,7 +51,7 @@ typedef struct { int type, requestedHandleTypes; struct { int type, id; } locati
 struct fctx { int magic, dev, primary, alive; };
 typedef struct fctx *CUcontext;
 
-static int g_init, g_ndev = 1;
+static int g_init, g_ndev = 1, g_init_fails;
 static uint64_t g_total = 8ULL << 30, g_ctx_bytes;
 static uint64_t *g_phys, *g_peak;        /* [MAXDEV] physical usage and peak, maybe shared */
 static uint64_t g_local_phys[2 * MAXDEV];
@@ -73,6 +74,7 @@ static void setup(void)
     if (g_ndev < 0) g_ndev = 0;
     if (g_ndev > MAXDEV) g_ndev = MAXDEV;
     if ((s = getenv("FAKE_CUDA_CTX_BYTES"))) g_ctx_bytes = strtoull(s, NULL, 0);
+    g_init_fails = (s = getenv("FAKE_CUDA_INIT_FAIL")) && *s == '1';
     g_phys = g_local_phys;
     g_peak = g_local_phys + MAXDEV;
     if ((s = getenv("FAKE_CUDA_PHYS_FILE")) && *s) {
@@ -167,7 +169,7 @@ static uint64_t arr_bytes(size_t w, size_t h, size_t d, int fmt, unsigned ch)
 }
 
 /* ---- implementations (static: what cuGetProcAddress hands out) ---- */
-static CUresult i_cuInit(unsigned f) { (void)f; g_init = 1; return OK; }
+static CUresult i_cuInit(unsigned f) { (void)f; if (g_init_fails) return 100; g_init = 1; return OK; }
 static CUresult i_cuDriverGetVersion(int *v) { *v = 13000; return OK; }
 static CUresult i_cuDeviceGetCount(int *n) { if (!g_init) return E_NOT_INIT; *n = g_ndev; return OK; }
 static CUresult i_cuDeviceGet(CUdevice *d, int o) { if (!g_init) return E_NOT_INIT; if (o < 0 || o >= g_ndev) return E_INVALID_DEVICE; *d = o; return OK; }
