@@ -9,7 +9,7 @@ Usage::
 removed and replaced by ``-v <lib dir>:/opt/gpumem:ro`` and ``-e`` for ``LD_PRELOAD`` and
 ``GPUMEM_*``; every other argument reaches ``docker run`` untouched, in order, and ``docker``
 replaces this process, so signals, the terminal and the exit code are Docker's own.  An
-``-e LD_PRELOAD=...`` given on the command line is kept behind ours.  Other subcommands (and
+``LD_PRELOAD`` given with ``-e`` or in an ``--env-file`` is kept behind ours.  Other subcommands (and
 ``run`` without ``--gpu-memory``) go to ``docker`` as they are.  ``GPUMEM_DOCKER_BIN`` names
 another docker binary.
 """
@@ -73,6 +73,7 @@ def rewrite(
     value: str | None = None
     kept: list[str] = []
     preload: list[str] = []
+    env_files: list[str] = []
     gpu = False
     i = options
     while i < len(args):
@@ -92,6 +93,10 @@ def rewrite(
         pair = [arg, args[i + 1]] if _takes_value(arg) and i + 1 < len(args) else [arg]
         if arg.startswith(("--gpus", "--runtime=nvidia")) or pair == ["--runtime", "nvidia"]:
             gpu = True
+        if pair[0] == "--env-file" and len(pair) == 2:
+            env_files.append(pair[1])
+        elif pair[0].startswith("--env-file="):
+            env_files.append(pair[0].split("=", 1)[1])
         env = _env_assignment(pair)
         if env is not None and env.split("=", 1)[0] == "LD_PRELOAD":
             preload.append(env.split("=", 1)[1] if "=" in env else environ.get("LD_PRELOAD", ""))
@@ -100,6 +105,8 @@ def rewrite(
         i += len(pair)
     if value is None:
         return args
+    if not preload:
+        preload = _env_file_preload(env_files, environ)
     limits = parse_value(_decode(value), file=OPTION)
     if not gpu:
         raise NoGpuRequest(
@@ -128,6 +135,24 @@ def _env_assignment(pair: list[str]) -> str | None:
     if arg.startswith("-e") and len(arg) > 2 and not arg.startswith("--"):
         return arg[2:]
     return None
+
+
+def _env_file_preload(paths: list[str], environ: dict[str, str]) -> list[str]:
+    """``LD_PRELOAD`` as ``--env-file`` files set it (the last one wins, as in Docker): our
+    ``-e`` would otherwise replace it."""
+    found: list[str] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as lines:
+                for line in lines:
+                    line = line.strip()
+                    if line == "LD_PRELOAD":
+                        found = [environ.get("LD_PRELOAD", "")]
+                    elif line.startswith("LD_PRELOAD="):
+                        found = [line.split("=", 1)[1]]
+        except OSError:
+            continue  # docker reports it
+    return found
 
 
 def _decode(value: str) -> object:

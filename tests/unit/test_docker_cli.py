@@ -153,3 +153,15 @@ def test_run_refuses_without_the_library(tmp_path: Path, fake_docker: Path) -> N
     )
     assert done.returncode == 1 and "install-lib" in done.stderr and done.stderr.count("\n") == 1
     assert not (tmp_path / "record").exists()
+
+
+def test_ld_preload_from_an_env_file_is_kept_behind_ours(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# app\nA=1\nLD_PRELOAD=/usr/lib/libtcmalloc.so\n")
+    out = rewrite(
+        ["run", "--env-file", str(env_file), "--gpus", "all", "--gpu-memory", "0.3", "img"],
+        lib_dir="/L",
+        environ={},
+    )
+    assert "LD_PRELOAD=/opt/gpumem/libgpumem.so /usr/lib/libtcmalloc.so" in out
+    assert out[out.index("--env-file") + 1] == str(env_file)
