@@ -4,8 +4,11 @@ the killed process stays an unreaped zombie)."""
 
 import os
 import random
+import shutil
 import signal
 import stat
+import subprocess
+import tempfile
 import time
 
 import pytest
@@ -226,3 +229,28 @@ def test_fork_while_other_threads_allocate_does_not_deadlock_the_child(gpu):
     q.communicate(timeout=60)
     assert p.returncode == 0, err
     assert out.count("parent child_exit=0") == 20, out
+
+
+def test_processes_of_another_user_share_the_ledger(gpu):
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to start a process as another user")
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run([*as_nobody, "test", "-x", gpu.cmd("cuclient")[0]]).returncode != 0:
+        pytest.skip("the other user cannot run the client here")
+    parent = tempfile.mkdtemp(prefix="gpumem-uid-")  # tmp_path is private to root
+    os.chmod(parent, 0o755)
+    env = dict(GPUMEM_LIMIT="2GiB", GPUMEM_STATE_DIR=os.path.join(parent, "state"), **NORES)
+    a = hold(gpu, "alloc=1536M", **env)  # root creates the state dir and the ledger
+    try:
+        r = subprocess.run(
+            [*as_nobody, *gpu.cmd("cuclient", *START, "alloc=1G", "alloc=512M")],
+            env=gpu.environ(**env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert r.stdout.splitlines()[3:] == ["alloc err=2", "alloc ok"], r.stdout + r.stderr
+        assert "unusable" not in r.stderr
+    finally:
+        kill(a)
+        shutil.rmtree(parent, ignore_errors=True)
