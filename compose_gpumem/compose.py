@@ -12,7 +12,6 @@ Compose is already working while the rest of the package loads (see :func:`start
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -146,6 +145,8 @@ def command(override: str | None = None) -> list[str]:
 
 
 def _ok(argv: list[str]) -> bool:
+    import subprocess
+
     try:
         return subprocess.run(argv, capture_output=True, check=False).returncode == 0
     except OSError:
@@ -154,6 +155,8 @@ def _ok(argv: list[str]) -> bool:
 
 def _explain_failure(cmd: list[str], returncode: int) -> ComposeFailed:
     """Compose failed; say so, and say why when it is too old to be Compose v2."""
+    import subprocess
+
     try:
         out = subprocess.run([*cmd, "version", "--short"], capture_output=True, text=True, check=False)
         version = out.stdout.strip().lstrip("v")
@@ -171,33 +174,68 @@ def _explain_failure(cmd: list[str], returncode: int) -> ComposeFailed:
 class Resolving:
     """``docker compose config`` running; :meth:`result` waits for its YAML.
 
-    Its stderr is held back and replayed by :meth:`result`, so a call that is cancelled (see
-    :mod:`compose_gpumem.launch`) prints nothing.
+    Started with ``os.posix_spawnp`` and two pipes rather than ``subprocess`` (whose import
+    alone costs about as much as a small project's resolution).  Its stderr is held back and
+    replayed by :meth:`result`, so a call that is cancelled (see :mod:`compose_gpumem.launch`)
+    prints nothing.
     """
 
     def __init__(self, cmd: list[str], argv: list[str]) -> None:
         self.cmd = cmd
         self.argv = argv
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         try:
-            self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions)
         except OSError as error:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
             raise ComposeNotFound(f"cannot run {cmd[0]}: {error.strerror}") from error
+        os.close(out_w)
+        os.close(err_w)
+        self.fds = (out_r, err_r)
+        self.returncode: int | None = None
+
+    def _collect(self) -> tuple[bytes, bytes]:
+        import select
+
+        chunks: dict[int, list[bytes]] = {fd: [] for fd in self.fds}
+        open_fds = list(self.fds)
+        while open_fds:
+            ready, _, _ = select.select(open_fds, [], [])
+            for fd in ready:
+                data = os.read(fd, 1 << 16)
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    open_fds.remove(fd)
+                    os.close(fd)
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        return b"".join(chunks[self.fds[0]]), b"".join(chunks[self.fds[1]])
 
     def result(self) -> str:
         """The resolved project as YAML; :class:`ComposeFailed` when Compose refused it."""
-        out, err = self.process.communicate()
+        out, err = self._collect()
         if err:
             sys.stderr.write(err.decode("utf-8", "replace"))
             sys.stderr.flush()
-        if self.process.returncode != 0:
-            raise _explain_failure(self.cmd, self.process.returncode)
+        code = self.returncode or 0
+        if code != 0:
+            raise _explain_failure(self.cmd, 128 - code if code < 0 else code)
         return out.decode("utf-8")
 
     def cancel(self) -> None:
         """Stop it, unheard."""
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.communicate()
+        if self.returncode is None:
+            import signal
+
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover - already gone
+                pass
+            self._collect()
 
 
 def config_argv(options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False) -> list[str]:
@@ -255,6 +293,7 @@ def _wait(argv: list[str]) -> int:
     """Run ``argv`` in the foreground: the terminal's Ctrl-C reaches it directly, and a
     SIGTERM or SIGHUP sent to us is passed on; returns its exit code (128+N for a signal)."""
     import signal
+    import subprocess
 
     try:
         child = subprocess.Popen(argv)
