@@ -31,6 +31,7 @@ struct ledger {
     uint64_t magic;
     uint32_t version, size;
     uint32_t ndev, nslots;
+    uint32_t hiwater;        /* slots at or past this index were never used: scans stop here */
     pthread_mutex_t mu;
     char pad[64];
     struct ldev dev[GPUMEM_MAX_DEV];
@@ -151,7 +152,7 @@ static void recompute_totals(void)
 {
     for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
         uint64_t sum = 0;
-        for (int i = 0; i < LEDGER_SLOTS; i++) if (L->slot[i].in_use) sum += L->slot[i].used[d];
+        for (uint32_t i = 0; i < L->hiwater && i < LEDGER_SLOTS; i++) if (L->slot[i].in_use) sum += L->slot[i].used[d];
         L->dev[d].used = sum;
     }
 }
@@ -160,7 +161,7 @@ static void recompute_totals(void)
 static int reclaim_locked(void)
 {
     int n = 0;
-    for (int i = 0; i < LEDGER_SLOTS; i++) {
+    for (int i = 0; i < (int)L->hiwater && i < LEDGER_SLOTS; i++) {
         struct lslot *s = &L->slot[i];
         if (!s->in_use || i == L_slot || slot_alive(i)) continue;
         for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
@@ -212,6 +213,7 @@ static int ensure_slot_locked(void)
                 if (fcntl(L_fd, F_SETLK, &fl) != 0) continue;   /* someone still holds it */
             }
             memset(&L->slot[i], 0, sizeof L->slot[i]);
+            if ((uint32_t)i >= L->hiwater) L->hiwater = (uint32_t)i + 1;   /* before in_use: scans see it */
             L->slot[i].pid = (int32_t)getpid();
             L->slot[i].in_use = 1;
             L_slot = i;
