@@ -8,7 +8,9 @@
  *   gpumem_probe alloc <bytes> [hold_s]     cuMemAlloc; prints "ok" (exit 0) or "oom" (exit 3),
  *                                           then holds the memory hold_s seconds (-1: forever)
  * Sizes accept a K/M/G suffix (binary).  Any other CUDA error: a message and exit 1.
- * The probe retains the primary context first, like the CUDA runtime does. */
+ * The probe retains the primary context first, like the CUDA runtime does, so under libgpumem.so
+ * `info` already shows free = cap - GPUMEM_CONTEXT_RESERVE (512 MiB by default) and `alloc` can
+ * take at most that much.  `totalmem` creates no context. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
