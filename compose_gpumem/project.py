@@ -54,7 +54,7 @@ class Project:
             source = _escape(library.host_dir())
         elif not escaped:
             source = _escape(source)
-        doc: dict[str, Any] = yamlio.load(self.text) or {}
+        doc: dict[str, Any] = yamlio.load_fast(self.text) or {}
         services = doc.get("services") or {}
         for name, plan in self.plans.items():
             services[name] = inject.inject_service(services[name], plan, source)
@@ -120,7 +120,6 @@ def load(
     (the CLI starts it before importing this module, so the two overlap).
     """
     running = running or compose.start_resolve(options, extra, all_profiles=all_profiles)
-    yamlio.prepare()  # imports the YAML loader while Compose works
     text = running.result()
     enabled = None
     if all_profiles:
@@ -147,10 +146,10 @@ def from_text(
         default_block = yamlio.top_level_block(split.head, inject.KEY)
     default = None
     if default_block is not None:
-        default = _unescape((yamlio.load(default_block) or {}).get(inject.KEY))
+        default = _unescape((yamlio.load_fast(default_block) or {}).get(inject.KEY))
     blocks: dict[str, int] = {}
     if split is None:
-        doc = yamlio.load(text) or {}
+        doc = yamlio.load_fast(text) or {}
         services = doc.get("services") or {}
     else:
         wanted = [
@@ -160,7 +159,7 @@ def from_text(
         ]
         services = {}
         if wanted:
-            services = yamlio.load("".join(_partial(split.blocks[i]) for i in wanted)) or {}
+            services = yamlio.load_fast("".join(_partial(split.blocks[i]) for i in wanted)) or {}
             for i, name in zip(wanted, services):
                 blocks[name] = i
     checked = {

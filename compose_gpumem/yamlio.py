@@ -7,6 +7,11 @@ split into service blocks (:func:`split_services`); only the blocks that may nee
 parsed, and only the changed ones are emitted again (:func:`splice`).  Everything else is
 copied through byte for byte, exactly as Compose printed it.
 
+Parsing itself is :func:`load_canonical`, a reader of the block YAML Compose prints that
+refuses anything beyond it (block scalars, anchors, scalars whose type YAML versions disagree
+on); :func:`load_fast` then falls back to ruamel.yaml's safe loader (its C loader with
+``ruamel.yaml.clib``), which is imported only then.
+
 The emitter (:func:`dump`) writes plain data (maps, lists, scalars) in Compose's layout.  A
 string is plain when it matches a conservative pattern and JSON-quoted otherwise: a JSON
 string is a valid YAML double-quoted scalar.  Values are written as they are held, so text
@@ -94,12 +99,162 @@ def dump(data: dict[Any, Any], indent: int = 0) -> str:
     return "".join(line + "\n" for line in out)
 
 
-def prepare() -> None:
-    """Import the loader now (while Compose runs) rather than at the first :func:`load`."""
+class NotCanonical(Exception):
+    """The text uses YAML beyond what :func:`load_canonical` reads; use :func:`load`."""
+
+
+_KEY = re.compile(r'(?:"((?:[^"\\]|\\.)*)"|([A-Za-z0-9_./][A-Za-z0-9_./-]*)):(?: |$)')
+_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+#: Plain text that every YAML version reads as a string: starts with a letter, ``_``, ``/``,
+#: ``$``, ``-`` before a letter, or a digit when a letter or ``%`` follows (``8GiB``, ``30%``);
+#: no flow indicators, comments or ``: ``.
+_PLAIN_TEXT = re.compile(
+    r"(?:[A-Za-z_/$]|-(?=[A-Za-z_-])|[0-9](?=[0-9.]*[A-Za-z%]))[^\s#\[\]{},]*(?: [^\s#\[\]{},]+)*"
+)
+#: Digit-led text some YAML version reads as a number or a date: ``1e3``, ``0x1F``, ``2024-01-01``.
+_NUMBERISH = re.compile(r"[0-9][0-9._:]*(?:[eE][-+]?[0-9]+)?|0[xXoObB].*|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*")
+_AMBIGUOUS = frozenset("yes no on off y n true false null ~".split())
+
+
+def _plain(text: str) -> Any:
+    if text in ("null", "~"):
+        return None
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if (
+        _PLAIN_TEXT.fullmatch(text)
+        and ": " not in text
+        and not text.endswith(":")
+        and text.lower() not in _AMBIGUOUS
+        and not _NUMBERISH.fullmatch(text)
+    ):
+        return text
+    raise NotCanonical(text)
+
+
+def _value(text: str) -> Any:
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    if text.startswith('"'):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise NotCanonical(text) from None
+        if isinstance(value, str):
+            return value
+        raise NotCanonical(text)
+    if text.startswith("'"):
+        inner = text[1:-1]
+        if len(text) < 2 or not text.endswith("'") or "'" in inner.replace("''", ""):
+            raise NotCanonical(text)
+        return inner.replace("''", "'")
+    return _plain(text)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _key(match: re.Match[str]) -> str:
+    if match.group(1) is not None:
+        key: str = json.loads(f'"{match.group(1)}"')
+        return key
+    return match.group(2)
+
+
+class _Reader:
+    def __init__(self, text: str) -> None:
+        self.lines = text.split("\n")
+        if self.lines and self.lines[-1] == "":
+            self.lines.pop()
+        if any(not line.strip() or "\t" in line for line in self.lines):
+            raise NotCanonical("blank line or tab")
+        self.i = 0
+
+    def block(self, indent: int) -> Any:
+        line = self.lines[self.i]
+        if line[indent:].startswith("- ") or line[indent:] == "-":
+            return self.seq(indent)
+        return self.map(indent)
+
+    def map(self, indent: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            n = _indent(line)
+            if n < indent or (n == indent and line[n:].startswith("-")):
+                break
+            if n > indent:
+                raise NotCanonical(line)
+            match = _KEY.match(line, n)
+            if match is None:
+                raise NotCanonical(line)
+            key = _key(match)
+            rest = line[match.end() :]
+            self.i += 1
+            if rest:
+                value = _value(rest)
+            elif self.i < len(self.lines) and (
+                _indent(self.lines[self.i]) > indent
+                or self.lines[self.i][indent:].startswith("- ")
+            ):
+                value = self.block(_indent(self.lines[self.i]))
+            else:
+                value = None
+            if key in result:
+                raise NotCanonical(f"duplicate key {key}")
+            result[key] = value
+        return result
+
+    def seq(self, indent: int) -> list[Any]:
+        items: list[Any] = []
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            n = _indent(line)
+            if n < indent or not line[n:].startswith("- "):
+                if n > indent:
+                    raise NotCanonical(line)
+                break
+            content = line[n + 2 :]
+            if content.startswith(("- ", "-\n")) or not content.strip():
+                raise NotCanonical(line)
+            if _KEY.match(content):
+                self.lines[self.i] = " " * (n + 2) + content
+                items.append(self.map(n + 2))
+            else:
+                items.append(_value(content))
+                self.i += 1
+        return items
+
+
+def load_canonical(text: str) -> Any:
+    """Parse the block YAML that Compose prints, fast; :class:`NotCanonical` for anything
+    else (block scalars, anchors, flow collections, scalars whose type YAML versions disagree
+    on...), where :func:`load` must be used.  Where it answers, it answers as :func:`load`."""
+    reader = _Reader(text)
+    if not reader.lines:
+        return None
+    value = reader.block(_indent(reader.lines[0]))
+    if reader.i != len(reader.lines):
+        raise NotCanonical(reader.lines[reader.i])
+    return value
+
+
+def load_fast(text: str) -> Any:
+    """:func:`load_canonical`, else :func:`load`."""
     try:
-        import ruamel.yaml.cyaml
-    except ImportError:  # pragma: no cover - pure-Python fallback
-        import ruamel.yaml  # noqa: F401
+        return load_canonical(text)
+    except NotCanonical:
+        return load(text)
 
 
 def load(text: str) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from compose_gpumem.yamlio import dump, load, scalar, split_services
+from compose_gpumem.yamlio import NotCanonical, dump, load, load_canonical, load_fast, scalar, split_services
 
 TRICKY = [
     "yes",
@@ -104,3 +104,97 @@ def test_split_keeps_every_byte_and_one_block_per_service() -> None:
 def test_split_refuses_text_in_another_shape() -> None:
     assert split_services("services: {}\n") is None or split_services("services: {}\n").blocks == []  # type: ignore[union-attr]
     assert split_services('{"services": {}}') is None
+
+
+SCALARS = [
+    *TRICKY,
+    "8GiB",
+    "30%",
+    "0.5%",
+    "1e3",
+    "0o17",
+    "2024-01-01",
+    "1:20",
+    "--model",
+    "-1",
+    "-.5",
+    ".NaN",
+    "a:b",
+    "/usr/lib/x.so /y.so",
+    "1_000",
+    "+1",
+    "0755",
+    "1.",
+    "1.0",
+    "10",
+    "3.14",
+    "Null",
+    "TRUE",
+    "a=b",
+    "0b101",
+    "0.3",
+    "x@y",
+    "a,b",
+    "x]",
+    "::1",
+    "http://x:80/y",
+    "1-2",
+    "1.2.3",
+    "v1.2",
+    "12XB",
+]
+
+
+@pytest.mark.parametrize("text", SCALARS, ids=repr)
+def test_canonical_reader_answers_as_ruamel_or_refuses(text: str) -> None:
+    for document in (f"k: {text}\n", f"k: {scalar(text)}\n", f"- {scalar(text)}\n"):
+        try:
+            expected = load(document)
+        except Exception:  # not YAML at all: the reader must refuse it too
+            with pytest.raises(NotCanonical):
+                load_canonical(document)
+            continue
+        try:
+            got = load_canonical(document)
+        except NotCanonical:
+            continue
+        assert got == expected and repr(got) == repr(expected)
+
+
+def test_canonical_reader_reads_what_the_emitter_writes() -> None:
+    doc = {
+        "services": {
+            "a": {
+                "command": ["sh", "-c", "echo $$HOME"],
+                "deploy": {
+                    "resources": {"reservations": {"devices": [{"capabilities": ["gpu"], "count": -1}]}}
+                },
+                "environment": {"A": "1", "EMPTY": "", "URL": "http://x:80/y", "LIMIT": "8GiB"},
+                "networks": {"default": None},
+                "empty_map": {},
+                "empty_list": [],
+                "x-gpu-memory": {"0": 0.5, "1": "30%"},
+            }
+        }
+    }
+    assert load_canonical(dump(doc)) == doc
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "a: |-\n  x\n  y\n",
+        "a: &x 1\nb: *x\n",
+        "a: [1, 2]\n",
+        "a:\n  - - 1\n",
+        "a: 1\na: 2\n",
+        "a: !!str 1\n",
+        "a:\n\n  b: 1\n",
+        "a:\n    b: 1\n  c: 2\n",
+    ],
+)
+def test_canonical_reader_refuses_what_it_does_not_know(document: str) -> None:
+    with pytest.raises(NotCanonical):
+        load_canonical(document)
+    if "a: 1\na: 2" not in document and "    b: 1\n  c" not in document:
+        assert load_fast(document) == load(document)
