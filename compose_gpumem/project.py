@@ -28,8 +28,8 @@ class Project:
     """A resolved project and the caps its services get.
 
     ``services`` holds, per service that may carry a cap, the keys that decide it (see
-    ``_NEEDED``) and ``volumes`` when it already mounts ``/opt/gpumem``; ``texts`` holds the
-    same services' blocks cut into keys, to splice the injection in.
+    ``_NEEDED``) and ``volumes`` when it already mounts ``/opt/gpumem``; ``blocks`` gives each
+    such service's block in ``split``, where the injection is spliced in.
     """
 
     text: str
