@@ -62,8 +62,10 @@ static __attribute__((noinline)) void *dlsym_driver(void *handle, const char *na
 
 GPUMEM_EXPORT void *dlsym(void *handle, const char *name)
 {
-    if (handle != RTLD_NEXT && !gpumem_in_resolve &&
-        ((name[0] == 'c' && name[1] == 'u') || !strncmp(name, "nvml", 4)))
+    /* the name first: no TLS access for other names, since another preloaded library (ASan's
+     * runtime, say) may call dlsym before its own __tls_get_addr interceptor works */
+    if (handle != RTLD_NEXT && ((name[0] == 'c' && name[1] == 'u') || !strncmp(name, "nvml", 4)) &&
+        !gpumem_in_resolve)
         return dlsym_driver(handle, name);
     dlsym_fn real = get_real_dlsym();
     return real(handle, name);   /* a tail call, so RTLD_NEXT still sees our caller */

@@ -94,10 +94,14 @@ class Gpu:
         self.tmp = tmp_path
         self.state = tmp_path / "state"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("GPUMEM_", "FAKE_", "LD_"))}
+        # GPUMEM_TEST_LIB / GPUMEM_TEST_PRELOAD: run the suite against another build of the library
+        # (e.g. one with -fsanitize=address, preloaded after libasan.so)
+        so = os.environ.get("GPUMEM_TEST_LIB") or str(built["so"])
+        preload = " ".join(filter(None, [os.environ.get("GPUMEM_TEST_PRELOAD"), so]))
         self.env.update(
             {
                 "LD_LIBRARY_PATH": str(built["stubs"]),
-                "LD_PRELOAD": str(built["so"]),
+                "LD_PRELOAD": preload,
                 "GPUMEM_STATE_DIR": str(self.state),
                 "GPUMEM_LOG": "info",
                 "FAKE_CUDA_TOTAL": str(8 * GiB),

@@ -3,6 +3,7 @@
 import subprocess
 from pathlib import Path
 
+import pytest
 from libgpumem_support import _cc
 
 
@@ -38,3 +39,26 @@ def test_rtld_next_still_resolves_relative_to_the_caller(gpu, tmp_path):
 def test_dlsym_of_other_libraries_symbols_is_untouched(gpu):
     r = gpu.run("mode=dlsym", "init", "dev=0", "primary", "alloc=1G", GPUMEM_LIMIT="2GiB")
     assert r.results("alloc") == ["ok"]
+
+
+def test_library_preloaded_before_us_may_call_dlsym_during_its_own_init(gpu):
+    # ASan's runtime resolves its interceptors with dlsym(RTLD_NEXT, ...) before its own
+    # __tls_get_addr interceptor works: our dlsym must not touch TLS for such names
+    import glob
+
+    asan = sorted(
+        glob.glob("/usr/lib/x86_64-linux-gnu/libasan.so.*") + glob.glob("/lib/x86_64-linux-gnu/libasan.so.*")
+    )
+    if not asan:
+        pytest.skip("no libasan here")
+    env = gpu.environ(GPUMEM_LIMIT="2GiB", ASAN_OPTIONS="detect_leaks=0")
+    env["LD_PRELOAD"] = f"{asan[0]} {env['LD_PRELOAD']}"
+    r = subprocess.run(
+        gpu.cmd("cuclient", "mode=gpa2", "init", "dev=0", "primary", "alloc=1G", "alloc=1G"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[3:] == ["alloc ok", "alloc err=2"]
