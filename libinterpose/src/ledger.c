@@ -81,13 +81,29 @@ static void use_private(const char *why, const char *dir)
     L = p;
 }
 
+/* mkdir -p: missing parents 0755, the state dir itself 1777 so every uid of the container can
+ * use it */
+static int make_dirs(const char *dir)
+{
+    char p[4096];
+    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) { errno = ENAMETOOLONG; return -1; }
+    for (char *c = p + 1; *c; c++) {
+        if (*c != '/') continue;
+        *c = 0;
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
+        *c = '/';
+    }
+    if (mkdir(p, 0777) == 0) chmod(p, 01777);
+    else if (errno != EEXIST) return -1;
+    return 0;
+}
+
 /* Open the ledger file, creating it atomically (initialised temp file, then link()). */
 static int open_shared(const char *dir, const char **why)
 {
     char path[4096], tmp[4200];
     if (snprintf(path, sizeof path, "%s/%s", dir, LEDGER_NAME) >= (int)sizeof path) { *why = "path too long"; return -1; }
-    if (mkdir(dir, 0777) == 0) chmod(dir, 01777);
-    else if (errno != EEXIST) { *why = strerror(errno); return -1; }
+    if (make_dirs(dir) != 0) { *why = strerror(errno); return -1; }
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) {
         struct timespec ts;

@@ -65,6 +65,13 @@ def test_state_dir_is_created_usable_by_other_users(gpu):
     assert [p.name for p in gpu.state.iterdir()] == ["ledger-v1"]  # no temp file left behind
 
 
+def test_state_dir_is_created_with_its_missing_parents(gpu, tmp_path):
+    state = tmp_path / "a" / "b" / "state"
+    r = gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB", GPUMEM_STATE_DIR=state)
+    assert r.results("alloc") == ["ok"] and "unusable" not in r.err
+    assert (state / "ledger-v1").exists()
+
+
 def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
