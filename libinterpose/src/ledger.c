@@ -137,6 +137,10 @@ static int open_shared(const char *dir, const char **why)
     if (l->magic != LEDGER_MAGIC || l->version != LEDGER_VERSION || l->size != sizeof *l || l->nslots != LEDGER_SLOTS) {
         munmap(p, sizeof *l); close(fd); *why = "ledger file of another version"; return -1;
     }
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)((char *)&l->slot[0] - (char *)l), .l_len = 1 };
+    if (fcntl(fd, F_GETLK, &fl) != 0) {   /* liveness needs record locks */
+        munmap(p, sizeof *l); close(fd); *why = "no file locks on it"; return -1;
+    }
     L = l;
     L_fd = fd;
     return 0;
