@@ -459,7 +459,17 @@ int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t 
         *used_out = d->real_total;
         return 1;
     }
-    ledger_reclaim();   /* not an allocation path: report without the share of dead processes */
+    /* not an allocation path: report without the share of dead processes (at most every 50 ms,
+     * so a program polling cuMemGetInfo does not pay one fcntl per process each time) */
+    static uint64_t last_reclaim_ns;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+    uint64_t last = __atomic_load_n(&last_reclaim_ns, __ATOMIC_RELAXED);
+    if (!last || now - last > 50000000ULL) {
+        __atomic_store_n(&last_reclaim_ns, now, __ATOMIC_RELAXED);
+        ledger_reclaim();
+    }
     uint64_t used = ledger_usage(d->ldev);
     uint64_t f = d->cap > used ? d->cap - used : 0;
     *total_out = d->cap;
