@@ -75,6 +75,8 @@ def rewrite(
     preload: list[str] = []
     env_files: list[str] = []
     gpu = False
+    ipc = ""
+    name = ""
     i = options
     while i < len(args):
         arg = args[i]
@@ -97,6 +99,11 @@ def rewrite(
             env_files.append(pair[1])
         elif pair[0].startswith("--env-file="):
             env_files.append(pair[0].split("=", 1)[1])
+        if pair[0] in ("--ipc", "--name") and len(pair) == 2:
+            ipc, name = (pair[1], name) if pair[0] == "--ipc" else (ipc, pair[1])
+        elif pair[0].startswith(("--ipc=", "--name=")):
+            flag, _, given = pair[0].partition("=")
+            ipc, name = (given, name) if flag == "--ipc" else (ipc, given)
         env = _env_assignment(pair)
         if env is not None and env.split("=", 1)[0] == "LD_PRELOAD":
             preload.append(env.split("=", 1)[1] if "=" in env else environ.get("LD_PRELOAD", ""))
@@ -118,12 +125,18 @@ def rewrite(
         "-e",
         f"LD_PRELOAD={inject.preload(' '.join(p for p in preload if p) or None)}",
         "-e",
-        f"GPUMEM_STATE_DIR={inject.STATE_DIR}",
+        f"GPUMEM_STATE_DIR={inject.state_dir(name or _token(), ipc)}",
     ]
     for index, limit in limits.items():
         name = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
         added += ["-e", f"{name}={limit.text}"]
     return args[:options] + added + kept + args[i:]
+
+
+def _token() -> str:
+    import uuid
+
+    return f"run-{uuid.uuid4().hex[:12]}"
 
 
 def _env_assignment(pair: list[str]) -> str | None:

@@ -7,7 +7,8 @@ returns new dictionaries; nothing reads files or runs Docker, so every rule is u
 Per limited service: a read-only bind mount of the library directory at ``/opt/gpumem``,
 ``LD_PRELOAD`` with ``/opt/gpumem/libgpumem.so`` put in front of any value already there,
 ``GPUMEM_LIMIT`` (or ``GPUMEM_LIMIT_<n>`` per device index) with the value as written, and
-``GPUMEM_STATE_DIR`` under the container's own ``/dev/shm``.  Nothing else changes, and
+``GPUMEM_STATE_DIR`` under the container's own ``/dev/shm`` (see :func:`state_dir` for
+services that share their IPC namespace).  Nothing else changes, and
 injecting twice gives the same result as injecting once.
 """
 
@@ -115,6 +116,7 @@ class Plan:
     limits: dict[int | None, Limit]
     request: GpuRequest
     profiles: tuple[str, ...] = ()
+    state_dir: str = STATE_DIR
 
     def shares(self, service: str) -> list[Share]:
         """The service's caps as shares of host GPUs, for the overcommit check."""
@@ -158,8 +160,20 @@ def plan(services: dict[str, Any], default: Any = None, *, file: str | None = No
                     service=name,
                     value=service.get(KEY, default),
                 )
-        plans[name] = Plan(limits, request, tuple(str(p) for p in service.get("profiles") or ()))
+        profiles = tuple(str(p) for p in service.get("profiles") or ())
+        plans[name] = Plan(limits, request, profiles, state_dir(name, service.get("ipc")))
     return plans
+
+
+def state_dir(name: str, ipc: Any) -> str:
+    """Where the service's ledger lives.  ``/dev/shm`` is the container's own unless the service
+    shares an IPC namespace (``ipc: host``, ``service:X``, ``container:X``); then the ledger gets
+    a directory named for the service, so that services sharing ``/dev/shm`` keep separate caps
+    (replicas of one such service share theirs)."""
+    text = str(ipc or "")
+    if text == "host" or text.startswith(("service:", "container:")):
+        return f"{STATE_DIR}-{name}"
+    return STATE_DIR
 
 
 def all_shares(plans: dict[str, Plan]) -> list[Share]:
@@ -206,7 +220,7 @@ def mount(source: str) -> dict[str, Any]:
 def additions(service: dict[str, Any], p: Plan, source: str) -> dict[str, Any]:
     """Only what the cap adds to one service: its environment entries and the mount."""
     env: dict[str, Any] = {}
-    env["GPUMEM_STATE_DIR"] = STATE_DIR
+    env["GPUMEM_STATE_DIR"] = p.state_dir
     for index, limit in sorted(p.limits.items(), key=lambda item: -1 if item[0] is None else item[0]):
         env["GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"] = limit.text
     env["LD_PRELOAD"] = preload((service.get("environment") or {}).get("LD_PRELOAD"))

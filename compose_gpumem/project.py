@@ -18,7 +18,7 @@ from .validate import check_overcommit
 
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:")
 #: The keys of a service that decide its cap; only these are parsed.
-_NEEDED = frozenset({"environment", "gpus", "deploy", "runtime", "profiles", inject.KEY})
+_NEEDED = frozenset({"environment", "gpus", "deploy", "runtime", "profiles", "ipc", inject.KEY})
 #: The keys injection writes; the others are copied through as Compose printed them.
 _WRITTEN = ("environment", "volumes")
 

@@ -204,8 +204,7 @@ class _Reader:
             if rest:
                 value = _value(rest)
             elif self.i < len(self.lines) and (
-                _indent(self.lines[self.i]) > indent
-                or self.lines[self.i][indent:].startswith("- ")
+                _indent(self.lines[self.i]) > indent or self.lines[self.i][indent:].startswith("- ")
             ):
                 value = self.block(_indent(self.lines[self.i]))
             else:

@@ -165,3 +165,13 @@ def test_ld_preload_from_an_env_file_is_kept_behind_ours(tmp_path: Path) -> None
     )
     assert "LD_PRELOAD=/opt/gpumem/libgpumem.so /usr/lib/libtcmalloc.so" in out
     assert out[out.index("--env-file") + 1] == str(env_file)
+
+
+def test_ipc_host_gets_a_ledger_of_its_own() -> None:
+    out = rewrite(
+        ["run", "--ipc=host", "--name", "job", "--gpus", "all", "--gpu-memory", "0.3", "img"], environ={}
+    )
+    assert "GPUMEM_STATE_DIR=/dev/shm/gpumem-job" in out
+    assert "GPUMEM_STATE_DIR=/dev/shm/gpumem" in rewrite(
+        ["run", "--gpus", "all", "--gpu-memory", "0.3", "img"], environ={}
+    )

@@ -147,3 +147,16 @@ def test_services_of_different_profiles_are_not_counted_together() -> None:
         ["always", "serve"],
         ["always", "train"],
     ]
+
+
+def test_services_sharing_ipc_get_a_ledger_of_their_own() -> None:
+    plans = plan(
+        {"a": svc(ipc="host"), "b": svc(ipc="service:a"), "c": svc(), "d": svc(ipc="shareable")}, default=0.2
+    )
+    dirs = {name: additions({}, p, LIB)["environment"]["GPUMEM_STATE_DIR"] for name, p in plans.items()}
+    assert dirs == {
+        "a": "/dev/shm/gpumem-a",
+        "b": "/dev/shm/gpumem-b",
+        "c": "/dev/shm/gpumem",
+        "d": "/dev/shm/gpumem",
+    }
