@@ -338,3 +338,26 @@ def test_profiles_enabled_together_for_up_are_checked_together(
     assert cli("--profile", "train", "up", cwd=tmp_path, env=env).returncode == 7
     both = cli("--profile", "train", "up", cwd=tmp_path, env={**env, "COMPOSE_PROFILES": "serve"})
     assert both.returncode == 1 and "promised 160%" in both.stderr
+
+
+def test_compose_file_variable_is_honoured(
+    project: Path, lib_dir: Path, recorder: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"COMPOSE_FILE": str(project / "compose.yaml")}
+    done = cli("config", cwd=elsewhere, env=env)
+    assert done.returncode == 0, done.stderr
+    assert load(done.stdout)["services"]["trainer"]["environment"]["GPUMEM_LIMIT"] == "0.25"
+    cli("up", cwd=elsewhere, env={**env, "COMPOSE_BIN": str(recorder)})
+    args = (recorder.parent / "record").read_text().split("\n")
+    assert args[args.index("--project-directory") + 1] == str(project)
+
+
+def test_config_output_file_is_written(project: Path, lib_dir: Path) -> None:
+    done = cli("config", "-o", "resolved.yaml", cwd=project)
+    assert done.returncode == 0 and done.stdout == ""
+    assert (
+        load((project / "resolved.yaml").read_text())["services"]["server"]["environment"]["GPUMEM_LIMIT"]
+        == "0.2"
+    )
