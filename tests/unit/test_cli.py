@@ -7,10 +7,11 @@ import os
 import shlex
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from unit_helpers import cli, write
+from unit_helpers import PACKAGE_ROOT, cli, write
 
 from compose_gpumem.yamlio import load
 
@@ -361,3 +362,30 @@ def test_config_output_file_is_written(project: Path, lib_dir: Path) -> None:
         load((project / "resolved.yaml").read_text())["services"]["server"]["environment"]["GPUMEM_LIMIT"]
         == "0.2"
     )
+
+
+def test_sigterm_is_passed_on_to_compose_and_its_status_comes_back(
+    project: Path, lib_dir: Path, tmp_path: Path, compose_cmd: list[str]
+) -> None:
+    import signal
+    import time
+
+    marker = tmp_path / "got-term"
+    started = tmp_path / "started"
+    script = tmp_path / "compose-waits"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = config ] && exec {shlex.join(compose_cmd)} "$@"; done\n'
+        f"trap 'touch {marker}; exit 143' TERM\n"
+        f"touch {started}\n"
+        "sleep 30 & wait\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "COMPOSE_BIN": str(script)}
+    process = subprocess.Popen([sys.executable, "-m", "compose_gpumem", "up"], cwd=project, env=env)
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 143
+    assert marker.exists()
