@@ -11,6 +11,7 @@
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE
+ *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
  *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
  * SIZE takes K/M/G suffixes (binary).  Results: "ok", "err=<CUresult>", numbers. */
@@ -275,6 +276,12 @@ int main(int argc, char **argv)
             int ok = 0, oom = 0;
             for (int k = 0; k < n; k++) { pthread_join(t[k], NULL); ok += a[k].ok; oom += a[k].oom; }
             printf("threads ok=%d oom=%d\n", ok, oom);
+        } else if (!strcmp(name, "dlsym")) {   /* dlsym=NAME on libcuda: which library answered */
+            if (!lib) lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+            void *p = dlsym(lib, v);
+            Dl_info info;
+            const char *from = p && dladdr(p, &info) && info.dli_fname ? strrchr(info.dli_fname, '/') : NULL;
+            printf("dlsym %s %s\n", v, p ? (from ? from + 1 : "?") : "NULL");
         } else if (!strcmp(name, "bench")) {   /* bench=N,SIZE: mean time of one alloc+free pair */
             int n = 1; char szs[64] = "1";
             sscanf(v, "%d,%63s", &n, szs);

@@ -36,9 +36,21 @@ def test_rtld_next_still_resolves_relative_to_the_caller(gpu, tmp_path):
         assert r.stdout == "next 2\n", r.stderr
 
 
-def test_dlsym_of_other_libraries_symbols_is_untouched(gpu):
-    r = gpu.run("mode=dlsym", "init", "dev=0", "primary", "alloc=1G", GPUMEM_LIMIT="2GiB")
-    assert r.results("alloc") == ["ok"]
+def test_dlsym_hands_out_our_hooks_only_for_hooked_driver_symbols(gpu):
+    names = ["cuMemAlloc_v2", "cuGetProcAddress_v2", "cuDeviceGet", "cuNoSuchEntryPoint", "malloc"]
+    r = gpu.run(*[f"dlsym={n}" for n in names], GPUMEM_LIMIT="2GiB")
+    assert r.results("dlsym") == [
+        "cuMemAlloc_v2 libgpumem.so",
+        "cuGetProcAddress_v2 libgpumem.so",
+        "cuDeviceGet libcuda.so.1",
+        "cuNoSuchEntryPoint NULL",
+        "malloc libc.so.6",
+    ], r
+
+
+def test_dlsym_without_limit_hands_out_the_drivers_own_functions(gpu):
+    r = gpu.run("dlsym=cuMemAlloc_v2", "dlsym=cuGetProcAddress_v2")
+    assert r.results("dlsym") == ["cuMemAlloc_v2 libcuda.so.1", "cuGetProcAddress_v2 libcuda.so.1"]
 
 
 def test_library_preloaded_before_us_may_call_dlsym_during_its_own_init(gpu):
