@@ -41,7 +41,7 @@ class Settings:
 
         self.options = Options()
         self.allow_overcommit = False
-        #: ``docker compose config`` started before click was imported (see :func:`entry`).
+        #: ``docker compose config`` started before click was imported (see :mod:`launch`).
         self.early = early
 
     def update(self, values: dict[str, Any]) -> None:
@@ -71,12 +71,22 @@ class Group(click.Group):
         return _passthrough(cmd_name)
 
 
+def _asks_help(args: Sequence[str]) -> bool:
+    """``-h``/``--help`` among the command's own options (not in a container's command line)."""
+    for arg in args:
+        if arg in ("-h", "--help"):
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
 def _passthrough(name: str) -> click.Command:
     @click.pass_obj
     def callback(settings: Settings, args: tuple[str, ...]) -> int:
         from . import compose
 
-        if name in compose.NO_PROJECT or "--help" in args or "-h" in args:
+        if name in compose.NO_PROJECT or _asks_help(args):
             return compose.passthrough(settings.options, [name, *args])
         resolved = _load(settings)
         from . import library

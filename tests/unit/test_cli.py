@@ -389,3 +389,14 @@ def test_sigterm_is_passed_on_to_compose_and_its_status_comes_back(
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 143
     assert marker.exists()
+
+
+def test_help_inside_a_container_command_still_gets_the_cap(
+    project: Path, lib_dir: Path, recorder: Path
+) -> None:
+    done = cli(
+        "run", "trainer", "python", "train.py", "--help", cwd=project, env={"COMPOSE_BIN": str(recorder)}
+    )
+    assert done.returncode == 7, done.stderr
+    passed = load((recorder.parent / "record.yaml").read_text())
+    assert passed["services"]["trainer"]["environment"]["GPUMEM_LIMIT"] == "0.25"
