@@ -3,6 +3,8 @@
 import re
 import subprocess
 
+from libgpumem_support import ROOT
+
 
 def test_build_is_warning_free(built):
     assert "warning" not in built["make_log"].lower(), built["make_log"]
@@ -29,3 +31,18 @@ def test_only_the_hooks_are_exported(built):
     assert not stray, stray
     # unversioned, so they interpose versioned references such as dlsym@GLIBC_2.34
     assert not re.search(r"\bGPUMEM", dyn)
+
+
+def test_every_table_entry_is_exported_and_present_in_the_stand_in_driver(built):
+    table = (ROOT / "libinterpose" / "src" / "table.h").read_text()
+    names = re.findall(r"X\(LIB_\w+,\s*(\w+),", table)
+    assert len(names) > 30
+
+    def exported(path):
+        dyn = subprocess.run(["objdump", "-T", str(path)], capture_output=True, text=True, check=True).stdout
+        return {ln.split()[-1] for ln in dyn.splitlines() if ln.strip() and "*UND*" not in ln}
+
+    ours = exported(built["so"])
+    stubs = exported(built["stubs"] / "libcuda.so.1") | exported(built["stubs"] / "libnvidia-ml.so.1")
+    assert not [n for n in names if n not in ours]
+    assert not [n for n in names if n not in stubs]
