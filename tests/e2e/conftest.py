@@ -317,7 +317,10 @@ def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
     build_image_tarball(tarball, stubs, gpumem_lib_dir / "libgpumem.so")
     tag = f"gpumem-e2e:{uuid.uuid4().hex[:12]}"
     env = docker_engine.env()
-    run(["docker", "import", "--change", "CMD [\"/bin/sh\"]", tarball, tag], env=env)
+    # PATH as real images set it: an older client's `docker exec` adds none of its own
+    run(["docker", "import",
+         "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+         "--change", 'CMD ["/bin/sh"]', tarball, tag], env=env)
     # the image alone must run the probe: no cap, the stand-in's own figures
     run(["docker", "run", "--rm", tag, "gpumem_probe", "info"], env=env)
     try:
