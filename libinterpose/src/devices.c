@@ -48,9 +48,11 @@ typedef CUresult (*fn_get)(CUdevice *, int);
 typedef CUresult (*fn_uuid)(CUuuid *, CUdevice);
 typedef CUresult (*fn_ctxdev)(CUdevice *);
 typedef CUresult (*fn_ctxcur)(CUcontext *);
+typedef CUresult (*fn_streamctx)(CUstream, CUcontext *);
 typedef nvmlReturn_t (*fn_nvuuid)(nvmlDevice_t, char *, unsigned int);
 static fn_ctxdev p_cuCtxGetDevice;
 static fn_ctxcur p_cuCtxGetCurrent;
+static fn_streamctx p_cuStreamGetCtx, p_cuStreamGetCtx_ptsz;
 
 /* ---------------------------------------------------------------- init and fork */
 
@@ -133,6 +135,8 @@ static int load_devices_locked(void)
     fn_cuDeviceTotalMem_v2 total = (fn_cuDeviceTotalMem_v2)hooks_real(H_cuDeviceTotalMem_v2);
     p_cuCtxGetDevice = (fn_ctxdev)resolve_symbol(LIB_CUDA, "cuCtxGetDevice");
     p_cuCtxGetCurrent = (fn_ctxcur)resolve_symbol(LIB_CUDA, "cuCtxGetCurrent");
+    p_cuStreamGetCtx = (fn_streamctx)resolve_symbol(LIB_CUDA, "cuStreamGetCtx");
+    p_cuStreamGetCtx_ptsz = (fn_streamctx)resolve_symbol(LIB_CUDA, "cuStreamGetCtx_ptsz");
     int n = 0;
     if (!count || count(&n) != CUDA_SUCCESS) return 0;   /* driver not initialised yet: later */
     if (n > GPUMEM_MAX_DEV) n = GPUMEM_MAX_DEV;
@@ -221,6 +225,32 @@ static struct gdev *nvml_dev_from_ledger_locked(const char *uuid)
     d->real_total = total;
     set_limit(d);
     d->ldev = ldev;
+    return d->limited ? d : NULL;
+}
+
+/* the device of a context this process made or retained, or NULL */
+static struct gdev *dev_of_ctx(CUcontext c)
+{
+    struct gdev *d = NULL;
+    pthread_mutex_lock(&dev_mu);
+    for (int i = 0; i < ndevs && !d; i++) if (devs[i].primary_ctx == c) d = &devs[i];
+    for (int i = 0; i < MAX_CTX && !d; i++) if (ctxs[i].ctx == c) d = &devs[ctxs[i].dev];
+    pthread_mutex_unlock(&dev_mu);
+    return d;
+}
+
+struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out)
+{
+    /* NULL, CU_STREAM_LEGACY (1) and CU_STREAM_PER_THREAD (2) belong to the current context */
+    if ((uintptr_t)s <= 2) return dev_current(ctx_out);
+    *ctx_out = NULL;
+    gpumem_init();
+    if (!gpumem_active || !load_devices()) return NULL;
+    fn_streamctx get = ptsz && p_cuStreamGetCtx_ptsz ? p_cuStreamGetCtx_ptsz : p_cuStreamGetCtx;
+    CUcontext c = NULL;
+    struct gdev *d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c) : NULL;
+    if (!d) return dev_current(ctx_out);   /* a context we never saw: the current one's device */
+    *ctx_out = c;
     return d->limited ? d : NULL;
 }
 

@@ -104,6 +104,7 @@ GPUMEM_HIDDEN extern int gpumem_active;          /* any GPUMEM_LIMIT*: else pure
 GPUMEM_HIDDEN void gpumem_init(void);            /* once; cheap after the first call */
 struct charge { struct gdev *d; uint64_t size; int kind; void *ctx; };
 GPUMEM_HIDDEN struct gdev *dev_current(void **ctx_out);   /* limited device of current ctx, or NULL */
+GPUMEM_HIDDEN struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out);   /* ... of a stream's ctx */
 GPUMEM_HIDDEN struct gdev *dev_by_handle(CUdevice h);    /* limited device, or NULL */
 GPUMEM_HIDDEN struct gdev *dev_by_nvml(nvmlDevice_t h);  /* limited device, or NULL */
 /* allocation shape: charge_begin (reserve; non-zero = refuse with that code), call the real

@@ -135,6 +135,7 @@ int cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, in
     } while (0)
 
 #define CURRENT_DEV() void *ctx_; struct gdev *dev_ = dev_current(&ctx_)
+#define STREAM_DEV(s, ptsz) void *ctx_; struct gdev *dev_ = dev_of_stream((s), (ptsz), &ctx_)
 
 int cuMemAlloc(CUdeviceptr_v1 *dptr, unsigned int size)
 {
@@ -198,32 +199,33 @@ int cuMemFree_v2(CUdeviceptr dptr)
     FREE(dptr, TK_MEM, real_(dptr));
 }
 
-/* stream-ordered: charged when requested, given back when the free is enqueued */
+/* stream-ordered: charged to the stream's device when requested, given back when the free is
+ * enqueued */
 int cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream s)
 {
     REAL(cuMemAllocAsync, CUDA_ERROR_NOT_FOUND);
-    CURRENT_DEV();
+    STREAM_DEV(s, 0);
     ALLOC(cuMemAllocAsync, dev_, ctx_, size, TK_MEM, real_(dptr, size, s), *dptr);
 }
 
 int cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream s)
 {
     REAL(cuMemAllocAsync_ptsz, CUDA_ERROR_NOT_FOUND);
-    CURRENT_DEV();
+    STREAM_DEV(s, 1);
     ALLOC(cuMemAllocAsync_ptsz, dev_, ctx_, size, TK_MEM, real_(dptr, size, s), *dptr);
 }
 
 int cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s)
 {
     REAL(cuMemAllocFromPoolAsync, CUDA_ERROR_NOT_FOUND);
-    CURRENT_DEV();
+    STREAM_DEV(s, 0);
     ALLOC(cuMemAllocFromPoolAsync, dev_, ctx_, size, TK_MEM, real_(dptr, size, pool, s), *dptr);
 }
 
 int cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s)
 {
     REAL(cuMemAllocFromPoolAsync_ptsz, CUDA_ERROR_NOT_FOUND);
-    CURRENT_DEV();
+    STREAM_DEV(s, 1);
     ALLOC(cuMemAllocFromPoolAsync_ptsz, dev_, ctx_, size, TK_MEM, real_(dptr, size, pool, s), *dptr);
 }
 

@@ -9,6 +9,7 @@
  *   init  dev=N  primary  ctx  ctx3  ctx4 (cuCtxCreate_v3/_v4)  current=I (make the I-th ctx current)  destroy (the last ctx)
  *   release  reset   (the primary context)
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
+ *   stream   (a stream in the current context; async/pool/freeasync then use it)
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
@@ -60,6 +61,7 @@ CUresult cuMipmappedArrayCreate(void **, const AD3 *, unsigned int);
 CUresult cuMipmappedArrayDestroy(void *);
 CUresult cuMemGetInfo_v2(size_t *, size_t *);
 CUresult cuDeviceTotalMem_v2(size_t *, CUdevice);
+CUresult cuStreamCreate(void **, unsigned int);
 
 #define API(X) \
   X(cuInit, cuInit, CUresult (*)(unsigned int)) \
@@ -85,7 +87,8 @@ CUresult cuDeviceTotalMem_v2(size_t *, CUdevice);
   X(cuMipmappedArrayCreate, cuMipmappedArrayCreate, CUresult (*)(void **, const AD3 *, unsigned int)) \
   X(cuMipmappedArrayDestroy, cuMipmappedArrayDestroy, CUresult (*)(void *)) \
   X(cuMemGetInfo, cuMemGetInfo_v2, CUresult (*)(size_t *, size_t *)) \
-  X(cuDeviceTotalMem, cuDeviceTotalMem_v2, CUresult (*)(size_t *, CUdevice))
+  X(cuDeviceTotalMem, cuDeviceTotalMem_v2, CUresult (*)(size_t *, CUdevice)) \
+  X(cuStreamCreate, cuStreamCreate, CUresult (*)(void **, unsigned int))
 
 #define FIELD(base, v2, type) __typeof__(type) base;
 static struct { API(FIELD) } A;
@@ -150,6 +153,7 @@ static void *arrays[STACK]; static int narray;
 static void *mips[STACK]; static int nmip;
 static CUcontext ctxs[64]; static int nctx;
 static CUdevice dev;
+static void *stream;   /* the last one made by `stream`; NULL is the default stream */
 
 static void res(const char *cmd, CUresult r)
 {
@@ -223,8 +227,8 @@ int main(int argc, char **argv)
             size_t n = size_arg(v);
             CUresult r = !strcmp(name, "alloc") ? A.cuMemAlloc(&d, n)
                        : !strcmp(name, "managed") ? A.cuMemAllocManaged(&d, n, 1)
-                       : !strcmp(name, "async") ? A.cuMemAllocAsync(&d, n, NULL)
-                       : A.cuMemAllocFromPoolAsync(&d, n, NULL, NULL);
+                       : !strcmp(name, "async") ? A.cuMemAllocAsync(&d, n, stream)
+                       : A.cuMemAllocFromPoolAsync(&d, n, NULL, stream);
             if (!r) ptrs[nptr++] = d;
             res(name, r);
         } else if (!strcmp(name, "pitch")) {
@@ -232,7 +236,8 @@ int main(int argc, char **argv)
             CUresult r = A.cuMemAllocPitch(&d, &pitch, w, h, 4);
             if (!r) { ptrs[nptr++] = d; printf("pitch ok pitch=%zu\n", pitch); } else res("pitch", r);
         } else if (!strcmp(name, "free")) res("free", nptr ? A.cuMemFree(ptrs[--nptr]) : 1);
-        else if (!strcmp(name, "freeasync")) res("freeasync", nptr ? A.cuMemFreeAsync(ptrs[--nptr], NULL) : 1);
+        else if (!strcmp(name, "freeasync")) res("freeasync", nptr ? A.cuMemFreeAsync(ptrs[--nptr], stream) : 1);
+        else if (!strcmp(name, "stream")) res("stream", A.cuStreamCreate(&stream, 0));
         else if (!strcmp(name, "vmm")) {
             MemProp p; memset(&p, 0, sizeof p);
             p.type = 1; p.location.type = 1; p.location.id = dev;

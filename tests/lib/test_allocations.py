@@ -3,6 +3,7 @@ GPUMEM_CONTEXT_RESERVE and their teardown returns what they held."""
 
 import re
 
+import pytest
 from libgpumem_support import GiB, MiB
 
 CAP = 2 * GiB
@@ -64,6 +65,32 @@ def test_async_allocations_are_capped_and_freed(gpu):
     r = gpu.run(*START, "async=1G", "pool=1G", "async=1", "freeasync", "async=512M", "info", **NORES)
     assert r.results("async") == ["ok", "err=2", "ok"]
     assert r.field("info", "free") == 512 * MiB
+
+
+@pytest.mark.parametrize("mode,flags", [("link", 0), ("gpa2", 0), ("gpa2", 2)])
+def test_async_allocations_are_charged_to_the_streams_device_not_the_current_one(gpu, mode, flags):
+    r = gpu.run(
+        f"mode={mode}",
+        f"flags={flags}",
+        "init",
+        "dev=1",
+        "ctx",
+        "stream",
+        "dev=0",
+        "ctx",
+        "async=2G",
+        "pool=512M",
+        "info",
+        "current=0",
+        "info",
+        FAKE_CUDA_DEVICES=2,
+        GPUMEM_LIMIT_1="1GiB",
+        GPUMEM_CONTEXT_RESERVE=0,
+    )
+    assert r.results("stream") == ["ok"]
+    assert r.results("async") == ["err=2"] and r.results("pool") == ["ok"], r
+    assert r.field("info", "total", 0) == 8 * GiB  # current: device 0, unlimited
+    assert r.field("info", "free", 1) == 512 * MiB  # device 1 was charged
 
 
 def test_failed_driver_allocation_rolls_back_the_reservation(gpu):

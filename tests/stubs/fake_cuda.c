@@ -147,11 +147,20 @@ static uint64_t next_key(uint64_t size, int small)
     return __atomic_fetch_add(small ? &g_next_ptr32 : &g_next_ptr, small ? 512 : step, __ATOMIC_RELAXED);
 }
 
+/* streams belong to the context current at their creation; NULL, 1 (legacy) and 2 (per-thread)
+ * stand for the current context's default stream */
+struct fstream { int magic; struct fctx *ctx; };
+static struct fctx *stream_ctx(CUstream s)
+{
+    if ((uintptr_t)s <= 2) return t_cur;
+    struct fstream *st = s;
+    return st->magic == 0x5757 ? st->ctx : NULL;
+}
+
 /* the one allocation path of the stub */
-static CUresult do_alloc(uint64_t *out, uint64_t size, int kind, int small, int dev_override)
+static CUresult do_alloc_in(struct fctx *c, uint64_t *out, uint64_t size, int kind, int small, int dev_override)
 {
     if (!g_init) return E_NOT_INIT;
-    struct fctx *c = t_cur;
     int dev = dev_override >= 0 ? dev_override : (c ? c->dev : -1);
     if (dev < 0) return E_INVALID_CONTEXT;
     if (!out || !size) return E_INVALID_VALUE;
@@ -160,6 +169,10 @@ static CUresult do_alloc(uint64_t *out, uint64_t size, int kind, int small, int 
     rec_add(key, kind, size, dev, dev_override >= 0 ? NULL : c);
     *out = key;
     return OK;
+}
+static CUresult do_alloc(uint64_t *out, uint64_t size, int kind, int small, int dev_override)
+{
+    return do_alloc_in(t_cur, out, size, kind, small, dev_override);
 }
 
 static uint64_t arr_bytes(size_t w, size_t h, size_t d, int fmt, unsigned ch)
@@ -285,10 +298,23 @@ static CUresult i_cuMemAllocPitch(CUdeviceptr_v1 *p, unsigned *pitch, unsigned w
 }
 static CUresult i_cuMemFree_v2(CUdeviceptr p) { if (!g_init) return E_NOT_INIT; return p ? rec_del(p, 1) : OK; }
 static CUresult i_cuMemFree(CUdeviceptr_v1 p) { return i_cuMemFree_v2(p); }
-static CUresult i_cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) { (void)s; return do_alloc((uint64_t *)p, n, 1, 0, -1); }
-static CUresult i_cuMemAllocAsync_ptsz(CUdeviceptr *p, size_t n, CUstream s) { (void)s; return do_alloc((uint64_t *)p, n, 1, 0, -1); }
-static CUresult i_cuMemAllocFromPoolAsync(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; (void)s; return do_alloc((uint64_t *)p, n, 1, 0, -1); }
-static CUresult i_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; (void)s; return do_alloc((uint64_t *)p, n, 1, 0, -1); }
+static CUresult i_cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) { return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
+static CUresult i_cuMemAllocAsync_ptsz(CUdeviceptr *p, size_t n, CUstream s) { return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
+static CUresult i_cuMemAllocFromPoolAsync(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
+static CUresult i_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
+static CUresult i_cuStreamCreate(CUstream *ps, unsigned f)
+{
+    (void)f;
+    if (!g_init) return E_NOT_INIT;
+    if (!t_cur) return E_INVALID_CONTEXT;
+    struct fstream *st = malloc(sizeof *st);
+    *st = (struct fstream){ 0x5757, t_cur };
+    *ps = st;
+    return OK;
+}
+static CUresult i_cuStreamDestroy_v2(CUstream s) { struct fstream *st = s; if ((uintptr_t)s <= 2 || st->magic != 0x5757) return E_INVALID_VALUE; st->magic = 0; free(st); return OK; }
+static CUresult i_cuStreamGetCtx(CUstream s, CUcontext *pc) { struct fctx *c = stream_ctx(s); if (!c) return E_INVALID_CONTEXT; *pc = c; return OK; }
+static CUresult i_cuStreamGetCtx_ptsz(CUstream s, CUcontext *pc) { return i_cuStreamGetCtx(s, pc); }
 static CUresult i_cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; return i_cuMemFree_v2(p); }
 static CUresult i_cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s) { (void)s; return i_cuMemFree_v2(p); }
 static CUresult i_cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const MemProp *prop, unsigned long long f)
@@ -346,6 +372,8 @@ static const struct { const char *base; int ver, ptsz; void *fn; } procs[] = {
     P(cuArrayDestroy, 2000, 0, i_cuArrayDestroy)
     P(cuMipmappedArrayCreate, 5000, 0, i_cuMipmappedArrayCreate) P(cuMipmappedArrayDestroy, 5000, 0, i_cuMipmappedArrayDestroy)
     P(cuGetErrorString, 6000, 0, i_cuGetErrorString)
+    P(cuStreamCreate, 2000, 0, i_cuStreamCreate) P(cuStreamDestroy, 4000, 0, i_cuStreamDestroy_v2)
+    P(cuStreamGetCtx, 9020, 0, i_cuStreamGetCtx) P(cuStreamGetCtx, 9020, 1, i_cuStreamGetCtx_ptsz)
 #undef P
 };
 
@@ -424,5 +452,9 @@ FWD(CUresult, cuArrayDestroy, (void *a), (a))
 FWD(CUresult, cuMipmappedArrayCreate, (void **a, const AD3 *d, unsigned l), (a, d, l))
 FWD(CUresult, cuMipmappedArrayDestroy, (void *a), (a))
 FWD(CUresult, cuGetErrorString, (CUresult e, const char **s), (e, s))
+FWD(CUresult, cuStreamCreate, (CUstream *s, unsigned f), (s, f))
+FWD(CUresult, cuStreamDestroy_v2, (CUstream s), (s))
+FWD(CUresult, cuStreamGetCtx, (CUstream s, CUcontext *c), (s, c))
+FWD(CUresult, cuStreamGetCtx_ptsz, (CUstream s, CUcontext *c), (s, c))
 
 __attribute__((constructor)) static void fake_cuda_init(void) { setup(); }
