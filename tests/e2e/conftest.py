@@ -317,7 +317,7 @@ def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
     build_image_tarball(tarball, stubs, gpumem_lib_dir / "libgpumem.so")
     tag = f"gpumem-e2e:{uuid.uuid4().hex[:12]}"
     env = docker_engine.env()
-    # PATH as real images set it: an older client's `docker exec` adds none of its own
+    # PATH in the image, as real images set it
     run(["docker", "import",
          "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
          "--change", 'CMD ["/bin/sh"]', tarball, tag], env=env)
