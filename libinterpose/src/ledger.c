@@ -46,6 +46,12 @@ static pthread_once_t L_once = PTHREAD_ONCE_INIT;
  * between the slot's update and the total's, so tests can kill us mid-update */
 static unsigned debug_sleep_us, debug_release_sleep_us;
 
+static void debug_sleep(const char *what, unsigned us)
+{
+    gpumem_log(LOG_WARN, "debug: sleeping %u us inside the ledger lock (%s)", us, what);
+    usleep(us);
+}
+
 static void init_mutex(pthread_mutex_t *mu, int shared)
 {
     pthread_mutexattr_t a;
@@ -288,7 +294,7 @@ int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
         if (attempt > 0 || !reclaim_locked()) { unlock(); *used_out = used; return -1; }
     }
     if (s >= 0) L->slot[s].used[ldev] += bytes;       /* slot first, then the total */
-    if (debug_sleep_us) usleep(debug_sleep_us);
+    if (debug_sleep_us) debug_sleep("reserve", debug_sleep_us);
     __atomic_store_n(&L->dev[ldev].used, used + bytes, __ATOMIC_RELEASE);
     unlock();
     *used_out = used;
@@ -303,7 +309,7 @@ void ledger_release(int ldev, uint64_t bytes)
         if (bytes > *u) bytes = *u;   /* never give back more than we hold */
         *u -= bytes;
     }
-    if (debug_release_sleep_us) usleep(debug_release_sleep_us);
+    if (debug_release_sleep_us) debug_sleep("release", debug_release_sleep_us);
     uint64_t t = L->dev[ldev].used;
     __atomic_store_n(&L->dev[ldev].used, t >= bytes ? t - bytes : 0, __ATOMIC_RELEASE);
     unlock();

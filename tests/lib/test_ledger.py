@@ -30,6 +30,14 @@ def hold(gpu, *steps, **env):
     raise AssertionError("".join(out) + p.stderr.read())
 
 
+def wait_in_lock(p):
+    """Wait until p says it sleeps inside the ledger lock (GPUMEM_DEBUG_*_SLEEP_US)."""
+    for line in iter(p.stderr.readline, ""):
+        if "sleeping" in line and "inside the ledger lock" in line:
+            return
+    raise AssertionError("never reached the ledger lock")
+
+
 def kill(p):
     p.kill()
     p.wait()
@@ -164,10 +172,7 @@ def test_killed_process_left_as_unreaped_zombie_gives_its_share_back(gpu):
 def test_process_killed_inside_the_ledger_lock_never_leaves_others_waiting(gpu):
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     a = gpu.spawn(*START, "alloc=1G", GPUMEM_DEBUG_LOCK_SLEEP_US=20_000_000, **env)
-    for line in iter(a.stdout.readline, ""):
-        if line.startswith("primary"):
-            break
-    time.sleep(0.3)  # now asleep inside the critical section, its slot already charged
+    wait_in_lock(a)  # now asleep inside the critical section, its slot already charged
     kill(a)
     t0 = time.monotonic()
     r = gpu.run(*START, "info", "alloc=4G", timeout=10, GPUMEM_LOG="warn", **env)
@@ -182,10 +187,7 @@ def test_process_killed_mid_release_inside_the_lock_leaks_nothing(gpu):
     # recompute the totals from the slots, or the freed bytes would stay charged forever
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     a = gpu.spawn(*START, "alloc=2G", "free", GPUMEM_DEBUG_RELEASE_SLEEP_US=20_000_000, **env)
-    for line in iter(a.stdout.readline, ""):
-        if line.startswith("alloc"):
-            break
-    time.sleep(0.3)
+    wait_in_lock(a)
     kill(a)
     r = gpu.run(*START, "info", "alloc=4G", timeout=10, **env)
     assert r.field("info", "free") == 4 * GiB
