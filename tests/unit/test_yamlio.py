@@ -145,6 +145,7 @@ SCALARS = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore::ruamel.yaml.error.MantissaNoDotYAML1_1Warning")
 @pytest.mark.parametrize("text", SCALARS, ids=repr)
 def test_canonical_reader_answers_as_ruamel_or_refuses(text: str) -> None:
     for document in (f"k: {text}\n", f"k: {scalar(text)}\n", f"- {scalar(text)}\n"):
