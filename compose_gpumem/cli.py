@@ -17,6 +17,7 @@ Every error is one line on stderr and a non-zero exit; nothing is written on err
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -240,9 +241,23 @@ def run(argv: Sequence[str] | None = None, *, early: Resolving | None = None) ->
         return 130
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `gpumem-compose config | head`
+        _quiet_stdout()
+        return 0
+    except Exception as error:  # a bug of ours: still one line (GPUMEM_DEBUG=1 shows the trace)
+        if os.environ.get("GPUMEM_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {error!r} (GPUMEM_DEBUG=1 shows where)", file=sys.stderr)
+        return 70
     finally:
         settings.cancel_early()
     return result if isinstance(result, int) else 0
+
+
+def _quiet_stdout() -> None:
+    """Python would complain again at exit about the closed pipe; point stdout at /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def entry() -> None:
