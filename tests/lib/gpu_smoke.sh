@@ -33,9 +33,14 @@ import os, sys, torch
 f, t = torch.cuda.mem_get_info()
 print("mem_get_info total", t, "free", f, "conf", os.environ.get("PYTORCH_CUDA_ALLOC_CONF"))
 xs = []
+side = torch.cuda.Stream() if os.environ.get("SIDE_STREAM") else None
 try:
     while True:
-        xs.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+        if side is not None:
+            with torch.cuda.stream(side):
+                xs.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
+        else:
+            xs.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda"))
 except torch.OutOfMemoryError as e:
     print("OutOfMemoryError after", len(xs) * 256, "MiB:", str(e).splitlines()[0][:160])
 except Exception as e:
@@ -44,3 +49,4 @@ PY
 for conf in "" "expandable_segments:True" "backend:cudaMallocAsync"; do
   run env PYTORCH_CUDA_ALLOC_CONF="$conf" python3 "$B/fill.py"
 done
+run env PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync SIDE_STREAM=1 python3 "$B/fill.py"
