@@ -25,6 +25,7 @@ KEY = "x-gpu-memory"
 MOUNT_DIR = "/opt/gpumem"
 LIBRARY = f"{MOUNT_DIR}/libgpumem.so"
 STATE_DIR = "/dev/shm/gpumem"
+CDI_GPU = "nvidia.com/gpu="
 HOW_TO_REQUEST = (
     "requests no GPU; add `gpus: all` (or a device reservation with `capabilities: [gpu]`, "
     "or `runtime: nvidia`) to the service, or remove x-gpu-memory"
@@ -76,8 +77,8 @@ def _merge(requests: list[GpuRequest]) -> GpuRequest:
 
 
 def gpu_request(service: dict[str, Any]) -> GpuRequest | None:
-    """The service's GPU request (``gpus:``, a device reservation with the gpu capability, or
-    ``runtime: nvidia``), or ``None`` when it asks for no GPU."""
+    """The service's GPU request (``gpus:``, a device reservation with the gpu capability, a CDI
+    device ``nvidia.com/gpu=...`` or ``runtime: nvidia``), or ``None`` when it asks for no GPU."""
     requests: list[GpuRequest] = []
     gpus = service.get("gpus")
     if gpus == "all":
@@ -94,6 +95,13 @@ def gpu_request(service: dict[str, Any]) -> GpuRequest | None:
         if "gpu" in capabilities:
             ids = tuple(str(i) for i in device.get("device_ids") or ())
             requests.append(GpuRequest(ids, len(ids) if ids else _count(device.get("count"))))
+    cdi = []
+    for device in service.get("devices") or []:
+        source = str(device.get("source") if isinstance(device, dict) else device).split(":")[0]
+        if source.startswith(CDI_GPU):
+            cdi.append(source[len(CDI_GPU) :])
+    if cdi:
+        requests.append(GpuRequest() if "all" in cdi else GpuRequest(tuple(cdi)))
     if service.get("runtime") == "nvidia":
         visible = str((service.get("environment") or {}).get("NVIDIA_VISIBLE_DEVICES") or "all")
         if visible not in ("none", "void", ""):

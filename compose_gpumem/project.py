@@ -16,9 +16,9 @@ from typing import Any, Sequence
 from . import compose, inject, library, yamlio
 from .validate import check_overcommit
 
-_GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:")
+_GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:", "nvidia.com/gpu=")
 #: The keys of a service that decide its cap; only these are parsed.
-_NEEDED = frozenset({"environment", "gpus", "deploy", "runtime", "profiles", "ipc", inject.KEY})
+_NEEDED = frozenset({"environment", "gpus", "deploy", "devices", "runtime", "profiles", "ipc", inject.KEY})
 #: The keys injection writes; the others are copied through as Compose printed them.
 _WRITTEN = ("environment", "volumes")
 

@@ -33,6 +33,9 @@ def test_every_gpu_request_form_is_recognised() -> None:
     reservation = {"resources": {"reservations": {"devices": [{"capabilities": ["gpu"], "count": 2}]}}}
     assert gpu_request({"deploy": reservation}) == GpuRequest((), 2)
     assert gpu_request({"runtime": "nvidia"}) == GpuRequest()
+    cdi = [{"source": "nvidia.com/gpu=1", "target": "nvidia.com/gpu=1"}, {"source": "nvidia.com/gpu=3"}]
+    assert gpu_request({"devices": cdi}) == GpuRequest(("1", "3"))
+    assert gpu_request({"devices": [{"source": "nvidia.com/gpu=all"}]}) == GpuRequest()
     assert gpu_request({"runtime": "nvidia", "environment": {"NVIDIA_VISIBLE_DEVICES": "2"}}) == GpuRequest(
         ("2",)
     )
@@ -41,6 +44,7 @@ def test_every_gpu_request_form_is_recognised() -> None:
 def test_non_gpu_services_request_nothing() -> None:
     assert gpu_request({"image": "x"}) is None
     assert gpu_request({"runtime": "runc"}) is None
+    assert gpu_request({"devices": [{"source": "/dev/fuse", "target": "/dev/fuse"}]}) is None
     other = {"resources": {"reservations": {"devices": [{"capabilities": ["tpu"]}]}}}
     assert gpu_request({"deploy": other}) is None
     assert gpu_request({"runtime": "nvidia", "environment": {"NVIDIA_VISIBLE_DEVICES": "none"}}) is None
