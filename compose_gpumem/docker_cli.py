@@ -93,7 +93,16 @@ def rewrite(
                 raise UsageError(f"{OPTION} needs a value")
             continue
         pair = [arg, args[i + 1]] if _takes_value(arg) and i + 1 < len(args) else [arg]
-        if arg.startswith(("--gpus", "--runtime=nvidia")) or pair == ["--runtime", "nvidia"]:
+        device = ""
+        if arg == "--device" and len(pair) == 2:
+            device = pair[1]
+        elif arg.startswith("--device="):
+            device = arg[len("--device=") :]
+        if (
+            arg.startswith(("--gpus", "--runtime=nvidia"))
+            or pair == ["--runtime", "nvidia"]
+            or device.startswith(inject.CDI_GPU)
+        ):
             gpu = True
         if pair[0] == "--env-file" and len(pair) == 2:
             env_files.append(pair[1])

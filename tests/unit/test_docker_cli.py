@@ -175,3 +175,11 @@ def test_ipc_host_gets_a_ledger_of_its_own() -> None:
     assert "GPUMEM_STATE_DIR=/dev/shm/gpumem" in rewrite(
         ["run", "--gpus", "all", "--gpu-memory", "0.3", "img"], environ={}
     )
+
+
+def test_a_cdi_device_is_a_gpu_request() -> None:
+    for device in (["--device", "nvidia.com/gpu=all"], ["--device=nvidia.com/gpu=0"]):
+        out = rewrite(["run", *device, "--gpu-memory", "0.3", "img"], lib_dir="/L", environ={})
+        assert "GPUMEM_LIMIT=0.3" in out and out[-1] == "img"
+    with pytest.raises(NoGpuRequest):
+        rewrite(["run", "--device", "/dev/fuse", "--gpu-memory", "0.3", "img"], environ={})
