@@ -17,7 +17,7 @@ for mode in link dlsym gpa1 gpa2; do
   run "$B/cuclient" mode=$mode init dev=0 primary info totalmem alloc=7G alloc=1G free alloc=512M info
 done
 run "$B/cuclient" mode=gpa2 flags=2 init dev=0 primary async=7G pool=1G freeasync info
-run "$B/cuclient" mode=gpa2 init dev=0 primary vmm=4G vmm=4G vmmfree info ctx alloc=1G destroy current=0 info
+run "$B/cuclient" mode=gpa2 init dev=0 primary vmm=4G vmm=4G vmmfree info ctx alloc=1G info destroy primary info
 echo "### no preload"; GPUMEM_LIMIT= "$B/nvclient"; nvidia-smi --query-gpu=memory.total,memory.used --format=csv
 run "$B/nvclient"
 run nvidia-smi --query-gpu=memory.total,memory.used,memory.free --format=csv
