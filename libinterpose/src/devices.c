@@ -28,7 +28,9 @@ struct gdev {
 int gpumem_active;
 static uint64_t ctx_reserve = 512ULL << 20;
 static struct gdev devs[GPUMEM_MAX_DEV];
-static int ndevs, devs_ready;
+static int ndevs, devs_ready, devs_overflow;
+static struct gdev overflow_dev = { .ord = -1, .limited = 1, .bad = 1, .ldev = -1,
+                                    .why = "the device is past the ones this library follows" };
 static pthread_mutex_t dev_mu = PTHREAD_MUTEX_INITIALIZER;   /* devices, contexts */
 static pthread_mutex_t oom_mu = PTHREAD_MUTEX_INITIALIZER;   /* out-of-memory log rate (a leaf lock) */
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -139,7 +141,11 @@ static int load_devices_locked(void)
     p_cuStreamGetCtx_ptsz = (fn_streamctx)resolve_symbol(LIB_CUDA, "cuStreamGetCtx_ptsz");
     int n = 0;
     if (!count || count(&n) != CUDA_SUCCESS) return 0;   /* driver not initialised yet: later */
-    if (n > GPUMEM_MAX_DEV) n = GPUMEM_MAX_DEV;
+    if (n > GPUMEM_MAX_DEV) {
+        gpumem_log(LOG_ERROR, "%d devices, this library follows %d: allocations on the others are refused", n, GPUMEM_MAX_DEV);
+        n = GPUMEM_MAX_DEV;
+        devs_overflow = 1;
+    }
     for (int i = 0; i < n; i++) {
         struct gdev *d = &devs[i];
         CUuuid u;
@@ -186,7 +192,7 @@ static int load_devices(void)
 static struct gdev *find_handle(CUdevice h)
 {
     for (int i = 0; i < ndevs; i++) if (devs[i].handle == h) return &devs[i];
-    return NULL;
+    return devs_overflow ? &overflow_dev : NULL;   /* past GPUMEM_MAX_DEV: fail closed */
 }
 
 struct gdev *dev_by_handle(CUdevice h)

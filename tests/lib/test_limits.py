@@ -136,3 +136,19 @@ def test_malformed_per_device_limit_refuses_only_that_device(gpu):
 def test_fraction_is_of_the_driver_total(gpu):
     r = gpu.run("init", "dev=0", "totalmem", GPUMEM_LIMIT="0.3", FAKE_CUDA_TOTAL=85017493504)
     assert r.line("totalmem") == f"totalmem {int(0.3 * 85017493504)}"
+
+
+def test_devices_past_the_followed_number_are_refused_not_left_uncapped(gpu):
+    r = gpu.run(
+        "init",
+        "dev=33",
+        "primary",
+        "alloc=1",
+        "dev=0",
+        "primary",
+        "alloc=1G",
+        FAKE_CUDA_DEVICES=34,
+        GPUMEM_LIMIT="2GiB",
+    )
+    assert r.results("alloc") == ["err=2", "ok"], r
+    assert "34 devices, this library follows 32" in r.err

@@ -45,7 +45,7 @@ typedef struct { int type, requestedHandleTypes; struct { int type, id; } locati
 #define E_INVALID_DEVICE 101
 #define E_INVALID_CONTEXT 201
 #define E_NOT_FOUND 500
-#define MAXDEV 32
+#define MAXDEV 64
 #define EXPORT __attribute__((visibility("default")))
 
 struct fctx { int magic, dev, primary, alive; };

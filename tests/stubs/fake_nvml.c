@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
-#define MAXDEV 32
+#define MAXDEV 64
 #define RESERVED (480ULL << 20)
 typedef int nvmlReturn_t;
 typedef struct fdev { int cuda_index; } *nvmlDevice_t;
