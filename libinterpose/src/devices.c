@@ -26,7 +26,10 @@ struct gdev {
 };
 
 int gpumem_active;
-static uint64_t ctx_reserve = 512ULL << 20;
+/* 768 MiB: a PyTorch process on an H100 (driver 580) held 612 MiB outside its allocations after
+ * torch.zeros and 692 MiB after cuBLAS and cuDNN ran (tests/gpu/RESULTS.md); less let two
+ * containers at 0.5 each meet the card's end. */
+static uint64_t ctx_reserve = 768ULL << 20;
 static struct gdev devs[GPUMEM_MAX_DEV];
 static int ndevs, devs_ready, devs_overflow;
 static struct gdev overflow_dev = { .ord = -1, .limited = 1, .bad = 1, .ldev = -1,
@@ -299,27 +302,46 @@ struct gdev *dev_by_nvml(nvmlDevice_t h)
 
 /* ---------------------------------------------------------------- the allocation shape */
 
-static void log_oom(struct gdev *d, uint64_t req, uint64_t used, const char *fn)
+/* Rate limit shared by the out-of-memory lines: the first ones always, then at most 5 a second
+ * per device.  Fills `note` with the count of lines held back since the last one written. */
+static int oom_log_allowed(struct gdev *d, char *note, size_t n)
 {
-    if (gpumem_log_level < LOG_WARN) return;
+    if (gpumem_log_level < LOG_WARN) return 0;
     time_t now = time(NULL);
     unsigned suppressed = 0;
     int emit;
     pthread_mutex_lock(&oom_mu);
     if (now != d->oom_sec) { d->oom_sec = now; d->oom_in_sec = 0; }
-    emit = d->oom_in_sec++ < 5;   /* the first ones always; then at most 5 a second */
+    emit = d->oom_in_sec++ < 5;
     if (emit) { suppressed = d->oom_suppressed; d->oom_suppressed = 0; }
     else d->oom_suppressed++;
     pthread_mutex_unlock(&oom_mu);
-    if (!emit) return;
-    char a[64], b[64], c[64], s[48] = "";
-    if (suppressed) snprintf(s, sizeof s, " (%u similar lines suppressed)", suppressed);
+    note[0] = 0;
+    if (emit && suppressed) snprintf(note, n, " (%u similar lines suppressed)", suppressed);
+    return emit;
+}
+
+static void log_oom(struct gdev *d, uint64_t req, uint64_t used, const char *fn)
+{
+    char a[64], b[64], c[64], s[48];
+    if (!oom_log_allowed(d, s, sizeof s)) return;
     if (d->bad)
         gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, refused because %s (%s)%s", d->ord,
                    gpumem_human(req, a, sizeof a), d->why, fn, s);
     else
         gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, used %s of cap %s (%s)%s", d->ord,
                    gpumem_human(req, a, sizeof a), gpumem_human(used, b, sizeof b), gpumem_human(d->cap, c, sizeof c), fn, s);
+}
+
+/* The cap allowed it but the driver had no memory: the card itself is full (other containers,
+ * or contexts larger than GPUMEM_CONTEXT_RESERVE).  Said, because it is not our cap. */
+static void log_driver_oom(struct gdev *d, uint64_t req, const char *fn)
+{
+    char a[64], b[64], c[64], s[48];
+    if (!oom_log_allowed(d, s, sizeof s)) return;
+    gpumem_log(LOG_WARN, "out of memory on device %d: the driver refused %s within the cap (used %s of cap %s; %s): "
+               "the card is full%s", d->ord, gpumem_human(req, a, sizeof a),
+               gpumem_human(ledger_usage(d->ldev), b, sizeof b), gpumem_human(d->cap, c, sizeof c), fn, s);
 }
 
 static int reserve(struct gdev *d, uint64_t size, const char *fn)
@@ -353,7 +375,7 @@ static void ctx_uncharge_if_idle_locked(struct gdev *d)
 
 CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size, int kind, const char *fn)
 {
-    *c = (struct charge){ NULL, size, kind, ctx };
+    *c = (struct charge){ NULL, size, kind, ctx, fn };
     if (!d) return CUDA_SUCCESS;
     if (!__atomic_load_n(&d->ctx_charged, __ATOMIC_ACQUIRE) && !d->bad) {   /* first allocation */
         pthread_mutex_lock(&dev_mu);
@@ -377,8 +399,12 @@ void charge_settle(struct charge *c, uint64_t actual)
 void charge_end(struct charge *c, CUresult r, uint64_t key)
 {
     if (!c->d) return;
-    if (r == CUDA_SUCCESS) track_add(key, c->kind, c->size, c->d->ord, c->ctx);
-    else ledger_release(c->d->ldev, c->size);
+    if (r == CUDA_SUCCESS) {
+        track_add(key, c->kind, c->size, c->d->ord, c->ctx);
+        return;
+    }
+    ledger_release(c->d->ldev, c->size);
+    if (r == CUDA_ERROR_OUT_OF_MEMORY) log_driver_oom(c->d, c->size, c->fn);
 }
 
 int uncharge_begin(uint64_t key, int kind, struct track_rec *rec)

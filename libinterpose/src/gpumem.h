@@ -102,7 +102,7 @@ GPUMEM_HIDDEN int hooks_is_ours(void *fn);
 struct gdev;
 GPUMEM_HIDDEN extern int gpumem_active;          /* any GPUMEM_LIMIT*: else pure pass-through */
 GPUMEM_HIDDEN void gpumem_init(void);            /* once; cheap after the first call */
-struct charge { struct gdev *d; uint64_t size; int kind; void *ctx; };
+struct charge { struct gdev *d; uint64_t size; int kind; void *ctx; const char *fn; };
 GPUMEM_HIDDEN struct gdev *dev_current(void **ctx_out);   /* limited device of current ctx, or NULL */
 GPUMEM_HIDDEN struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out);   /* ... of a stream's ctx */
 GPUMEM_HIDDEN struct gdev *dev_by_handle(CUdevice h);    /* limited device, or NULL */

@@ -9,6 +9,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1 << 30
 MiB = 1 << 20
+# libgpumem's GPUMEM_CONTEXT_RESERVE default (libinterpose/src/devices.c)
+DEFAULT_RESERVE = 768 * MiB
 CFLAGS = ["-O2", "-Wall", "-Wextra"]
 
 

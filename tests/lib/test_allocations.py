@@ -4,7 +4,7 @@ GPUMEM_CONTEXT_RESERVE and their teardown returns what they held."""
 import re
 
 import pytest
-from libgpumem_support import GiB, MiB
+from libgpumem_support import DEFAULT_RESERVE, GiB, MiB
 
 CAP = 2 * GiB
 NORES = dict(GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE=0)
@@ -110,7 +110,7 @@ def test_free_of_an_unknown_pointer_passes_through(gpu):
 
 def test_context_reserve_is_charged_once_per_process_and_device(gpu):
     r = gpu.run("init", "dev=0", "ctx", "info", "ctx", "info", "primary", "info", GPUMEM_LIMIT="4GiB")
-    assert [r.field("info", "free", i) for i in range(3)] == [4 * GiB - 512 * MiB] * 3
+    assert [r.field("info", "free", i) for i in range(3)] == [4 * GiB - DEFAULT_RESERVE] * 3
 
 
 def test_context_reserve_is_configurable(gpu):
@@ -125,8 +125,8 @@ def test_context_creation_past_the_cap_is_refused(gpu):
 
 def test_context_destroy_returns_its_allocations_and_reserve(gpu):
     r = gpu.run("init", "dev=0", "ctx", "alloc=1G", "info", "destroy", "ctx", "info", GPUMEM_LIMIT="4GiB")
-    assert r.field("info", "free", 0) == 4 * GiB - 512 * MiB - 1 * GiB
-    assert r.field("info", "free", 1) == 4 * GiB - 512 * MiB
+    assert r.field("info", "free", 0) == 4 * GiB - DEFAULT_RESERVE - 1 * GiB
+    assert r.field("info", "free", 1) == 4 * GiB - DEFAULT_RESERVE
 
 
 def test_destroying_one_context_keeps_the_other_contexts_allocations(gpu):
@@ -142,7 +142,7 @@ def test_destroying_one_context_keeps_the_other_contexts_allocations(gpu):
         "info",
         GPUMEM_LIMIT="4GiB",
     )
-    assert r.field("info", "free") == 4 * GiB - 512 * MiB - 1 * GiB
+    assert r.field("info", "free") == 4 * GiB - DEFAULT_RESERVE - 1 * GiB
 
 
 def test_primary_context_last_release_returns_its_allocations_and_reserve(gpu):
@@ -150,18 +150,25 @@ def test_primary_context_last_release_returns_its_allocations_and_reserve(gpu):
         *START, "primary", "alloc=1G", "release", "info", "release", "ctx", "info", GPUMEM_LIMIT="4GiB"
     )
     assert r.results("release") == ["ok", "ok"]
-    assert r.field("info", "free", 0) == 4 * GiB - 512 * MiB - 1 * GiB  # one retain is still held
-    assert r.field("info", "free", 1) == 4 * GiB - 512 * MiB
+    assert r.field("info", "free", 0) == 4 * GiB - DEFAULT_RESERVE - 1 * GiB  # one retain is still held
+    assert r.field("info", "free", 1) == 4 * GiB - DEFAULT_RESERVE
 
 
 def test_primary_context_reset_returns_its_allocations_and_reserve(gpu):
     r = gpu.run(*START, "alloc=1G", "reset", "info", "alloc=1M", "info", GPUMEM_LIMIT="4GiB")
     assert r.field("info", "free", 0) == 4 * GiB
-    assert r.field("info", "free", 1) == 4 * GiB - 512 * MiB - 1 * MiB
+    assert r.field("info", "free", 1) == 4 * GiB - DEFAULT_RESERVE - 1 * MiB
 
 
 def test_out_of_memory_line_names_device_request_usage_cap_and_entry_point(gpu):
-    r = gpu.run(*START, "alloc=1G", "alloc=1536M", GPUMEM_LIMIT="2GiB", GPUMEM_LOG="warn")
+    r = gpu.run(
+        *START,
+        "alloc=1G",
+        "alloc=1536M",
+        GPUMEM_LIMIT="2GiB",
+        GPUMEM_LOG="warn",
+        GPUMEM_CONTEXT_RESERVE="512MiB",
+    )
     assert r.results("alloc") == ["ok", "err=2"]
     assert re.search(
         r"^gpumem: out of memory on device 0: requested 1\.50 GiB \(1610612736 bytes\), "
@@ -170,6 +177,24 @@ def test_out_of_memory_line_names_device_request_usage_cap_and_entry_point(gpu):
         r.err,
         re.M,
     ), r.err
+
+
+def test_a_driver_refusal_within_the_cap_is_logged_as_the_card_being_full(gpu):
+    # the stand-in's contexts take 1 GiB of a 4 GiB card that the reserve does not cover
+    r = gpu.run(
+        *START,
+        "alloc=3584M",
+        "info",
+        GPUMEM_LIMIT="4GiB",
+        GPUMEM_CONTEXT_RESERVE=0,
+        FAKE_CUDA_TOTAL=4 * GiB,
+        FAKE_CUDA_CTX_BYTES=GiB,
+        GPUMEM_LOG="warn",
+    )
+    assert r.results("alloc") == ["err=2"]
+    assert "the driver refused 3.50 GiB (3758096384 bytes) within the cap" in r.err, r.err
+    assert "the card is full" in r.err
+    assert r.field("info", "free") <= GiB * 3  # the refused request was rolled back
 
 
 def test_out_of_memory_floods_are_rate_limited_but_the_first_is_kept(gpu):
@@ -187,5 +212,5 @@ def test_log_level_error_silences_out_of_memory_warnings(gpu):
 
 def test_context_reserve_malformed_falls_back_to_the_default_with_an_error(gpu):
     r = gpu.run(*START, "info", GPUMEM_LIMIT="4GiB", GPUMEM_CONTEXT_RESERVE="lots")
-    assert r.field("info", "free") == 4 * GiB - 512 * MiB
+    assert r.field("info", "free") == 4 * GiB - DEFAULT_RESERVE
     assert "GPUMEM_CONTEXT_RESERVE=lots" in r.err

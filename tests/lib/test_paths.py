@@ -2,7 +2,7 @@
 and NVML through dlopen the way nvidia-smi and pynvml reach it."""
 
 import pytest
-from libgpumem_support import GiB, MiB
+from libgpumem_support import DEFAULT_RESERVE, GiB, MiB
 
 CAP = 2 * GiB
 STEPS = [
@@ -164,7 +164,7 @@ def test_nvml_devices_are_matched_to_cuda_devices_by_uuid(gpu):
 def test_probe_reports_info_and_exits_3_on_oom(gpu):
     env = dict(GPUMEM_LIMIT="2GiB")
     r = gpu.run("info", prog="gpumem_probe", **env)
-    assert r.rc == 0 and r.out == f"total={CAP} free={CAP - 512 * MiB}\n", r
+    assert r.rc == 0 and r.out == f"total={CAP} free={CAP - DEFAULT_RESERVE}\n", r
     r = gpu.run("alloc", str(1 * GiB), prog="gpumem_probe", **env)
     assert r.rc == 0 and r.out == "ok\n", r
     r = gpu.run("alloc", "2G", prog="gpumem_probe", **env)
@@ -192,10 +192,10 @@ def test_context_create_v3_and_v4_are_charged_and_released(gpu):
             GPUMEM_LOG="debug",
         )
         assert r.results("ctx3") == ["ok"] and r.results("ctx4") == ["ok"], r
-        assert r.field("info", "free", 0) == 4 * GiB - 512 * MiB
-        assert r.field("info", "free", 1) == 3 * GiB - 512 * MiB
+        assert r.field("info", "free", 0) == 4 * GiB - DEFAULT_RESERVE
+        assert r.field("info", "free", 1) == 3 * GiB - DEFAULT_RESERVE
         assert r.results("destroy") == ["ok", "ok"]
-        assert r.field("info", "free", 2) == 4 * GiB - 512 * MiB
+        assert r.field("info", "free", 2) == 4 * GiB - DEFAULT_RESERVE
         if mode.startswith("gpa"):
             assert "cuGetProcAddress(cuCtxCreate, 12050, 0) -> cuCtxCreate_v4 [" in r.err
             assert "cuGetProcAddress(cuCtxCreate, 11040, 0) -> cuCtxCreate_v3 [" in r.err
