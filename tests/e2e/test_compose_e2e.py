@@ -32,7 +32,7 @@ def project_name(tag: str) -> str:
 
 STACK = {
     "limited": {"runtime": "nvidia", "x-gpu-memory": 0.3},
-    "sized": {"runtime": "nvidia", "x-gpu-memory": "1GiB"},
+    "sized": {"runtime": "nvidia", "x-gpu-memory": "2GiB"},
     "neighbour": {"runtime": "nvidia"},
     # two stand-in devices, a cap of its own on each
     "per_device": {"runtime": "nvidia", "x-gpu-memory": {"0": 0.5, "1": "1GiB"},
@@ -40,21 +40,28 @@ STACK = {
 }
 
 
+def gpumem_compose(e2e, folder, project, *args, env=None) -> subprocess.CompletedProcess:
+    """`gpumem-compose -p PROJECT -f FOLDER/compose.yaml ARGS` run in FOLDER."""
+    return subprocess.run(
+        [e2e.gpumem_compose, "-p", project, "-f", str(folder / "compose.yaml"), *map(str, args)],
+        capture_output=True, text=True, cwd=folder, env=env, stdin=subprocess.DEVNULL,
+        timeout=180)
+
+
 @pytest.fixture(scope="module")
 def stack(e2e, tmp_path_factory):
-    """The stack up with `gpumem-compose up -d`; taken down (with volumes) at the end."""
+    """STACK up with `gpumem-compose up -d`: service name -> container id, plus `_project` and
+    `_folder`; taken down at the end."""
     folder = tmp_path_factory.mktemp("stack")
-    compose_file = write_stack(folder / "compose.yaml", e2e.image, STACK)
+    write_stack(folder / "compose.yaml", e2e.image, STACK)
     project = project_name("stack")
-    base = [e2e.gpumem_compose, "-p", project, "-f", compose_file]
-    up = subprocess.run(base + ["up", "-d"], capture_output=True, text=True, cwd=folder,
-                        stdin=subprocess.DEVNULL, timeout=180)
+    up = gpumem_compose(e2e, folder, project, "up", "-d")
     try:
         assert up.returncode == 0, f"gpumem-compose up -d failed:\n{up.stdout}\n{up.stderr}"
-        yield {name: e2e.container_of(project, name) for name in STACK} | {"_project": project}
+        containers = {name: e2e.container_of(project, name) for name in STACK}
+        yield {**containers, "_project": project, "_folder": folder}
     finally:
-        subprocess.run(base + ["down", "-v", "-t", "1"], capture_output=True, cwd=folder,
-                       stdin=subprocess.DEVNULL, timeout=180)
+        gpumem_compose(e2e, folder, project, "down", "-v", "-t", "1")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +77,7 @@ def test_limited_service_reports_its_fraction_of_the_device_as_total(e2e, stack,
 
 
 def test_limited_service_reports_its_size_cap_as_total(e2e, stack):
-    assert e2e.info(stack["sized"])["total"] == 1024 * MiB
+    assert e2e.info(stack["sized"])["total"] == 2048 * MiB
 
 
 def test_per_device_mapping_caps_each_device_on_its_own(e2e, stack, device_total):
@@ -82,13 +89,16 @@ def test_per_device_mapping_caps_each_device_on_its_own(e2e, stack, device_total
 
 
 def test_limited_service_allocation_under_cap_succeeds(e2e, stack, device_total):
-    assert e2e.alloc(stack["limited"], int(device_total * 0.3 * 0.5)) == "ok"
+    # what a new process may take: the cap less its own CUDA context (which the cap counts)
+    available = e2e.info(stack["limited"])["free"]
+    assert available > 0
+    assert e2e.alloc(stack["limited"], available // 2) == "ok"
 
 
 def test_limited_service_allocation_past_cap_is_refused(e2e, stack, device_total):
     cap = int(device_total * 0.3)
     assert e2e.alloc(stack["limited"], cap + 1 * MiB) == "oom"
-    assert e2e.alloc(stack["sized"], 1024 * MiB + 1 * MiB) == "oom"
+    assert e2e.alloc(stack["sized"], 2048 * MiB + 1 * MiB) == "oom"
 
 
 def test_neighbour_without_x_gpu_memory_sees_whole_device_and_allocates_past_others_cap(
@@ -142,10 +152,10 @@ def finish(holder: subprocess.Popen) -> None:
     assert holder.returncode == 0, f"holder exited {holder.returncode}: {err!r}"
 
 
-def test_two_processes_in_one_container_share_the_cap(e2e, stack, device_total):
+def test_two_processes_in_one_container_share_the_cap(e2e, stack):
     container = stack["limited"]
-    # with its CUDA context, the holder takes most of the cap
-    share = int(device_total * 0.3 * 0.45)
+    # most of what one process may take (the cap counts each process's CUDA context too)
+    share = e2e.info(container)["free"] * 3 // 4
     holder = hold(container, share, 4)
     try:
         assert e2e.alloc(container, share) == "oom"
@@ -155,14 +165,45 @@ def test_two_processes_in_one_container_share_the_cap(e2e, stack, device_total):
     assert e2e.alloc(container, share) == "ok"
 
 
-def test_two_services_have_separate_ledgers(e2e, stack, device_total):
-    """The sized service holding most of its cap takes nothing from the limited service."""
-    holder = hold(stack["sized"], 400 * MiB, 3)
+def test_two_services_have_separate_ledgers(e2e, stack):
+    """The limited service holding most of its cap takes nothing from the sized service."""
+    share = e2e.info(stack["limited"])["free"] * 3 // 4
+    other = e2e.info(stack["sized"])["free"] // 2
+    holder = hold(stack["limited"], share, 3)
     try:
-        assert e2e.alloc(stack["sized"], 400 * MiB) == "oom"
-        assert e2e.alloc(stack["limited"], int(device_total * 0.3 * 0.6)) == "ok"
+        assert e2e.alloc(stack["limited"], share) == "oom"
+        assert e2e.alloc(stack["sized"], other) == "ok"
     finally:
         finish(holder)
+
+
+def test_compose_exec_through_gpumem_compose_is_capped_and_keeps_the_exit_code(
+        e2e, stack, device_total):
+    past = int(device_total * 0.3) + 1 * MiB
+    proc = gpumem_compose(e2e, stack["_folder"], stack["_project"],
+                          "exec", "-T", "limited", "gpumem_probe", "alloc", past)
+    assert (proc.returncode, proc.stdout.split()[:1]) == (3, ["oom"]), proc.stderr
+
+
+def test_top_level_default_caps_gpu_services_without_own_value_and_leaves_others_alone(
+        e2e, tmp_path, device_total):
+    services = {
+        "gpu": {"runtime": "nvidia"},
+        "own": {"runtime": "nvidia", "x-gpu-memory": 0.1},
+        "cpu": {},
+    }
+    write_stack(tmp_path / "compose.yaml", e2e.image, services, top={"x-gpu-memory": "25%"})
+    project = project_name("default")
+    up = gpumem_compose(e2e, tmp_path, project, "up", "-d")
+    try:
+        assert up.returncode == 0, up.stderr
+        seen = {name: e2e.info(e2e.container_of(project, name))["total"] for name in services}
+        assert seen == {"gpu": int(device_total * 0.25), "own": int(device_total * 0.1),
+                        "cpu": device_total}
+        cpu_env = e2e.inspect(e2e.container_of(project, "cpu"))["Config"]["Env"] or []
+        assert not [e for e in cpu_env if e.startswith(("LD_PRELOAD=", "GPUMEM_"))]
+    finally:
+        gpumem_compose(e2e, tmp_path, project, "down", "-t", "1")
 
 
 def test_down_removes_every_container_and_network(e2e, tmp_path):

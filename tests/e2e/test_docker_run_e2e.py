@@ -44,7 +44,7 @@ def test_gpu_memory_allocation_past_cap_is_refused(e2e, device_total):
 
 
 def test_gpu_memory_allocation_under_cap_succeeds(e2e, device_total):
-    under = int(device_total * 0.3 * 0.5)
+    under = int(device_total * 0.3 * 0.25)  # its CUDA context counts against the cap too
     proc = docker_run(e2e, "--gpu-memory", "0.3", e2e.image, "gpumem_probe", "alloc", under)
     assert e2e.alloc_outcome(proc) == "ok"
 
