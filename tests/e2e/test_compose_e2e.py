@@ -169,7 +169,7 @@ def test_two_services_have_separate_ledgers(e2e, stack):
     """The limited service holding most of its cap takes nothing from the sized service."""
     share = e2e.info(stack["limited"])["free"] * 3 // 4
     other = e2e.info(stack["sized"])["free"] // 2
-    holder = hold(stack["limited"], share, 3)
+    holder = hold(stack["limited"], share, 4)
     try:
         assert e2e.alloc(stack["limited"], share) == "oom"
         assert e2e.alloc(stack["sized"], other) == "ok"
