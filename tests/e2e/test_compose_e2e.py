@@ -120,7 +120,7 @@ def test_limited_service_gets_library_read_only_preload_and_limit(e2e, stack):
     info = e2e.inspect(stack["limited"])
     env = dict(e.split("=", 1) for e in info["Config"]["Env"])
     assert env["GPUMEM_LIMIT"] == "0.3"
-    assert env["LD_PRELOAD"].split(":")[0].split()[0] == "/opt/gpumem/libgpumem.so"
+    assert env["LD_PRELOAD"] == "/opt/gpumem/libgpumem.so"
     assert env["GPUMEM_STATE_DIR"] == "/dev/shm/gpumem"
     (lib,) = [m for m in info["Mounts"] if m["Destination"] == "/opt/gpumem"]
     assert lib["Type"] == "bind"
@@ -207,35 +207,36 @@ def test_top_level_default_caps_gpu_services_without_own_value_and_leaves_others
 
 
 def test_down_removes_every_container_and_network(e2e, tmp_path):
-    compose_file = write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
+    write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
     project = project_name("down")
-    base = [e2e.gpumem_compose, "-p", project, "-f", compose_file]
-    up = subprocess.run(base + ["up", "-d"], capture_output=True, text=True, cwd=tmp_path,
-                        stdin=subprocess.DEVNULL, timeout=180)
-    assert up.returncode == 0, up.stderr
-    up_state = e2e.project_leftovers(project)
-    assert len(up_state["containers"]) == len(STACK) and up_state["networks"]
-    down = subprocess.run(base + ["down", "-t", "1"], capture_output=True, text=True,
-                          cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=180)
-    assert down.returncode == 0, down.stderr
-    assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+    try:
+        up = gpumem_compose(e2e, tmp_path, project, "up", "-d")
+        assert up.returncode == 0, up.stderr
+        up_state = e2e.project_leftovers(project)
+        assert len(up_state["containers"]) == len(STACK) and up_state["networks"]
+        down = gpumem_compose(e2e, tmp_path, project, "down", "-t", "1")
+        assert down.returncode == 0, down.stderr
+        assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        gpumem_compose(e2e, tmp_path, project, "down", "-t", "0")
 
 
 def test_up_with_library_missing_fails_in_one_line_and_starts_nothing(e2e, tmp_path):
-    compose_file = write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
+    write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
     empty = tmp_path / "no-lib-here"
     empty.mkdir()
     project = project_name("nolib")
-    env = dict(e2e.engine.env(), GPUMEM_LIB_DIR=str(empty))
-    proc = subprocess.run([e2e.gpumem_compose, "-p", project, "-f", compose_file, "up", "-d"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env,
-                          stdin=subprocess.DEVNULL, timeout=180)
-    assert proc.returncode != 0
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, f"expected a one-line error, got:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr
-    assert str(empty) in lines[0] and "install-lib" in lines[0], lines[0]
-    assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+    try:
+        proc = gpumem_compose(e2e, tmp_path, project, "up", "-d",
+                              env=dict(e2e.engine.env(), GPUMEM_LIB_DIR=str(empty)))
+        assert proc.returncode != 0
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, f"expected a one-line error, got:\n{proc.stderr}"
+        assert "Traceback" not in proc.stderr
+        assert str(empty) in lines[0] and "install-lib" in lines[0], lines[0]
+        assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        gpumem_compose(e2e, tmp_path, project, "down", "-t", "0")
 
 
 def _injected_view(info: dict) -> dict:
