@@ -27,8 +27,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STUBS_SRC = REPO / "tests" / "stubs"
+NVML_CLIENT_SRC = REPO / "tests" / "lib" / "nvclient.c"  # reads NVML as nvidia-smi does
 ENGINE_START_TIMEOUT = 60
 IMAGE_PROBE = "/usr/local/bin/gpumem_probe"
+IMAGE_NVML = "/usr/local/bin/gpumem_nvml"
 
 
 def in_ci() -> bool:
@@ -223,6 +225,7 @@ class Stubs:
     libcuda: Path
     libnvml: Path
     probe: Path
+    nvml_client: Path
 
 
 @pytest.fixture(scope="session")
@@ -238,7 +241,9 @@ def stubs(tmp_path_factory) -> Stubs:
          "-o", out / "libnvidia-ml.so.1", src / "fake_nvml.c"])
     (out / "libcuda.so").symlink_to("libcuda.so.1")
     run([cc, "-O2", "-o", out / "gpumem_probe", src / "gpumem_probe.c", f"-L{out}", "-lcuda"])
-    return Stubs(out / "libcuda.so.1", out / "libnvidia-ml.so.1", out / "gpumem_probe")
+    run([cc, "-O2", "-o", out / "gpumem_nvml", NVML_CLIENT_SRC, "-ldl"])
+    return Stubs(out / "libcuda.so.1", out / "libnvidia-ml.so.1", out / "gpumem_probe",
+                 out / "gpumem_nvml")
 
 
 @pytest.fixture(scope="session")
@@ -280,7 +285,8 @@ def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
              "/bin/cat": Path(shutil.which("cat"))}
     ours = {"libcuda.so.1", "libnvidia-ml.so.1", "libgpumem.so"}
     files = dict(tools)  # path in the image -> host file
-    for binary in [*tools.values(), stubs.probe, stubs.libcuda, stubs.libnvml, library]:
+    for binary in [*tools.values(), stubs.probe, stubs.nvml_client, stubs.libcuda, stubs.libnvml,
+                   library]:
         for lib in _ldd_paths(binary):
             if lib.name not in ours:  # the stand-ins come from the stubs, never from the host
                 files[str(lib)] = lib
@@ -290,6 +296,7 @@ def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
     files[f"{multiarch}/libcuda.so.1"] = stubs.libcuda
     files[f"{multiarch}/libnvidia-ml.so.1"] = stubs.libnvml
     files[IMAGE_PROBE] = stubs.probe
+    files[IMAGE_NVML] = stubs.nvml_client
     dirs = {"/tmp": 0o1777, "/proc": 0o555, "/sys": 0o555, "/dev": 0o755, "/etc": 0o755,
             "/opt": 0o755}
     for dest in files:
@@ -355,6 +362,13 @@ class E2E:
 
     def alloc(self, container: str, nbytes: int, device: int = 0) -> str:
         return alloc_outcome(self.exec_probe(container, "alloc", str(int(nbytes)), device=device))
+
+    def nvml(self, container: str) -> dict:
+        """Device 0 as NVML reports it (dlopen, as nvidia-smi): total, used, free in bytes."""
+        proc = run(["docker", "exec", container, "gpumem_nvml"])
+        first = proc.stdout.splitlines()[0].split()
+        fields = dict(tok.split("=", 1) for tok in first if "=" in tok)
+        return {k: int(fields[k]) for k in ("total", "used", "free")}
 
     # ---- compose projects
     def container_of(self, project: str, service: str) -> str:

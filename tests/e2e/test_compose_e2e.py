@@ -177,6 +177,19 @@ def test_two_services_have_separate_ledgers(e2e, stack):
         finish(holder)
 
 
+def test_nvml_in_limited_service_shows_cap_as_total_and_container_usage_as_used(
+        e2e, stack, device_total):
+    container = stack["limited"]
+    share = e2e.info(container)["free"] // 2
+    holder = hold(container, share, 3)
+    try:
+        seen = e2e.nvml(container)  # another process, through NVML (no CUDA context)
+    finally:
+        finish(holder)
+    assert seen["total"] == int(device_total * 0.3)
+    assert share <= seen["used"] <= seen["total"]
+
+
 def test_compose_exec_through_gpumem_compose_is_capped_and_keeps_the_exit_code(
         e2e, stack, device_total):
     past = int(device_total * 0.3) + 1 * MiB
