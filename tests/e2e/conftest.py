@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 STUBS_SRC = REPO / "tests" / "stubs"
 NVML_CLIENT_SRC = REPO / "tests" / "lib" / "nvclient.c"  # reads NVML as nvidia-smi does
 ENGINE_START_TIMEOUT = 60
+# the engine's files: short paths (its sockets live there), one folder per test session
+ENGINE_DIR_PARENT, ENGINE_DIR_PREFIX = "/tmp", "gpumem-e2e-"
 IMAGE_PROBE = "/usr/local/bin/gpumem_probe"
 IMAGE_NVML = "/usr/local/bin/gpumem_nvml"
 
@@ -149,6 +151,44 @@ def _stop_own_engine(proc: subprocess.Popen, base: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+    _remove_engine_dir(base)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _reap_abandoned_engines() -> None:
+    """Engines whose test session died without stopping them (e.g. SIGKILL): stop and remove.
+    An engine whose session is still alive (a concurrent run) is left alone."""
+    for base in Path(ENGINE_DIR_PARENT).glob(f"{ENGINE_DIR_PREFIX}*"):
+        owner = _read_pid(base / "owner")
+        if owner is None or _alive(owner):
+            continue
+        dockerd = _read_pid(base / "dockerd.pid")
+        if dockerd is not None and _alive(dockerd):
+            os.kill(dockerd, signal.SIGTERM)
+            for _ in range(120):
+                if not _alive(dockerd):
+                    break
+                time.sleep(0.25)
+        _remove_engine_dir(base)
+
+
+def _remove_engine_dir(base: Path) -> None:
     # anything dockerd left mounted under its roots goes before the files do
     prefix = str(base) + "/"
     with open("/proc/self/mounts") as mounts:
@@ -172,7 +212,9 @@ def docker_engine():
                     "(Debian: apt-get install docker.io)")
     if os.geteuid() != 0:
         unavailable("no engine with an `nvidia` runtime answers and starting dockerd needs root")
-    base = Path(tempfile.mkdtemp(prefix="gpumem-e2e-", dir="/tmp"))
+    _reap_abandoned_engines()
+    base = Path(tempfile.mkdtemp(prefix=ENGINE_DIR_PREFIX, dir=ENGINE_DIR_PARENT))
+    (base / "owner").write_text(f"{os.getpid()}\n")
     proc, engine = _start_own_engine(base)
     mp = pytest.MonkeyPatch()
     mp.delenv("DOCKER_CONTEXT", raising=False)
