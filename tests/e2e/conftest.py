@@ -143,8 +143,26 @@ def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
     )
 
 
+def _empty_engine(base: Path) -> None:
+    """Remove what is left on our engine: its containers, and its networks, whose bridges would
+    otherwise outlive it on the host."""
+    env = dict(os.environ, DOCKER_HOST=f"unix://{base / 'docker.sock'}")
+    env.pop("DOCKER_CONTEXT", None)
+    try:
+        ids = subprocess.run(["docker", "ps", "-aq"], env=env, capture_output=True, text=True,
+                             timeout=20).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], env=env, capture_output=True,
+                           timeout=60)
+        subprocess.run(["docker", "network", "prune", "-f"], env=env, capture_output=True,
+                       timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
 def _stop_own_engine(proc: subprocess.Popen, base: Path) -> None:
     if proc.poll() is None:
+        _empty_engine(base)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
@@ -180,6 +198,7 @@ def _reap_abandoned_engines() -> None:
             continue
         dockerd = _read_pid(base / "dockerd.pid")
         if dockerd is not None and _alive(dockerd):
+            _empty_engine(base)
             os.kill(dockerd, signal.SIGTERM)
             for _ in range(120):
                 if not _alive(dockerd):
