@@ -173,13 +173,12 @@ def _stop_own_engine(proc: subprocess.Popen, base: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """A running process (a zombie, killed but not yet reaped, counts as dead)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _read_pid(path: Path) -> int | None:
