@@ -59,6 +59,17 @@ static fn_ctxdev p_cuCtxGetDevice;
 static fn_ctxcur p_cuCtxGetCurrent;
 static fn_streamctx p_cuStreamGetCtx, p_cuStreamGetCtx_ptsz;
 
+/* Per-thread memo of the last context's and the last stream's device.  cuCtxGetDevice,
+ * cuStreamGetCtx and a search of our context tables cost more than the rest of a hook (on an
+ * H100, before this memo: cuMemGetInfo +0.47 us, a cudaMallocAsync+cudaFreeAsync pair +0.4 us;
+ * bench/RESULTS.md).  Any context or stream coming or going bumps memo_epoch, so a handle that
+ * the driver reuses for another device is never answered from a stale memo. */
+static unsigned memo_epoch;
+static __thread struct { CUcontext ctx; unsigned epoch; struct gdev *dev; } ctx_memo;
+static __thread struct { CUstream s; int ptsz; unsigned epoch; CUcontext ctx; struct gdev *dev; } stream_memo;
+
+void dev_memo_forget(void) { __atomic_add_fetch(&memo_epoch, 1, __ATOMIC_RELEASE); }
+
 /* ---------------------------------------------------------------- init and fork */
 
 static void fork_prepare(void) { pthread_mutex_lock(&dev_mu); pthread_mutex_lock(&oom_mu); track_fork_prepare(); }
@@ -67,6 +78,7 @@ static void fork_child(void)
 {
     track_after_fork_child();
     ledger_after_fork_child();
+    dev_memo_forget();
     pthread_mutex_init(&dev_mu, NULL);
     pthread_mutex_init(&oom_mu, NULL);
     for (int i = 0; i < ndevs; i++) {
@@ -206,16 +218,35 @@ struct gdev *dev_by_handle(CUdevice h)
     return d && d->limited ? d : NULL;
 }
 
+int dev_cap_of(CUdevice h, uint64_t *cap)
+{
+    struct gdev *d = dev_by_handle(h);
+    if (!d || d->bad) return 0;
+    *cap = d->cap;
+    return 1;
+}
+
 struct gdev *dev_current(void **ctx_out)
 {
     *ctx_out = NULL;
     gpumem_init();
-    if (!gpumem_active || !load_devices() || !p_cuCtxGetDevice) return NULL;
-    CUdevice h;
-    if (p_cuCtxGetDevice(&h) != CUDA_SUCCESS) return NULL;
-    struct gdev *d = find_handle(h);
+    if (!gpumem_active || !load_devices() || !p_cuCtxGetDevice || !p_cuCtxGetCurrent) return NULL;
+    CUcontext c = NULL;
+    if (p_cuCtxGetCurrent(&c) != CUDA_SUCCESS || !c) return NULL;   /* no context: nothing to charge */
+    unsigned e = __atomic_load_n(&memo_epoch, __ATOMIC_ACQUIRE);
+    struct gdev *d;
+    if (ctx_memo.ctx == c && ctx_memo.epoch == e) {
+        d = ctx_memo.dev;
+    } else {
+        CUdevice h;
+        if (p_cuCtxGetDevice(&h) != CUDA_SUCCESS) return NULL;
+        d = find_handle(h);
+        ctx_memo.ctx = c;
+        ctx_memo.epoch = e;
+        ctx_memo.dev = d;
+    }
     if (!d || !d->limited) return NULL;
-    if (p_cuCtxGetCurrent) p_cuCtxGetCurrent(ctx_out);
+    *ctx_out = c;
     return d;
 }
 
@@ -255,10 +286,22 @@ struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out)
     *ctx_out = NULL;
     gpumem_init();
     if (!gpumem_active || !load_devices()) return NULL;
-    fn_streamctx get = ptsz && p_cuStreamGetCtx_ptsz ? p_cuStreamGetCtx_ptsz : p_cuStreamGetCtx;
+    unsigned e = __atomic_load_n(&memo_epoch, __ATOMIC_ACQUIRE);
+    struct gdev *d;
     CUcontext c = NULL;
-    struct gdev *d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c) : NULL;
-    if (!d) return dev_current(ctx_out);   /* a context we never saw: the current one's device */
+    if (stream_memo.s == s && stream_memo.ptsz == ptsz && stream_memo.epoch == e) {
+        c = stream_memo.ctx;
+        d = stream_memo.dev;
+    } else {
+        fn_streamctx get = ptsz && p_cuStreamGetCtx_ptsz ? p_cuStreamGetCtx_ptsz : p_cuStreamGetCtx;
+        d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c) : NULL;
+        if (!d) return dev_current(ctx_out);   /* a context we never saw: the current one's device */
+        stream_memo.s = s;
+        stream_memo.ptsz = ptsz;
+        stream_memo.epoch = e;
+        stream_memo.ctx = c;
+        stream_memo.dev = d;
+    }
     *ctx_out = c;
     return d->limited ? d : NULL;
 }
@@ -433,6 +476,7 @@ CUresult ctx_create_begin(CUdevice h, struct gdev **dout, const char *fn)
 
 void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary)
 {
+    if (r == CUDA_SUCCESS) dev_memo_forget();
     if (!d) return;
     pthread_mutex_lock(&dev_mu);
     if (r == CUDA_SUCCESS) {
@@ -468,6 +512,7 @@ static void drop_ctx_allocations(CUcontext ctx)
 
 void ctx_destroyed(CUcontext ctx)
 {
+    dev_memo_forget();
     if (!gpumem_active) return;
     drop_ctx_allocations(ctx);
     pthread_mutex_lock(&dev_mu);
@@ -484,6 +529,7 @@ void ctx_destroyed(CUcontext ctx)
 
 void ctx_primary_released(CUdevice h)
 {
+    dev_memo_forget();
     struct gdev *d = dev_by_handle(h);
     if (!d) return;
     pthread_mutex_lock(&dev_mu);
@@ -499,6 +545,7 @@ void ctx_primary_released(CUdevice h)
 
 void ctx_primary_reset(CUdevice h)
 {
+    dev_memo_forget();
     struct gdev *d = dev_by_handle(h);
     if (!d) return;
     drop_ctx_allocations(d->primary_ctx);
@@ -525,7 +572,7 @@ int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t 
      * so a program polling cuMemGetInfo does not pay one fcntl per process each time) */
     static uint64_t last_reclaim_ns;
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);   /* no clock read: a 50 ms rate needs none */
     uint64_t now = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
     uint64_t last = __atomic_load_n(&last_reclaim_ns, __ATOMIC_RELAXED);
     if (!last || now - last > 50000000ULL) {

@@ -106,6 +106,7 @@ struct charge { struct gdev *d; uint64_t size; int kind; void *ctx; const char *
 GPUMEM_HIDDEN struct gdev *dev_current(void **ctx_out);   /* limited device of current ctx, or NULL */
 GPUMEM_HIDDEN struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out);   /* ... of a stream's ctx */
 GPUMEM_HIDDEN struct gdev *dev_by_handle(CUdevice h);    /* limited device, or NULL */
+GPUMEM_HIDDEN int dev_cap_of(CUdevice h, uint64_t *cap);  /* 1 and its cap for a limited, well-formed device */
 GPUMEM_HIDDEN struct gdev *dev_by_nvml(nvmlDevice_t h);  /* limited device, or NULL */
 /* allocation shape: charge_begin (reserve; non-zero = refuse with that code), call the real
  * function, charge_end (record on success, roll back on failure) */
@@ -119,6 +120,7 @@ GPUMEM_HIDDEN void uncharge_end(int took, struct track_rec *rec, CUresult r);
 GPUMEM_HIDDEN CUresult ctx_create_begin(CUdevice h, struct gdev **d, const char *fn);
 GPUMEM_HIDDEN void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary);
 GPUMEM_HIDDEN void ctx_destroyed(CUcontext ctx);
+GPUMEM_HIDDEN void dev_memo_forget(void);   /* a context or stream came or went */
 GPUMEM_HIDDEN void ctx_primary_released(CUdevice h);
 GPUMEM_HIDDEN void ctx_primary_reset(CUdevice h);
 /* reported memory: returns 1 when d is capped and the outputs were set */

@@ -363,6 +363,12 @@ int cuMemGetInfo(unsigned int *free_b, unsigned int *total_b)
 
 int cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
+    /* a followed device's answer is its cap, known since its devices were loaded: no driver call */
+    uint64_t cap;
+    if (bytes && dev_cap_of(dev, &cap)) {
+        *bytes = cap;
+        return CUDA_SUCCESS;
+    }
     REAL(cuDeviceTotalMem_v2, CUDA_ERROR_NOT_FOUND);
     CUresult r = real_(bytes, dev);
     uint64_t f, t, u;
@@ -372,6 +378,11 @@ int cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 
 int cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
 {
+    uint64_t cap;
+    if (bytes && dev_cap_of(dev, &cap)) {
+        *bytes = cap > UINT_MAX ? UINT_MAX : (unsigned int)cap;
+        return CUDA_SUCCESS;
+    }
     REAL(cuDeviceTotalMem, CUDA_ERROR_NOT_FOUND);
     CUresult r = real_(bytes, dev);
     uint64_t f, t, u;
@@ -493,5 +504,24 @@ int cuDevicePrimaryCtxReset_v2(CUdevice dev)
     REAL(cuDevicePrimaryCtxReset_v2, CUDA_ERROR_NOT_FOUND);
     CUresult r = real_(dev);
     if (r == CUDA_SUCCESS) ctx_primary_reset(dev);
+    return r;
+}
+
+/* ---------------------------------------------------------------- streams */
+
+/* a stream's handle may come back for another context: forget the stream memo */
+int cuStreamDestroy(CUstream s)
+{
+    REAL(cuStreamDestroy, CUDA_ERROR_NOT_FOUND);
+    CUresult r = real_(s);
+    dev_memo_forget();
+    return r;
+}
+
+int cuStreamDestroy_v2(CUstream s)
+{
+    REAL(cuStreamDestroy_v2, CUDA_ERROR_NOT_FOUND);
+    CUresult r = real_(s);
+    dev_memo_forget();
     return r;
 }

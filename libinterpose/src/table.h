@@ -48,6 +48,8 @@
   X(LIB_CUDA, cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRelease, 11000, 0, (CUdevice dev)) \
   X(LIB_CUDA, cuDevicePrimaryCtxReset,      cuDevicePrimaryCtxReset, 0,     0, (CUdevice dev)) \
   X(LIB_CUDA, cuDevicePrimaryCtxReset_v2,   cuDevicePrimaryCtxReset, 11000, 0, (CUdevice dev)) \
+  X(LIB_CUDA, cuStreamDestroy,              cuStreamDestroy,         0,     0, (CUstream s)) \
+  X(LIB_CUDA, cuStreamDestroy_v2,           cuStreamDestroy,         4000,  0, (CUstream s)) \
   X(LIB_NVML, nvmlDeviceGetMemoryInfo,      nvmlDeviceGetMemoryInfo, 0,     0, (nvmlDevice_t dev, nvmlMemory_t *mem)) \
   X(LIB_NVML, nvmlDeviceGetMemoryInfo_v2,   nvmlDeviceGetMemoryInfo_v2, 0,  0, (nvmlDevice_t dev, nvmlMemory_v2_t *mem))
 

@@ -9,7 +9,7 @@
  *   init  dev=N  primary  ctx  ctx3  ctx4 (cuCtxCreate_v3/_v4)  current=I (make the I-th ctx current)  destroy (the last ctx)
  *   release  reset   (the primary context)
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
- *   stream   (a stream in the current context; async/pool/freeasync then use it)
+ *   stream   (a stream in the current context; async/pool/freeasync then use it)  streamdestroy
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
@@ -62,6 +62,7 @@ CUresult cuMipmappedArrayDestroy(void *);
 CUresult cuMemGetInfo_v2(size_t *, size_t *);
 CUresult cuDeviceTotalMem_v2(size_t *, CUdevice);
 CUresult cuStreamCreate(void **, unsigned int);
+CUresult cuStreamDestroy_v2(void *);
 
 #define API(X) \
   X(cuInit, cuInit, CUresult (*)(unsigned int)) \
@@ -88,7 +89,8 @@ CUresult cuStreamCreate(void **, unsigned int);
   X(cuMipmappedArrayDestroy, cuMipmappedArrayDestroy, CUresult (*)(void *)) \
   X(cuMemGetInfo, cuMemGetInfo_v2, CUresult (*)(size_t *, size_t *)) \
   X(cuDeviceTotalMem, cuDeviceTotalMem_v2, CUresult (*)(size_t *, CUdevice)) \
-  X(cuStreamCreate, cuStreamCreate, CUresult (*)(void **, unsigned int))
+  X(cuStreamCreate, cuStreamCreate, CUresult (*)(void **, unsigned int)) \
+  X(cuStreamDestroy, cuStreamDestroy_v2, CUresult (*)(void *))
 
 #define FIELD(base, v2, type) __typeof__(type) base;
 static struct { API(FIELD) } A;
@@ -238,6 +240,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(name, "free")) res("free", nptr ? A.cuMemFree(ptrs[--nptr]) : 1);
         else if (!strcmp(name, "freeasync")) res("freeasync", nptr ? A.cuMemFreeAsync(ptrs[--nptr], stream) : 1);
         else if (!strcmp(name, "stream")) res("stream", A.cuStreamCreate(&stream, 0));
+        else if (!strcmp(name, "streamdestroy")) { res("streamdestroy", A.cuStreamDestroy(stream)); stream = NULL; }
         else if (!strcmp(name, "vmm")) {
             MemProp p; memset(&p, 0, sizeof p);
             p.type = 1; p.location.type = 1; p.location.id = dev;

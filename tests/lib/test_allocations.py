@@ -214,3 +214,49 @@ def test_context_reserve_malformed_falls_back_to_the_default_with_an_error(gpu):
     r = gpu.run(*START, "info", GPUMEM_LIMIT="4GiB", GPUMEM_CONTEXT_RESERVE="lots")
     assert r.field("info", "free") == 4 * GiB - DEFAULT_RESERVE
     assert "GPUMEM_CONTEXT_RESERVE=lots" in r.err
+
+
+# The hooks remember the last context's and stream's device per thread; a handle the driver
+# reuses for another device (the stand-in reuses freed addresses) must not be charged to the old
+# one.  Device 0 has the smaller cap, so a charge that lands there by mistake is refused.
+TWO_CAPS = dict(FAKE_CUDA_DEVICES=2, GPUMEM_LIMIT_0="2GiB", GPUMEM_LIMIT_1="4GiB", GPUMEM_CONTEXT_RESERVE=0)
+
+
+@pytest.mark.parametrize("mode", ["link", "gpa2"])
+def test_a_new_context_after_a_destroy_is_charged_to_its_own_device(gpu, mode):
+    r = gpu.run(
+        f"mode={mode}",
+        "init",
+        "dev=0",
+        "ctx",
+        "alloc=1G",
+        "destroy",
+        "dev=1",
+        "ctx",
+        "alloc=3G",
+        "info",
+        **TWO_CAPS,
+    )
+    assert r.results("alloc") == ["ok", "ok"], r
+    assert r.field("info", "total") == 4 * GiB and r.field("info", "free") == 1 * GiB
+
+
+def test_a_new_stream_after_a_destroy_is_charged_to_its_own_device(gpu):
+    r = gpu.run(
+        "init",
+        "dev=0",
+        "ctx",
+        "dev=1",
+        "ctx",
+        "current=0",
+        "stream",
+        "async=1G",
+        "streamdestroy",
+        "current=1",
+        "stream",
+        "async=3G",
+        "info",
+        **TWO_CAPS,
+    )
+    assert r.results("async") == ["ok", "ok"], r
+    assert r.field("info", "total") == 4 * GiB and r.field("info", "free") == 1 * GiB

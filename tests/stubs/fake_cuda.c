@@ -208,12 +208,16 @@ static CUresult i_cuMemGetInfo_v2(size_t *f, size_t *t)
 }
 static CUresult i_cuMemGetInfo(unsigned *f, unsigned *t) { size_t a, b; CUresult r = i_cuMemGetInfo_v2(&a, &b); if (!r) { *f = a > 0xffffffffu ? 0xffffffffu : (unsigned)a; *t = b > 0xffffffffu ? 0xffffffffu : (unsigned)b; } return r; }
 
+static struct fctx *g_freed_ctx;   /* the last destroyed context, reused by the next one */
 static CUresult ctx_new(CUcontext *pc, CUdevice d)
 {
     if (!g_init) return E_NOT_INIT;
     if (d < 0 || d >= g_ndev || !pc) return E_INVALID_DEVICE;
     if (g_ctx_bytes && phys_take(d, g_ctx_bytes)) return E_OOM;
-    struct fctx *c = calloc(1, sizeof *c);
+    /* like the real driver, hand out a destroyed context's address again (the library's memo of
+     * context -> device must notice) */
+    struct fctx *c = __atomic_exchange_n(&g_freed_ctx, NULL, __ATOMIC_ACQ_REL);
+    if (!c) c = calloc(1, sizeof *c);
     *c = (struct fctx){ 0xC7C7, d, 0, 1 };
     *pc = c;
     t_cur = c;
@@ -229,6 +233,7 @@ static CUresult i_cuCtxDestroy_v2(CUcontext c)
     if (g_ctx_bytes) phys_give(c->dev, g_ctx_bytes);
     if (t_cur == c) t_cur = NULL;
     c->magic = 0;
+    c = __atomic_exchange_n(&g_freed_ctx, c, __ATOMIC_ACQ_REL);
     free(c);
     return OK;
 }
@@ -372,7 +377,7 @@ static const struct { const char *base; int ver, ptsz; void *fn; } procs[] = {
     P(cuArrayDestroy, 2000, 0, i_cuArrayDestroy)
     P(cuMipmappedArrayCreate, 5000, 0, i_cuMipmappedArrayCreate) P(cuMipmappedArrayDestroy, 5000, 0, i_cuMipmappedArrayDestroy)
     P(cuGetErrorString, 6000, 0, i_cuGetErrorString)
-    P(cuStreamCreate, 2000, 0, i_cuStreamCreate) P(cuStreamDestroy, 4000, 0, i_cuStreamDestroy_v2)
+    P(cuStreamCreate, 2000, 0, i_cuStreamCreate) P(cuStreamDestroy, 0, 0, i_cuStreamDestroy_v2) P(cuStreamDestroy, 4000, 0, i_cuStreamDestroy_v2)
     P(cuStreamGetCtx, 9020, 0, i_cuStreamGetCtx) P(cuStreamGetCtx, 9020, 1, i_cuStreamGetCtx_ptsz)
 #undef P
 };
@@ -453,6 +458,7 @@ FWD(CUresult, cuMipmappedArrayCreate, (void **a, const AD3 *d, unsigned l), (a, 
 FWD(CUresult, cuMipmappedArrayDestroy, (void *a), (a))
 FWD(CUresult, cuGetErrorString, (CUresult e, const char **s), (e, s))
 FWD(CUresult, cuStreamCreate, (CUstream *s, unsigned f), (s, f))
+EXPORT CUresult cuStreamDestroy(CUstream s); CUresult cuStreamDestroy(CUstream s) { return i_cuStreamDestroy_v2(s); }
 FWD(CUresult, cuStreamDestroy_v2, (CUstream s), (s))
 FWD(CUresult, cuStreamGetCtx, (CUstream s, CUcontext *c), (s, c))
 FWD(CUresult, cuStreamGetCtx_ptsz, (CUstream s, CUcontext *c), (s, c))
