@@ -84,23 +84,31 @@ case("torch allocator churn", "steps/s", True)(
 def build():
     global MICRO
     subprocess.run(["make", "-s", "-C", str(ROOT / "libinterpose")], check=True, timeout=120)
-    out = Path(STATE) / "micro"
-    subprocess.run(["nvcc", "-O2", "-o", str(out), str(HERE / "micro.cu"), "-lcuda"],
+    out = Path(tempfile.gettempdir()) / "gpumem-bench-micro"   # kept between runs of one machine
+    if out.exists() and out.stat().st_mtime > (HERE / "micro.cu").stat().st_mtime:
+        MICRO = str(out)
+        return
+    # libcuda.so for the link: the driver folder of the device machines, or the toolkit stubs
+    libdirs = [f"-L{d}" for d in ("/usr/local/nvidia/lib64", "/usr/local/cuda/lib64/stubs")
+               if Path(d).is_dir()]
+    subprocess.run(["nvcc", "-O2", "-o", str(out), str(HERE / "micro.cu"), *libdirs, "-lcuda"],
                    check=True, timeout=300)
     MICRO = str(out)
 
 
-def usable_memory():
+def usable_memory(only=None):
     """Bytes each framework holds before its OOM error under an 8 GiB cap, as a share of it."""
     fill = [sys.executable, str(ROOT / "tests" / "gpu" / "fill.py")]
     modes = [("torch default", ["torch"], {}),
              ("torch expandable_segments", ["torch"], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
              ("torch cudaMallocAsync", ["torch"], {"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"}),
              ("cupy", ["cupy"], {}),
-             # JAX preallocates 75% of the reported total by default; a user who shares a card
-             # turns that off, and so does this figure
-             ("jax (XLA_PYTHON_CLIENT_PREALLOCATE=false)", ["jax"], {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}),
+             # JAX's own policy caps it at 75% of the reported total (XLA_PYTHON_CLIENT_MEM_FRACTION,
+             # with or without preallocation); its platform allocator asks the driver as it goes
+             ("jax (XLA_PYTHON_CLIENT_ALLOCATOR=platform)", ["jax"], {"XLA_PYTHON_CLIENT_ALLOCATOR": "platform"}),
              ("jax defaults", ["jax"], {})]
+    if only:
+        modes = [m for m in modes if any(x in m[0] for x in only.split(","))]
     rows = []
     for name, args, extra in modes:
         env = environ(True, limit="8GiB", **extra)
@@ -118,6 +126,7 @@ def main():
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--only", help="comma-separated substrings of case names")
     ap.add_argument("--skip-usable", action="store_true")
+    ap.add_argument("--usable", help="comma-separated substrings of usable-memory modes")
     args = ap.parse_args()
     build()
     results = []
@@ -137,9 +146,10 @@ def main():
             row["ratio"] = row["preload_median"] / row["native_median"]
             results.append(row)
             print(json.dumps(row), flush=True)
-    usable = [] if args.skip_usable else usable_memory()
+    usable = [] if args.skip_usable else usable_memory(args.usable)
     out = Path(os.environ.get("OUT", STATE))
-    (out / "bench.json").write_text(json.dumps({"cases": results, "usable": usable}, indent=1))
+    name = "bench-" + time.strftime("%H%M%S") + ".json"
+    (out / name).write_text(json.dumps({"cases": results, "usable": usable}, indent=1))
     print(f"\n{'case':<34} {'metric':<24} {'native min/med':>18} {'gpumem min/med':>18} {'ratio':>6}")
     for r in results:
         print(f"{r['case']:<34} {r['metric']:<24} {r['native_min']:>8.2f}/{r['native_median']:<9.2f}"

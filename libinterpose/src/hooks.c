@@ -13,7 +13,7 @@ struct hook {
     int lib, ver, ptsz;
     void *ours;
     void *real;   /* resolved lazily from the real library */
-    void *seed;   /* what cuGetProcAddress handed out, if the library exports no such symbol */
+    void *seed;   /* what cuGetProcAddress handed out first (preferred once known) */
 };
 
 #define GPUMEM_ROW(lib, name, base, ver, ptsz, params) { #name, #base, lib, ver, ptsz, (void *)name, NULL, NULL },
@@ -93,6 +93,9 @@ static void proc_wrap(const char *sym, void **pfn, int ver, uint64_t flags)
     if (i < 0 || table[i].lib != LIB_CUDA) return;
     void *none = NULL;
     __atomic_compare_exchange_n(&table[i].seed, &none, *pfn, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    /* from now on call what the driver hands its own runtime, not the exported symbol: the same
+     * variant, so the path under our hook is the native one */
+    __atomic_store_n(&table[i].real, __atomic_load_n(&table[i].seed, __ATOMIC_ACQUIRE), __ATOMIC_RELEASE);
     LOG(LOG_DEBUG, "cuGetProcAddress(%s, %d, %llu) -> %s", sym, ver, (unsigned long long)flags, table[i].name);
     *pfn = table[i].ours;
 }
