@@ -9,26 +9,35 @@ The services look like what people run: an image, environment, volumes, ports, a
 
 import sys
 
-FORMS = ["0.001", '"0.1%"', '"64MiB"', "{\"0\": 0.001}"]
+FORMS = ["0.001", '"0.1%"', '"64MiB"', '{"0": 0.001}']
 GPU_REQUESTS = [
     ["    runtime: nvidia"],
     ["    gpus: all"],
-    ["    deploy:", "      resources:", "        reservations:", "          devices:",
-     "            - driver: nvidia", "              count: 1", "              capabilities: [gpu]"],
+    [
+        "    deploy:",
+        "      resources:",
+        "        reservations:",
+        "          devices:",
+        "            - driver: nvidia",
+        "              count: 1",
+        "              capabilities: [gpu]",
+    ],
 ]
 
 
 def service(i: int) -> list:
-    lines = [f"  svc{i:04d}:",
-             f"    image: example/worker:{i % 7}",
-             "    command: [\"python\", \"-m\", \"worker\", \"--shard\", \"" + str(i) + "\"]",
-             "    environment:",
-             f"      SHARD: \"{i}\"",
-             "      LOG_LEVEL: info",
-             "    volumes:",
-             f"      - ./data/{i % 10}:/data:ro",
-             "    ports:",
-             f"      - \"{20000 + i}:8000\""]
+    lines = [
+        f"  svc{i:04d}:",
+        f"    image: example/worker:{i % 7}",
+        '    command: ["python", "-m", "worker", "--shard", "' + str(i) + '"]',
+        "    environment:",
+        f'      SHARD: "{i}"',
+        "      LOG_LEVEL: info",
+        "    volumes:",
+        f"      - ./data/{i % 10}:/data:ro",
+        "    ports:",
+        f'      - "{20000 + i}:8000"',
+    ]
     lines += GPU_REQUESTS[i % len(GPU_REQUESTS)]
     if i % 2 == 0:
         lines.append(f"    x-gpu-memory: {FORMS[(i // 2) % len(FORMS)]}")

@@ -9,7 +9,6 @@ of medians to plain Compose; a short table comes last. Needs no Docker engine.
 """
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -25,8 +24,10 @@ import gen_stack  # noqa: E402
 
 def compose_argv() -> list:
     """The Compose that gpumem-compose itself would find: the docker plugin, else docker-compose."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
         return ["docker", "compose"]
     binary = shutil.which("docker-compose")
     if binary is None:
@@ -36,7 +37,7 @@ def compose_argv() -> list:
 
 def gpumem_argv() -> list:
     exe = shutil.which("gpumem-compose")
-    return [exe] if exe else [sys.executable, "-m", "compose_gpumem.cli"]
+    return [exe] if exe else [sys.executable, "-m", "compose_gpumem"]
 
 
 def timed(argv, cwd) -> float:
@@ -59,13 +60,15 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix=f"gpumem-bench-{n}-"))
         (work / "compose.yaml").write_text(gen_stack.stack(n))
         f = ["-f", "compose.yaml"]
-        subprocess.run(gpumem + f + ["override", "-o", "gpumem.override.yaml"], cwd=work,
-                       check=True, capture_output=True)
+        subprocess.run(
+            gpumem + f + ["override", "-o", "gpumem.override.yaml"], cwd=work, check=True, capture_output=True
+        )
         commands = {
             "docker compose config": compose + f + ["config"],
             "gpumem-compose config": gpumem + f + ["config"],
-            "gpumem-compose override --check": gpumem + f + ["override", "--check", "-o",
-                                                             "gpumem.override.yaml"],
+            "gpumem-compose override --check": gpumem
+            + f
+            + ["override", "--check", "-o", "gpumem.override.yaml"],
         }
         for argv in commands.values():  # warm the page cache and the interpreter's .pyc files
             timed(argv, work)

@@ -55,6 +55,7 @@ def case(name, unit, higher_is_better=False):
     def register(fn):
         CASES.append((name, unit, higher_is_better, fn))
         return fn
+
     return register
 
 
@@ -73,40 +74,47 @@ case("cudaMallocAsync+FreeAsync 1 MiB", "us/pair")(micro("async", MIB, 20000))
 case("memory info calls", "us/call")(micro("info", 20000))
 case("empty kernel launch", "us/launch")(micro("launch", 20000))
 case("C program to first context", "ms")(lambda env: {"ms": wall_ms([MICRO, "start"], env)})
-case("python torch.zeros(1) on cuda", "ms")(lambda env: {"ms": wall_ms(
-    [sys.executable, "-c", "import torch; torch.zeros(1, device='cuda')"], env)})
+case("python torch.zeros(1) on cuda", "ms")(
+    lambda env: {"ms": wall_ms([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda')"], env)}
+)
 case("torch training loop", "steps/s", True)(
-    lambda env: run_kv([sys.executable, str(HERE / "torch_bench.py"), "train", "300"], env))
+    lambda env: run_kv([sys.executable, str(HERE / "torch_bench.py"), "train", "300"], env)
+)
 case("torch allocator churn", "steps/s", True)(
-    lambda env: run_kv([sys.executable, str(HERE / "torch_bench.py"), "churn", "400"], env))
+    lambda env: run_kv([sys.executable, str(HERE / "torch_bench.py"), "churn", "400"], env)
+)
 
 
 def build():
     global MICRO
     subprocess.run(["make", "-s", "-C", str(ROOT / "libinterpose")], check=True, timeout=120)
-    out = Path(tempfile.gettempdir()) / "gpumem-bench-micro"   # kept between runs of one machine
+    out = Path(tempfile.gettempdir()) / "gpumem-bench-micro"  # kept between runs of one machine
     if out.exists() and out.stat().st_mtime > (HERE / "micro.cu").stat().st_mtime:
         MICRO = str(out)
         return
     # libcuda.so for the link: the driver folder of the device machines, or the toolkit stubs
-    libdirs = [f"-L{d}" for d in ("/usr/local/nvidia/lib64", "/usr/local/cuda/lib64/stubs")
-               if Path(d).is_dir()]
-    subprocess.run(["nvcc", "-O2", "-o", str(out), str(HERE / "micro.cu"), *libdirs, "-lcuda"],
-                   check=True, timeout=300)
+    libdirs = [
+        f"-L{d}" for d in ("/usr/local/nvidia/lib64", "/usr/local/cuda/lib64/stubs") if Path(d).is_dir()
+    ]
+    subprocess.run(
+        ["nvcc", "-O2", "-o", str(out), str(HERE / "micro.cu"), *libdirs, "-lcuda"], check=True, timeout=300
+    )
     MICRO = str(out)
 
 
 def usable_memory(only=None):
     """Bytes each framework holds before its OOM error under an 8 GiB cap, as a share of it."""
     fill = [sys.executable, str(ROOT / "tests" / "gpu" / "fill.py")]
-    modes = [("torch default", ["torch"], {}),
-             ("torch expandable_segments", ["torch"], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
-             ("torch cudaMallocAsync", ["torch"], {"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"}),
-             ("cupy", ["cupy"], {}),
-             # JAX's own policy caps it at 75% of the reported total (XLA_PYTHON_CLIENT_MEM_FRACTION,
-             # with or without preallocation); its platform allocator asks the driver as it goes
-             ("jax (XLA_PYTHON_CLIENT_ALLOCATOR=platform)", ["jax"], {"XLA_PYTHON_CLIENT_ALLOCATOR": "platform"}),
-             ("jax defaults", ["jax"], {})]
+    modes = [
+        ("torch default", ["torch"], {}),
+        ("torch expandable_segments", ["torch"], {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}),
+        ("torch cudaMallocAsync", ["torch"], {"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"}),
+        ("cupy", ["cupy"], {}),
+        # JAX's own policy caps it at 75% of the reported total (XLA_PYTHON_CLIENT_MEM_FRACTION,
+        # with or without preallocation); its platform allocator asks the driver as it goes
+        ("jax (XLA_PYTHON_CLIENT_ALLOCATOR=platform)", ["jax"], {"XLA_PYTHON_CLIENT_ALLOCATOR": "platform"}),
+        ("jax defaults", ["jax"], {}),
+    ]
     if only:
         modes = [m for m in modes if any(x in m[0] for x in only.split(","))]
     rows = []
@@ -116,8 +124,14 @@ def usable_memory(only=None):
         p = subprocess.run(fill + args, env=env, capture_output=True, text=True, timeout=180)
         lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
         r = json.loads(lines[-1]) if lines else {}
-        rows.append({"mode": name, "held": r.get("held", 0), "share": r.get("held", 0) / (8 * GIB),
-                     "error": r.get("error")})
+        rows.append(
+            {
+                "mode": name,
+                "held": r.get("held", 0),
+                "share": r.get("held", 0) / (8 * GIB),
+                "error": r.get("error"),
+            }
+        )
     return rows
 
 
@@ -140,9 +154,16 @@ def main():
                     samples[preload].setdefault(metric, []).append(value)
         for metric in samples[False]:
             nat, pre = samples[False][metric], samples[True][metric]
-            row = {"case": name, "metric": metric, "unit": unit, "higher_is_better": higher,
-                   "native_min": min(nat), "native_median": statistics.median(nat),
-                   "preload_min": min(pre), "preload_median": statistics.median(pre)}
+            row = {
+                "case": name,
+                "metric": metric,
+                "unit": unit,
+                "higher_is_better": higher,
+                "native_min": min(nat),
+                "native_median": statistics.median(nat),
+                "preload_min": min(pre),
+                "preload_median": statistics.median(pre),
+            }
             row["ratio"] = row["preload_median"] / row["native_median"]
             results.append(row)
             print(json.dumps(row), flush=True)
@@ -152,10 +173,14 @@ def main():
     (out / name).write_text(json.dumps({"cases": results, "usable": usable}, indent=1))
     print(f"\n{'case':<34} {'metric':<24} {'native min/med':>18} {'gpumem min/med':>18} {'ratio':>6}")
     for r in results:
-        print(f"{r['case']:<34} {r['metric']:<24} {r['native_min']:>8.2f}/{r['native_median']:<9.2f}"
-              f" {r['preload_min']:>8.2f}/{r['preload_median']:<9.2f} {r['ratio']:>6.3f}")
+        print(
+            f"{r['case']:<34} {r['metric']:<24} {r['native_min']:>8.2f}/{r['native_median']:<9.2f}"
+            f" {r['preload_min']:>8.2f}/{r['preload_median']:<9.2f} {r['ratio']:>6.3f}"
+        )
     for u in usable:
-        print(f"usable under 8 GiB: {u['mode']:<44} {u['held'] / GIB:6.2f} GiB {u['share']:6.1%} {u['error']}")
+        print(
+            f"usable under 8 GiB: {u['mode']:<44} {u['held'] / GIB:6.2f} GiB {u['share']:6.1%} {u['error']}"
+        )
 
 
 if __name__ == "__main__":

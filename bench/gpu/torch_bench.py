@@ -1,7 +1,7 @@
 """PyTorch workloads for bench/gpu/run.py; prints one line of key=value.
 
-    torch_bench.py train STEPS    small conv net on random data: steps per second
-    torch_bench.py churn STEPS    caching-allocator churn, varied sizes, empty_cache() every 8 steps
+torch_bench.py train STEPS    small conv net on random data: steps per second
+torch_bench.py churn STEPS    caching-allocator churn, varied sizes, empty_cache() every 8 steps
 """
 
 import sys
@@ -13,10 +13,15 @@ import torch
 def train(steps: int) -> float:
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(8), torch.nn.Flatten(),
-        torch.nn.Linear(64 * 64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10),
+        torch.nn.Conv2d(3, 64, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(64, 64, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(8),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64 * 64, 512),
+        torch.nn.ReLU(),
+        torch.nn.Linear(512, 10),
     ).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(128, 3, 64, 64, device="cuda")
@@ -39,7 +44,7 @@ def churn(steps: int) -> float:
     sizes = [(1 << 20) * k for k in (1, 3, 7, 16, 33, 64, 129, 256)]
     t0 = time.perf_counter()
     for i in range(steps):
-        held = [torch.empty(s, dtype=torch.uint8, device="cuda") for s in sizes[i % 3:]]
+        held = [torch.empty(s, dtype=torch.uint8, device="cuda") for s in sizes[i % 3 :]]
         held[-1].fill_(1)
         del held
         if i % 8 == 7:

@@ -69,8 +69,9 @@ def run(env: Env, argv, environ, timeout=STEP_TIMEOUT):
 
 def start(env: Env, argv, environ):
     env.note(f"$ {' '.join(map(str, argv))} &")
-    return subprocess.Popen(argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
 
 
 def finish(env: Env, proc, timeout=STEP_TIMEOUT):
@@ -108,17 +109,22 @@ def fill_cmd(framework, *opts):
 
 def nvsmi_mem(environ):
     """(total MiB, used MiB) of GPU 0 as nvidia-smi prints them."""
-    p = subprocess.run(["nvidia-smi", "--query-gpu=memory.total,memory.used",
-                        "--format=csv,noheader,nounits", "-i", "0"],
-                       env=environ, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["nvidia-smi", "--query-gpu=memory.total,memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     total, used = (int(x) for x in p.stdout.strip().splitlines()[0].split(","))
     return total, used
 
 
 # ---- checks: each returns (passed, figures) --------------------------------------------
 
+
 def check_nvsmi_passthrough(env: Env):
-    total, used = nvsmi_mem(env.environ(None, env.state_dir("pass")))
+    total, _used = nvsmi_mem(env.environ(None, env.state_dir("pass")))
     native, _ = nvsmi_mem({k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
     return total == native, f"no GPUMEM_LIMIT: total {total} MiB, native {native} MiB"
 
@@ -128,28 +134,31 @@ def check_nvsmi_cap_and_used(env: Env):
     environ = env.environ("8GiB", state)
     total0, used0 = nvsmi_mem(environ)
     ready, go = env.work / "nvsmi.ready", env.work / "nvsmi.go"
-    holder = start(env, fill_cmd("torch", "--max", 3 * GIB, "--ready", ready,
-                                 "--hold-until", go), environ)
+    holder = start(env, fill_cmd("torch", "--max", 3 * GIB, "--ready", ready, "--hold-until", go), environ)
     ok_ready = wait_for(ready, holder)
     total1, used1 = nvsmi_mem(environ)
     go.touch()
     finish(env, holder)
     total2, used2 = nvsmi_mem(environ)
-    passed = (ok_ready and total0 == total1 == total2 == 8192 and used1 >= used0 + 3072
-              and used2 < used1 - 3072)
-    return passed, (f"total {total0}/{total1}/{total2} MiB; used idle {used0}, "
-                    f"holding 3 GiB {used1}, after exit {used2} MiB")
+    passed = (
+        ok_ready and total0 == total1 == total2 == 8192 and used1 >= used0 + 3072 and used2 < used1 - 3072
+    )
+    return passed, (
+        f"total {total0}/{total1}/{total2} MiB; used idle {used0}, "
+        f"holding 3 GiB {used1}, after exit {used2} MiB"
+    )
 
 
 def torch_fill(env: Env, name, conf):
     environ = env.environ("8GiB", env.state_dir(name), PYTORCH_CUDA_ALLOC_CONF=conf)
-    rc, out, err = run(env, fill_cmd("torch"), environ)
+    rc, out, _err = run(env, fill_cmd("torch"), environ)
     r = last_json(out)
     held, total = r.get("held", 0), r.get("total", 0)
-    passed = (rc == 0 and total == CAP and r.get("error") == "OutOfMemoryError"
-              and held >= 7 * GIB)
-    return passed, (f"mem_get_info total {total / GIB:.2f} GiB; held {held / GIB:.2f} GiB "
-                    f"({held / CAP:.1%}); {r.get('error')}: {r.get('message', '')[:70]}")
+    passed = rc == 0 and total == CAP and r.get("error") == "OutOfMemoryError" and held >= 7 * GIB
+    return passed, (
+        f"mem_get_info total {total / GIB:.2f} GiB; held {held / GIB:.2f} GiB "
+        f"({held / CAP:.1%}); {r.get('error')}: {r.get('message', '')[:70]}"
+    )
 
 
 def check_torch_default(env):
@@ -166,12 +175,14 @@ def check_torch_async(env):
 
 def other_fill(env: Env, framework, **extra):
     environ = env.environ("8GiB", env.state_dir(framework), **extra)
-    rc, out, err = run(env, fill_cmd(framework), environ)
+    rc, out, _err = run(env, fill_cmd(framework), environ)
     r = last_json(out)
     held = r.get("held", 0)
     passed = rc == 0 and r.get("oom") and held > 0
-    return passed, (f"total {r.get('total', 0) / GIB:.2f} GiB; held {held / GIB:.2f} GiB "
-                    f"({held / CAP:.1%}); {r.get('error')}: {r.get('message', '')[:60]}")
+    return passed, (
+        f"total {r.get('total', 0) / GIB:.2f} GiB; held {held / GIB:.2f} GiB "
+        f"({held / CAP:.1%}); {r.get('error')}: {r.get('message', '')[:60]}"
+    )
 
 
 def check_cupy(env):
@@ -187,17 +198,18 @@ def check_shared_ledger(env: Env):
     state = env.state_dir("shared")
     environ = env.environ("8GiB", state)
     ready, go = env.work / "shared.ready", env.work / "shared.go"
-    a = start(env, fill_cmd("torch", "--max", 5 * GIB, "--ready", ready, "--hold-until", go),
-              environ)
+    a = start(env, fill_cmd("torch", "--max", 5 * GIB, "--ready", ready, "--hold-until", go), environ)
     ok = wait_for(ready, a)
-    rc, out, err = run(env, fill_cmd("torch"), environ)
+    _rc, out, _err = run(env, fill_cmd("torch"), environ)
     go.touch()
     _, out_a, _ = finish(env, a)
     ra, rb = last_json(out_a), last_json(out)
     together = ra.get("held", 0) + rb.get("held", 0)
     passed = ok and rb.get("error") == "OutOfMemoryError" and together <= CAP
-    return passed, (f"A held {ra.get('held', 0) / GIB:.2f} GiB, B held {rb.get('held', 0) / GIB:.2f}"
-                    f" GiB, together {together / GIB:.2f} GiB of cap 8 GiB")
+    return passed, (
+        f"A held {ra.get('held', 0) / GIB:.2f} GiB, B held {rb.get('held', 0) / GIB:.2f}"
+        f" GiB, together {together / GIB:.2f} GiB of cap 8 GiB"
+    )
 
 
 def check_two_ledgers_half_each(env: Env):
@@ -213,27 +225,33 @@ def check_two_ledgers_half_each(env: Env):
     go.touch()
     results = [finish(env, p) for p in procs]
     shares, capped = [], []
-    for rc, out, err in results:
+    for _rc, out, err in results:
         r = last_json(out)
         shares.append(r.get("held", 0) / max(r.get("total", 1), 1))
         # the library logs both kinds of refusal: by the cap, and by a full card
-        capped.append("of cap" in err and "the card is full" not in err
-                      and r.get("error") == "OutOfMemoryError")
+        capped.append(
+            "of cap" in err and "the card is full" not in err and r.get("error") == "OutOfMemoryError"
+        )
     passed = ok and all(s >= 0.9 for s in shares) and all(capped)
-    return passed, (f"shares of cap {shares[0]:.1%} and {shares[1]:.1%}; refused by cap: "
-                    f"{capped}; card used while both held: {used_native} MiB")
+    return passed, (
+        f"shares of cap {shares[0]:.1%} and {shares[1]:.1%}; refused by cap: "
+        f"{capped}; card used while both held: {used_native} MiB"
+    )
 
 
 def check_sigkill_reclaim(env: Env):
     state = env.state_dir("kill")
     environ = env.environ("8GiB", state)
     ready = env.work / "kill.ready"
-    a = start(env, fill_cmd("torch", "--max", 6 * GIB, "--ready", ready,
-                            "--hold-until", env.work / "never"), environ)
+    a = start(
+        env,
+        fill_cmd("torch", "--max", 6 * GIB, "--ready", ready, "--hold-until", env.work / "never"),
+        environ,
+    )
     ok = wait_for(ready, a)
     os.kill(a.pid, signal.SIGKILL)
     finish(env, a)
-    rc, out, err = run(env, fill_cmd("torch", "--max", 6 * GIB), environ)
+    _rc, out, _err = run(env, fill_cmd("torch", "--max", 6 * GIB), environ)
     r = last_json(out)
     passed = ok and r.get("held") == 6 * GIB and not r.get("oom")
     return passed, f"after SIGKILL of a 6 GiB holder, a new process got {r.get('held', 0) / GIB:.2f} GiB"
@@ -243,8 +261,7 @@ def cudart_fill(env: Env, variant, mode):
     exe = env.work / f"cudart_fill_{variant}"
     if not exe.exists():
         flags = ["-cudart", "shared"] if variant == "shared" else []
-        rc, _, err = run(env, ["nvcc", "-O2", *flags, "-o", exe, HERE / "cudart_fill.cu"],
-                         dict(os.environ))
+        rc, _, err = run(env, ["nvcc", "-O2", *flags, "-o", exe, HERE / "cudart_fill.cu"], dict(os.environ))
         if rc != 0:
             return False, f"nvcc failed: {err.strip()[:80]}"
     environ = env.environ("8GiB", env.state_dir(f"cudart-{variant}-{mode}"))
@@ -252,8 +269,7 @@ def cudart_fill(env: Env, variant, mode):
     kv = dict(x.split("=", 1) for x in out.split() if "=" in x)
     total, held = int(kv.get("total", 0)), int(kv.get("held", 0))
     passed = rc == 0 and total == CAP and held >= 7 * GIB and held <= CAP
-    return passed, (f"total {total / GIB:.2f} GiB, held {held / GIB:.2f} GiB, "
-                    f"{kv.get('error')}")
+    return passed, (f"total {total / GIB:.2f} GiB, held {held / GIB:.2f} GiB, {kv.get('error')}")
 
 
 def check_cudart_static(env):
@@ -308,8 +324,9 @@ def main() -> int:
             passed, figures = check(env)
         except Exception as exc:  # a broken check is a failed check, and the run goes on
             passed, figures = False, f"{type(exc).__name__}: {exc}"
-        rows.append({"check": name, "pass": bool(passed), "figures": figures,
-                     "seconds": round(time.time() - t0, 1)})
+        rows.append(
+            {"check": name, "pass": bool(passed), "figures": figures, "seconds": round(time.time() - t0, 1)}
+        )
         env.note(f"--> {'PASS' if passed else 'FAIL'} {figures}")
     (out / "acceptance.json").write_text(json.dumps(rows, indent=1))
     shutil.rmtree(env.work, ignore_errors=True)

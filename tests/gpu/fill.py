@@ -31,7 +31,7 @@ def fill(alloc, is_oom, chunk, limit):
         try:
             blocks.append(alloc(chunk))
             held += chunk
-        except Exception as exc:  # noqa: BLE001 - classified by is_oom below
+        except Exception as exc:
             if not is_oom(exc):
                 raise
             first_error = first_error or exc
@@ -42,7 +42,7 @@ def fill(alloc, is_oom, chunk, limit):
 def torch_filler():
     import torch
 
-    free, total = torch.cuda.mem_get_info()
+    _free, total = torch.cuda.mem_get_info()
 
     def alloc(n):
         return torch.empty(n, dtype=torch.uint8, device="cuda")
@@ -53,7 +53,7 @@ def torch_filler():
 def cupy_filler():
     import cupy
 
-    free, total = cupy.cuda.runtime.memGetInfo()
+    _free, total = cupy.cuda.runtime.memGetInfo()
 
     def alloc(n):
         return cupy.empty(n, dtype=cupy.uint8)
@@ -96,9 +96,19 @@ def main():
     try:
         held, blocks, error = fill(alloc, is_oom, args.chunk * MIB, args.max)
     except Exception as exc:  # a non-OOM error is a finding: report it, exit non-zero
-        print(json.dumps({"framework": args.framework, "error": type(exc).__name__,
-                          "message": str(exc).splitlines()[0] if str(exc) else "", "oom": False,
-                          "held": 0, "total": total}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "framework": args.framework,
+                    "error": type(exc).__name__,
+                    "message": str(exc).splitlines()[0] if str(exc) else "",
+                    "oom": False,
+                    "held": 0,
+                    "total": total,
+                }
+            ),
+            flush=True,
+        )
         return 1
     if args.ready:
         open(args.ready, "w").close()
@@ -107,13 +117,20 @@ def main():
         while not os.path.exists(args.hold_until) and time.time() < deadline:
             time.sleep(0.05)
     message = str(error).splitlines()[0][:200] if error else ""
-    print(json.dumps({
-        "framework": args.framework,
-        "mode": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
-        "total": int(total), "held": held,
-        "error": type(error).__name__ if error else None,
-        "message": message, "oom": error is not None,
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "framework": args.framework,
+                "mode": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
+                "total": int(total),
+                "held": held,
+                "error": type(error).__name__ if error else None,
+                "message": message,
+                "oom": error is not None,
+            }
+        ),
+        flush=True,
+    )
     del blocks
     return 0
 

@@ -24,8 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LIB = ROOT / "libinterpose" / "build" / "libgpumem.so"
 GIB = 1 << 30
-NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
-                "NVSHMEM_DISABLE_NVLS": "1"}
+NO_MULTICAST = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
 
 PROBE = r"""
 import json, sys, ctypes, torch
@@ -103,16 +102,20 @@ def env_with(**extra):
 
 
 def py(code, env, log, timeout=180):
-    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                       timeout=timeout)
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     log.write(f"$ python -c <probe>\n{p.stdout}{p.stderr}[rc={p.returncode}]\n")
     lines = [x for x in p.stdout.splitlines() if x.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
 
 
 def nvsmi_totals(env):
-    p = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
-                       env=env, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return {int(a): int(b) for a, b in (x.split(",") for x in p.stdout.strip().splitlines())}
 
 
@@ -126,8 +129,11 @@ def main():
     log = open(out / "multi_gpu.log", "w")
     rows = []
 
-    native = py(PROBE.replace("int(total * 0.8)", "1").replace("int(total * 1.05)", "1 << 62"),
-                {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}, log)
+    native = py(
+        PROBE.replace("int(total * 0.8)", "1").replace("int(total * 1.05)", "1 << 62"),
+        {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
+        log,
+    )
     nat_total = [d["cuDeviceTotalMem"] for d in native["devices"]]
 
     # 1. a cap per device
@@ -136,12 +142,24 @@ def main():
     d0, d1 = r["devices"][0], r["devices"][1]
     want1 = int(nat_total[1] * 0.25)
     smi = nvsmi_totals(env)
-    ok = (d0["total"] == 8 * GIB and d0["cuDeviceTotalMem"] == 8 * GIB and abs(d1["total"] - want1) <= 1 << 20
-          and d1["cuDeviceTotalMem"] == d1["total"] and all(d["under_ok"] and d["over_refused"] for d in (d0, d1))
-          and smi.get(0) == 8192 and abs(smi.get(1, 0) - want1 / (1 << 20)) <= 1)
-    rows.append(("per-device caps", ok, f"dev0 {d0['total'] / GIB:.2f} GiB, dev1 {d1['total'] / GIB:.2f} GiB "
-                 f"(0.25 of {nat_total[1] / GIB:.2f}); nvidia-smi {smi}; enforced "
-                 f"{[d['over_refused'] for d in (d0, d1)]}"))
+    ok = (
+        d0["total"] == 8 * GIB
+        and d0["cuDeviceTotalMem"] == 8 * GIB
+        and abs(d1["total"] - want1) <= 1 << 20
+        and d1["cuDeviceTotalMem"] == d1["total"]
+        and all(d["under_ok"] and d["over_refused"] for d in (d0, d1))
+        and smi.get(0) == 8192
+        and abs(smi.get(1, 0) - want1 / (1 << 20)) <= 1
+    )
+    rows.append(
+        (
+            "per-device caps",
+            ok,
+            f"dev0 {d0['total'] / GIB:.2f} GiB, dev1 {d1['total'] / GIB:.2f} GiB "
+            f"(0.25 of {nat_total[1] / GIB:.2f}); nvidia-smi {smi}; enforced "
+            f"{[d['over_refused'] for d in (d0, d1)]}",
+        )
+    )
 
     # 2. CUDA_VISIBLE_DEVICES=1: the process's device 0 is physical GPU 1
     env = env_with(GPUMEM_LIMIT_0="8GiB", CUDA_VISIBLE_DEVICES="1")
@@ -150,21 +168,44 @@ def main():
     phys1_bus = native["devices"][1]["pci_bus_id"]
     dev = r["devices"][0]
     g1, g0 = nv.get("1", {}), nv.get("0", {})
-    ok = (r["count"] == 1 and dev["total"] == 8 * GIB and dev["pci_bus_id"] == phys1_bus
-          and g1.get("by_index") == g1.get("by_uuid") == g1.get("by_bus") == 8 * GIB
-          and g0.get("by_index", 0) > 8 * GIB)
-    rows.append(("CUDA_VISIBLE_DEVICES=1", ok, f"device 0 = bus {dev['pci_bus_id']} (physical 1 is "
-                 f"{phys1_bus}), total {dev['total'] / GIB:.2f} GiB; NVML gpu1 index/uuid/bus "
-                 f"{[g1.get(k, 0) / GIB for k in ('by_index', 'by_uuid', 'by_bus')]} GiB, gpu0 "
-                 f"{g0.get('by_index', 0) / GIB:.2f} GiB"))
+    ok = (
+        r["count"] == 1
+        and dev["total"] == 8 * GIB
+        and dev["pci_bus_id"] == phys1_bus
+        and g1.get("by_index") == g1.get("by_uuid") == g1.get("by_bus") == 8 * GIB
+        and g0.get("by_index", 0) > 8 * GIB
+    )
+    rows.append(
+        (
+            "CUDA_VISIBLE_DEVICES=1",
+            ok,
+            f"device 0 = bus {dev['pci_bus_id']} (physical 1 is "
+            f"{phys1_bus}), total {dev['total'] / GIB:.2f} GiB; NVML gpu1 index/uuid/bus "
+            f"{[g1.get(k, 0) / GIB for k in ('by_index', 'by_uuid', 'by_bus')]} GiB, gpu0 "
+            f"{g0.get('by_index', 0) / GIB:.2f} GiB",
+        )
+    )
 
     # 3. NCCL all-reduce between two capped processes
     procs = []
     for rank in range(2):
-        e = env_with(GPUMEM_LIMIT="0.25", CUDA_VISIBLE_DEVICES=rank, RANK=rank, WORLD_SIZE=2,
-                     MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")
-        procs.append(subprocess.Popen([sys.executable, "-c", ALLREDUCE], env=e, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        e = env_with(
+            GPUMEM_LIMIT="0.25",
+            CUDA_VISIBLE_DEVICES=rank,
+            RANK=rank,
+            WORLD_SIZE=2,
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT="29533",
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", ALLREDUCE],
+                env=e,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     res = []
     for p in procs:
         o, e = p.communicate(timeout=240)
@@ -172,11 +213,22 @@ def main():
         lines = [x for x in o.splitlines() if x.startswith("{")]
         res.append(json.loads(lines[-1]) if lines else {})
     ok = all(x.get("sum_ok") and x.get("ledger_growth", 0) > x.get("torch_growth", 0) for x in res)
-    rows.append(("NCCL all-reduce, capped", ok, "; ".join(
-        f"rank {x.get('rank')}: sum ok {x.get('sum_ok')}, ledger +{x.get('ledger_growth', 0) / (1 << 20):.0f} MiB"
-        f" vs torch +{x.get('torch_growth', 0) / (1 << 20):.0f} MiB" for x in res)))
+    rows.append(
+        (
+            "NCCL all-reduce, capped",
+            ok,
+            "; ".join(
+                f"rank {x.get('rank')}: sum ok {x.get('sum_ok')}, "
+                f"ledger +{x.get('ledger_growth', 0) / (1 << 20):.0f} MiB"
+                f" vs torch +{x.get('torch_growth', 0) / (1 << 20):.0f} MiB"
+                for x in res
+            ),
+        )
+    )
 
-    (out / "multi_gpu.json").write_text(json.dumps([{"check": a, "pass": b, "figures": c} for a, b, c in rows]))
+    (out / "multi_gpu.json").write_text(
+        json.dumps([{"check": a, "pass": b, "figures": c} for a, b, c in rows])
+    )
     print()
     for name, ok, figures in rows:
         print(f"{name:<26} {'PASS' if ok else 'FAIL':<5} {figures}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import acceptance  # noqa: E402
+import acceptance
 
 pytestmark = pytest.mark.gpu
 
