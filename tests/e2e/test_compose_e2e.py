@@ -18,9 +18,7 @@ SERVE = ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"]
 def write_stack(path, image: str, services: dict, top: dict | None = None):
     """A compose file: each service runs `image` idle; `services` maps name -> extra keys."""
     doc = dict(top or {})
-    doc["services"] = {
-        name: {"image": image, "command": SERVE, **extra} for name, extra in services.items()
-    }
+    doc["services"] = {name: {"image": image, "command": SERVE, **extra} for name, extra in services.items()}
     # JSON is YAML, and Compose reads it as such
     path.write_text(json.dumps(doc, indent=2))
     return path
@@ -35,8 +33,11 @@ STACK = {
     "sized": {"runtime": "nvidia", "x-gpu-memory": "2GiB"},
     "neighbour": {"runtime": "nvidia"},
     # two stand-in devices, a cap of its own on each
-    "per_device": {"runtime": "nvidia", "x-gpu-memory": {"0": 0.5, "1": "1GiB"},
-                   "environment": {"FAKE_CUDA_DEVICES": "2"}},
+    "per_device": {
+        "runtime": "nvidia",
+        "x-gpu-memory": {"0": 0.5, "1": "1GiB"},
+        "environment": {"FAKE_CUDA_DEVICES": "2"},
+    },
 }
 
 
@@ -44,8 +45,13 @@ def gpumem_compose(e2e, folder, project, *args, env=None) -> subprocess.Complete
     """`gpumem-compose -p PROJECT -f FOLDER/compose.yaml ARGS` run in FOLDER."""
     return subprocess.run(
         [e2e.gpumem_compose, "-p", project, "-f", str(folder / "compose.yaml"), *map(str, args)],
-        capture_output=True, text=True, cwd=folder, env=env, stdin=subprocess.DEVNULL,
-        timeout=180)
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=180,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +108,8 @@ def test_limited_service_allocation_past_cap_is_refused(e2e, stack, device_total
 
 
 def test_neighbour_without_x_gpu_memory_sees_whole_device_and_allocates_past_others_cap(
-        e2e, stack, device_total):
+    e2e, stack, device_total
+):
     seen = e2e.info(stack["neighbour"])
     assert seen["total"] == device_total
     assert seen["total"] > int(device_total * 0.3)
@@ -133,7 +140,11 @@ def hold(container: str, nbytes: int, seconds: int) -> subprocess.Popen:
     probe prints `ok` once its allocation succeeded, then holds)."""
     holder = subprocess.Popen(
         ["docker", "exec", container, "gpumem_probe", "alloc", str(nbytes), str(seconds)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     ready, _, _ = select.select([holder.stdout], [], [], 30)
     first = holder.stdout.readline().strip() if ready else ""
     if first != "ok":
@@ -177,8 +188,7 @@ def test_two_services_have_separate_ledgers(e2e, stack):
         finish(holder)
 
 
-def test_nvml_in_limited_service_shows_cap_as_total_and_container_usage_as_used(
-        e2e, stack, device_total):
+def test_nvml_in_limited_service_shows_cap_as_total_and_container_usage_as_used(e2e, stack, device_total):
     container = stack["limited"]
     share = e2e.info(container)["free"] // 2
     holder = hold(container, share, 3)
@@ -190,16 +200,17 @@ def test_nvml_in_limited_service_shows_cap_as_total_and_container_usage_as_used(
     assert share <= seen["used"] <= seen["total"]
 
 
-def test_compose_exec_through_gpumem_compose_is_capped_and_keeps_the_exit_code(
-        e2e, stack, device_total):
+def test_compose_exec_through_gpumem_compose_is_capped_and_keeps_the_exit_code(e2e, stack, device_total):
     past = int(device_total * 0.3) + 1 * MiB
-    proc = gpumem_compose(e2e, stack["_folder"], stack["_project"],
-                          "exec", "-T", "limited", "gpumem_probe", "alloc", past)
+    proc = gpumem_compose(
+        e2e, stack["_folder"], stack["_project"], "exec", "-T", "limited", "gpumem_probe", "alloc", past
+    )
     assert (proc.returncode, proc.stdout.split()[:1]) == (3, ["oom"]), proc.stderr
 
 
 def test_top_level_default_caps_gpu_services_without_own_value_and_leaves_others_alone(
-        e2e, tmp_path, device_total):
+    e2e, tmp_path, device_total
+):
     services = {
         "gpu": {"runtime": "nvidia"},
         "own": {"runtime": "nvidia", "x-gpu-memory": 0.1},
@@ -211,8 +222,7 @@ def test_top_level_default_caps_gpu_services_without_own_value_and_leaves_others
     try:
         assert up.returncode == 0, up.stderr
         seen = {name: e2e.info(e2e.container_of(project, name))["total"] for name in services}
-        assert seen == {"gpu": int(device_total * 0.25), "own": int(device_total * 0.1),
-                        "cpu": device_total}
+        assert seen == {"gpu": int(device_total * 0.25), "own": int(device_total * 0.1), "cpu": device_total}
         cpu_env = e2e.inspect(e2e.container_of(project, "cpu"))["Config"]["Env"] or []
         assert not [e for e in cpu_env if e.startswith(("LD_PRELOAD=", "GPUMEM_"))]
     finally:
@@ -240,8 +250,9 @@ def test_up_with_library_missing_fails_in_one_line_and_starts_nothing(e2e, tmp_p
     empty.mkdir()
     project = project_name("nolib")
     try:
-        proc = gpumem_compose(e2e, tmp_path, project, "up", "-d",
-                              env=dict(e2e.engine.env(), GPUMEM_LIB_DIR=str(empty)))
+        proc = gpumem_compose(
+            e2e, tmp_path, project, "up", "-d", env=dict(e2e.engine.env(), GPUMEM_LIB_DIR=str(empty))
+        )
         assert proc.returncode != 0
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, f"expected a one-line error, got:\n{proc.stderr}"
@@ -256,19 +267,24 @@ def _injected_view(info: dict) -> dict:
     """What injection decides about a container: its environment, mounts and runtime."""
     return {
         "env": sorted(e for e in info["Config"]["Env"] or [] if not e.startswith("HOSTNAME=")),
-        "mounts": sorted((m["Type"], m["Source"], m["Destination"], m["RW"])
-                         for m in info["Mounts"]),
+        "mounts": sorted((m["Type"], m["Source"], m["Destination"], m["RW"]) for m in info["Mounts"]),
         "runtime": info["HostConfig"]["Runtime"],
     }
 
 
 def test_committed_override_with_plain_compose_gives_same_containers_as_gpumem_compose_up(
-        e2e, tmp_path, device_total):
+    e2e, tmp_path, device_total
+):
     compose_file = write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
     override = tmp_path / "gpumem.override.yaml"
-    made = subprocess.run([e2e.gpumem_compose, "-f", compose_file, "override", "-o", override],
-                          capture_output=True, text=True, cwd=tmp_path,
-                          stdin=subprocess.DEVNULL, timeout=120)
+    made = subprocess.run(
+        [e2e.gpumem_compose, "-f", compose_file, "override", "-o", override],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     assert str(e2e.lib_dir) not in override.read_text(), "the committed file names a local path"
     ours, plain = project_name("ours"), project_name("plain")
@@ -278,8 +294,14 @@ def test_committed_override_with_plain_compose_gives_same_containers_as_gpumem_c
     }
     try:
         for project, base in runs.items():
-            up = subprocess.run(base + ["up", "-d"], capture_output=True, text=True,
-                                cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=180)
+            up = subprocess.run(
+                [*base, "up", "-d"],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                timeout=180,
+            )
             assert up.returncode == 0, f"{project}: {up.stderr}"
         for service in STACK:
             views = [_injected_view(e2e.inspect(e2e.container_of(p, service))) for p in runs]
@@ -288,5 +310,10 @@ def test_committed_override_with_plain_compose_gives_same_containers_as_gpumem_c
         assert e2e.info(e2e.container_of(plain, "limited"))["total"] == int(device_total * 0.3)
     finally:
         for base in runs.values():
-            subprocess.run(base + ["down", "-t", "1"], capture_output=True, cwd=tmp_path,
-                           stdin=subprocess.DEVNULL, timeout=180)
+            subprocess.run(
+                [*base, "down", "-t", "1"],
+                capture_output=True,
+                cwd=tmp_path,
+                stdin=subprocess.DEVNULL,
+                timeout=180,
+            )

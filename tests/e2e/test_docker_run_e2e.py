@@ -11,10 +11,10 @@ MiB = 1 << 20
 
 def docker_run(e2e, *args, gpumem=True):
     """`gpumem-docker run --rm --runtime nvidia ARGS` (or plain `docker run` for gpumem=False)."""
-    argv = [e2e.gpumem_docker if gpumem else "docker", "run", "--rm", "--runtime", "nvidia",
-            *args]
-    return subprocess.run([str(a) for a in argv], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
+    argv = [e2e.gpumem_docker if gpumem else "docker", "run", "--rm", "--runtime", "nvidia", *args]
+    return subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +57,23 @@ def test_plain_docker_run_allocates_past_what_the_cap_would_be(e2e, device_total
 
 
 def test_other_docker_run_options_pass_through_untouched(e2e):
-    proc = docker_run(e2e, "--gpu-memory", "0.3", "-e", "LD_PRELOAD=/nonexistent-but-kept.so",
-                      "-e", "KEEP=me", "--workdir", "/tmp", e2e.image,
-                      "sh", "-c", 'echo "$KEEP|$PWD|$LD_PRELOAD"')
+    proc = docker_run(
+        e2e,
+        "--gpu-memory",
+        "0.3",
+        "-e",
+        "LD_PRELOAD=/nonexistent-but-kept.so",
+        "-e",
+        "KEEP=me",
+        "--workdir",
+        "/tmp",
+        e2e.image,
+        "sh",
+        "-c",
+        'echo "$KEEP|$PWD|$LD_PRELOAD"',
+    )
     assert proc.returncode == 0, proc.stderr
     keep, pwd, preload = proc.stdout.strip().split("|")
     assert (keep, pwd) == ("me", "/tmp")
     # ours first, the existing value kept after it
-    assert preload.replace(" ", ":").split(":") == ["/opt/gpumem/libgpumem.so",
-                                                    "/nonexistent-but-kept.so"]
+    assert preload.replace(" ", ":").split(":") == ["/opt/gpumem/libgpumem.so", "/nonexistent-but-kept.so"]
