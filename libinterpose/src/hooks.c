@@ -462,69 +462,28 @@ int cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev)
     CTX_CREATE(cuDevicePrimaryCtxRetain, dev, real_(pctx, dev), 1);
 }
 
-int cuCtxDestroy(CUcontext ctx)
-{
-    REAL(cuCtxDestroy, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(ctx);
-    if (r == CUDA_SUCCESS) ctx_destroyed(ctx);
-    return r;
-}
-
-int cuCtxDestroy_v2(CUcontext ctx)
-{
-    REAL(cuCtxDestroy_v2, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(ctx);
-    if (r == CUDA_SUCCESS) ctx_destroyed(ctx);
-    return r;
-}
-
-int cuDevicePrimaryCtxRelease(CUdevice dev)
-{
-    REAL(cuDevicePrimaryCtxRelease, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(dev);
-    if (r == CUDA_SUCCESS) ctx_primary_released(dev);
-    return r;
-}
-
-int cuDevicePrimaryCtxRelease_v2(CUdevice dev)
-{
-    REAL(cuDevicePrimaryCtxRelease_v2, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(dev);
-    if (r == CUDA_SUCCESS) ctx_primary_released(dev);
-    return r;
-}
-
-int cuDevicePrimaryCtxReset(CUdevice dev)
-{
-    REAL(cuDevicePrimaryCtxReset, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(dev);
-    if (r == CUDA_SUCCESS) ctx_primary_reset(dev);
-    return r;
-}
-
-int cuDevicePrimaryCtxReset_v2(CUdevice dev)
-{
-    REAL(cuDevicePrimaryCtxReset_v2, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(dev);
-    if (r == CUDA_SUCCESS) ctx_primary_reset(dev);
-    return r;
-}
-
-/* ---------------------------------------------------------------- streams */
+/* one shape for every teardown: call the real function, then tell the device table what went */
+#define TEARDOWN(fname, type, on_success)                                            \
+    int fname(type arg_)                                                             \
+    {                                                                                \
+        REAL(fname, CUDA_ERROR_NOT_FOUND);                                           \
+        CUresult r_ = real_(arg_);                                                   \
+        if (r_ == CUDA_SUCCESS) on_success(arg_);                                    \
+        return r_;                                                                   \
+    }
 
 /* a stream's handle may come back for another context: forget the stream memo */
-int cuStreamDestroy(CUstream s)
+static void stream_destroyed(CUstream s)
 {
-    REAL(cuStreamDestroy, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(s);
+    (void)s;
     dev_memo_forget();
-    return r;
 }
 
-int cuStreamDestroy_v2(CUstream s)
-{
-    REAL(cuStreamDestroy_v2, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(s);
-    dev_memo_forget();
-    return r;
-}
+TEARDOWN(cuCtxDestroy, CUcontext, ctx_destroyed)
+TEARDOWN(cuCtxDestroy_v2, CUcontext, ctx_destroyed)
+TEARDOWN(cuDevicePrimaryCtxRelease, CUdevice, ctx_primary_released)
+TEARDOWN(cuDevicePrimaryCtxRelease_v2, CUdevice, ctx_primary_released)
+TEARDOWN(cuDevicePrimaryCtxReset, CUdevice, ctx_primary_reset)
+TEARDOWN(cuDevicePrimaryCtxReset_v2, CUdevice, ctx_primary_reset)
+TEARDOWN(cuStreamDestroy, CUstream, stream_destroyed)
+TEARDOWN(cuStreamDestroy_v2, CUstream, stream_destroyed)
