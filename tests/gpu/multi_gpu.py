@@ -165,13 +165,15 @@ def main():
     env = env_with(GPUMEM_LIMIT_0="8GiB", CUDA_VISIBLE_DEVICES="1")
     r = py(PROBE, env, log)
     nv = py(NVML_PROBE, env, log)
-    phys1_bus = native["devices"][1]["pci_bus_id"]
+    # the UUID tells the GPUs apart (on the 2026-11-25 machine both reported PCI bus number 0)
+    phys1 = native["devices"][1]["uuid"]
     dev = r["devices"][0]
     g1, g0 = nv.get("1", {}), nv.get("0", {})
     ok = (
         r["count"] == 1
         and dev["total"] == 8 * GIB
-        and dev["pci_bus_id"] == phys1_bus
+        and dev["uuid"] == phys1
+        and dev["uuid"] != native["devices"][0]["uuid"]
         and g1.get("by_index") == g1.get("by_uuid") == g1.get("by_bus") == 8 * GIB
         and g0.get("by_index", 0) > 8 * GIB
     )
@@ -179,8 +181,8 @@ def main():
         (
             "CUDA_VISIBLE_DEVICES=1",
             ok,
-            f"device 0 = bus {dev['pci_bus_id']} (physical 1 is "
-            f"{phys1_bus}), total {dev['total'] / GIB:.2f} GiB; NVML gpu1 index/uuid/bus "
+            f"device 0 = {dev['uuid']} (physical 1 is "
+            f"{phys1}), total {dev['total'] / GIB:.2f} GiB; NVML gpu1 index/uuid/bus "
             f"{[g1.get(k, 0) / GIB for k in ('by_index', 'by_uuid', 'by_bus')]} GiB, gpu0 "
             f"{g0.get('by_index', 0) / GIB:.2f} GiB",
         )
