@@ -34,10 +34,14 @@ def environ(preload: bool, limit="0.95", **extra):
     return env
 
 
+STATS_LINES = []  # libgpumem's GPUMEM_STATS=1 lines, with --stats
+
+
 def run_kv(argv, env, timeout=120):
     p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         raise RuntimeError(f"{argv} failed: {p.stderr.strip()[-300:]}")
+    STATS_LINES.extend(x for x in p.stderr.splitlines() if x.startswith("gpumem: stats"))
     line = p.stdout.strip().splitlines()[-1]
     return {k: float(v) for k, v in (x.split("=") for x in line.split())}
 
@@ -141,6 +145,12 @@ def main():
     ap.add_argument("--only", help="comma-separated substrings of case names")
     ap.add_argument("--skip-usable", action="store_true")
     ap.add_argument("--usable", help="comma-separated substrings of usable-memory modes")
+    ap.add_argument(
+        "--stats",
+        action="store_true",
+        help="run the library side with GPUMEM_STATS=1 and keep its per-hook split of time "
+        "(the timing itself costs: take ratios from a run without it)",
+    )
     args = ap.parse_args()
     build()
     results = []
@@ -150,7 +160,8 @@ def main():
         samples = {False: {}, True: {}}
         for _ in range(args.trials):
             for preload in (False, True):  # interleaved: native, preload, native, ...
-                for metric, value in fn(environ(preload)).items():
+                env = environ(preload, **({"GPUMEM_STATS": "1"} if preload and args.stats else {}))
+                for metric, value in fn(env).items():
                     samples[preload].setdefault(metric, []).append(value)
         for metric in samples[False]:
             nat, pre = samples[False][metric], samples[True][metric]
@@ -177,6 +188,11 @@ def main():
             f"{r['case']:<34} {r['metric']:<24} {r['native_min']:>8.2f}/{r['native_median']:<9.2f}"
             f" {r['preload_min']:>8.2f}/{r['preload_median']:<9.2f} {r['ratio']:>6.3f}"
         )
+    if STATS_LINES:
+        (out / "stats.txt").write_text("\n".join(STATS_LINES) + "\n")
+        print("\nlibgpumem per-hook split (the last lines; all of them in stats.txt):")
+        for line in STATS_LINES[-12:]:
+            print(" ", line)
     for u in usable:
         print(
             f"usable under 8 GiB: {u['mode']:<44} {u['held'] / GIB:6.2f} GiB {u['share']:6.1%} {u['error']}"

@@ -91,6 +91,7 @@ static void fork_child(void)
 static void init_once_fn(void)
 {
     gpumem_log_init();
+    gpumem_stats_init();
     gpumem_active = gpumem_limits_present();
     ctx_reserve = gpumem_parse_size_env("GPUMEM_CONTEXT_RESERVE", ctx_reserve);
     pthread_atfork(fork_prepare, fork_parent, fork_child);

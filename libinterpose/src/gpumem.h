@@ -53,6 +53,22 @@ enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
 GPUMEM_HIDDEN extern int gpumem_log_level;
 GPUMEM_HIDDEN void gpumem_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 #define LOG(lvl, ...) do { if ((lvl) <= gpumem_log_level) gpumem_log((lvl), __VA_ARGS__); } while (0)
+
+/* GPUMEM_STATS=1: calls and time per hook, printed at exit (stats.c) */
+GPUMEM_HIDDEN extern int gpumem_stats_on;
+GPUMEM_HIDDEN void gpumem_stats_init(void);
+GPUMEM_HIDDEN uint64_t gpumem_now_ns(void);
+GPUMEM_HIDDEN int gpumem_stats_index(const char *hook);
+GPUMEM_HIDDEN void gpumem_stats_add(int i, uint64_t t_entry, uint64_t t_real0, uint64_t t_real1);
+#define STATS_NOW() (__builtin_expect(gpumem_stats_on, 0) ? gpumem_now_ns() : 0)
+/* at a hook's return: t_entry_ from REAL, the driver call between t0 and t1 (0, 0: none) */
+#define STATS_DONE(t0, t1) do {                                                   \
+        if (__builtin_expect(gpumem_stats_on, 0)) {                               \
+            static int si_ = -1;                                                  \
+            if (si_ < 0) si_ = gpumem_stats_index(__func__);                      \
+            gpumem_stats_add(si_, t_entry_, (t0), (t1));                          \
+        }                                                                         \
+    } while (0)
 GPUMEM_HIDDEN void gpumem_log_init(void);
 GPUMEM_HIDDEN const char *gpumem_human(uint64_t bytes, char *buf, size_t len);
 

@@ -122,9 +122,12 @@ int cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, in
 #define ALLOC(fname, dev, ctx, size, kind, call, key) do {                       \
         struct charge c_;                                                         \
         CUresult e_ = charge_begin(&c_, (dev), (ctx), (size), (kind), #fname);   \
-        if (e_ != CUDA_SUCCESS) return e_;                                        \
+        if (e_ != CUDA_SUCCESS) { STATS_DONE(0, 0); return e_; }                  \
+        uint64_t t0_ = STATS_NOW();                                               \
         CUresult r_ = (call);                                                     \
+        uint64_t t1_ = STATS_NOW();                                               \
         charge_end(&c_, r_, r_ == CUDA_SUCCESS ? (uint64_t)(key) : 0);            \
+        STATS_DONE(t0_, t1_);                                                     \
         return r_;                                                                \
     } while (0)
 
@@ -132,8 +135,11 @@ int cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, in
 #define FREE(key, kind, call) do {                                                \
         struct track_rec rec_;                                                    \
         int took_ = uncharge_begin((uint64_t)(key), (kind), &rec_);              \
+        uint64_t t0_ = STATS_NOW();                                               \
         CUresult r_ = (call);                                                     \
+        uint64_t t1_ = STATS_NOW();                                               \
         uncharge_end(took_, &rec_, r_);                                           \
+        STATS_DONE(t0_, t1_);                                                     \
         return r_;                                                                \
     } while (0)
 
@@ -341,13 +347,16 @@ int cuMipmappedArrayDestroy(CUmipmappedArray arr)
 int cuMemGetInfo_v2(size_t *free_b, size_t *total_b)
 {
     REAL(cuMemGetInfo_v2, CUDA_ERROR_NOT_FOUND);
+    uint64_t t0 = STATS_NOW();
     CUresult r = real_(free_b, total_b);
+    uint64_t t1 = STATS_NOW();
     CURRENT_DEV();
     uint64_t f, t, u;
     if (r == CUDA_SUCCESS && free_b && total_b && dev_report(dev_, *free_b, &f, &t, &u)) {
         *free_b = f;
         *total_b = t;
     }
+    STATS_DONE(t0, t1);
     return r;
 }
 

@@ -71,6 +71,7 @@ GPUMEM_HOOKS(GPUMEM_PROTO)
 GPUMEM_HIDDEN void *hooks_real(int idx);
 /* the real function of an entry, or return `err` from the hook when the driver lacks it */
 #define REAL(name, err) \
+    uint64_t t_entry_ __attribute__((unused)) = STATS_NOW(); \
     fn_##name real_ = (fn_##name)hooks_real(H_##name); \
     if (!real_) return (err)
 #endif

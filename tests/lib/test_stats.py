@@ -1,0 +1,32 @@
+"""GPUMEM_STATS=1 counts the calls of each hook and splits their time between the library and
+the driver, printed at exit; without it nothing is printed."""
+
+import re
+
+import pytest
+
+STEPS = ["init", "dev=0", "primary", "alloc=1G", "alloc=3G", "free", "info"]
+
+
+@pytest.mark.parametrize("mode", ["link", "gpa2"])
+def test_stats_count_each_hooks_calls_and_split_the_time(gpu, mode):
+    r = gpu.run(f"mode={mode}", *STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1")
+    assert r.results("alloc") == ["ok", "err=2"], r
+    lines = {
+        m[0]: m[1:]
+        for m in re.findall(
+            r"^gpumem: stats (\w+): (\d+) calls, ([\d.]+) us in gpumem "
+            r"and ([\d.]+) us in the driver per call",
+            r.err,
+            re.M,
+        )
+    }
+    assert lines["cuMemAlloc_v2"][0] == "2"  # the refused one counts, with no driver time
+    assert lines["cuMemFree_v2"][0] == "1"
+    assert lines["cuMemGetInfo_v2"][0] == "1"
+    assert all(float(ours) >= 0 and float(drv) >= 0 for _, ours, drv in lines.values())
+
+
+def test_without_stats_nothing_is_printed(gpu):
+    r = gpu.run(*STEPS, GPUMEM_LIMIT="2GiB")
+    assert "gpumem: stats" not in r.err
