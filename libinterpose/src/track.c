@@ -1,5 +1,7 @@
 /* Per-process allocation table: pointer/handle -> (size, device, context, kind).
- * 64 shards, each a mutex and a chained hash, so 16 threads rarely meet on one lock. */
+ * 64 shards, each a mutex and a chained hash, so 16 threads rarely meet on one lock.  Each shard
+ * keeps up to SPARE freed nodes for the next record: an alloc/free pair then calls neither malloc
+ * nor free (a fifth of the library's own time per pair, by callgrind on the stand-in driver). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,8 +11,31 @@
 #define NBUCKET 256
 
 struct node { struct track_rec r; struct node *next; };
-struct shard { pthread_mutex_t mu; struct node *b[NBUCKET]; } __attribute__((aligned(64)));
-static struct shard shards[NSHARD] = { [0 ... NSHARD - 1] = { PTHREAD_MUTEX_INITIALIZER, { 0 } } };
+#define SPARE 32
+struct shard { pthread_mutex_t mu; struct node *b[NBUCKET]; struct node *spare; int nspare; } __attribute__((aligned(64)));
+static struct shard shards[NSHARD] = { [0 ... NSHARD - 1] = { PTHREAD_MUTEX_INITIALIZER, { 0 }, NULL, 0 } };
+
+/* under the shard's lock */
+static struct node *node_get(struct shard *s)
+{
+    struct node *n = s->spare;
+    if (!n) return malloc(sizeof *n);
+    s->spare = n->next;
+    s->nspare--;
+    return n;
+}
+
+/* under the shard's lock */
+static void node_put(struct shard *s, struct node *n)
+{
+    if (s->nspare >= SPARE) {
+        free(n);
+        return;
+    }
+    n->next = s->spare;
+    s->spare = n;
+    s->nspare++;
+}
 
 static inline uint64_t mix(uint64_t k)
 {
@@ -22,10 +47,14 @@ void track_add(uint64_t key, int kind, uint64_t size, int dev, void *ctx)
 {
     uint64_t h = mix(key ^ ((uint64_t)kind << 56));
     struct shard *s = &shards[h % NSHARD];
-    struct node *n = malloc(sizeof *n);
-    if (!n) { LOG(LOG_ERROR, "out of host memory tracking an allocation; it stays charged"); return; }
-    n->r = (struct track_rec){ key, size, dev, kind, ctx };
     pthread_mutex_lock(&s->mu);
+    struct node *n = node_get(s);
+    if (!n) {
+        pthread_mutex_unlock(&s->mu);
+        LOG(LOG_ERROR, "out of host memory tracking an allocation; it stays charged");
+        return;
+    }
+    n->r = (struct track_rec){ key, size, dev, kind, ctx };
     struct node **b = &s->b[(h / NSHARD) % NBUCKET];
     n->next = *b;
     *b = n;
@@ -43,7 +72,7 @@ int track_remove(uint64_t key, int kind, struct track_rec *out)
             struct node *n = *p;
             *p = n->next;
             *out = n->r;
-            free(n);
+            node_put(s, n);
             found = 1;
             break;
         }
@@ -64,7 +93,7 @@ void track_drop_ctx(void *ctx, uint64_t out[GPUMEM_MAX_DEV])
                     struct node *n = *p;
                     *p = n->next;
                     if (n->r.dev >= 0 && n->r.dev < GPUMEM_MAX_DEV) out[n->r.dev] += n->r.size;
-                    free(n);
+                    node_put(s, n);
                 } else {
                     p = &(*p)->next;
                 }
