@@ -373,19 +373,17 @@ int cuMemGetInfo(unsigned int *free_b, unsigned int *total_b)
     return r;
 }
 
+/* A limited device's total is its cap, known since its devices were loaded: no driver call.
+ * Any other device (unlimited, or a malformed limit) gets the driver's own answer. */
 int cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev)
 {
-    /* a followed device's answer is its cap, known since its devices were loaded: no driver call */
     uint64_t cap;
     if (bytes && dev_cap_of(dev, &cap)) {
         *bytes = cap;
         return CUDA_SUCCESS;
     }
     REAL(cuDeviceTotalMem_v2, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(bytes, dev);
-    uint64_t f, t, u;
-    if (r == CUDA_SUCCESS && bytes && dev_report(dev_by_handle(dev), 0, &f, &t, &u)) *bytes = t;
-    return r;
+    return real_(bytes, dev);
 }
 
 int cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
@@ -396,23 +394,26 @@ int cuDeviceTotalMem(unsigned int *bytes, CUdevice dev)
         return CUDA_SUCCESS;
     }
     REAL(cuDeviceTotalMem, CUDA_ERROR_NOT_FOUND);
-    CUresult r = real_(bytes, dev);
+    return real_(bytes, dev);
+}
+
+/* NVML's two layouts share total/used/free: total = cap, used = the container's usage */
+static int nvml_report(nvmlDevice_t dev, unsigned long long *total, unsigned long long *used,
+                       unsigned long long *free_b)
+{
     uint64_t f, t, u;
-    if (r == CUDA_SUCCESS && bytes && dev_report(dev_by_handle(dev), 0, &f, &t, &u))
-        *bytes = t > UINT_MAX ? UINT_MAX : (unsigned int)t;
-    return r;
+    if (!dev_report(dev_by_nvml(dev), UINT64_MAX, &f, &t, &u)) return 0;
+    *total = t;
+    *used = u > t ? t : u;
+    *free_b = t - *used;
+    return 1;
 }
 
 int nvmlDeviceGetMemoryInfo(nvmlDevice_t dev, nvmlMemory_t *mem)
 {
     REAL(nvmlDeviceGetMemoryInfo, 13 /* NVML_ERROR_FUNCTION_NOT_FOUND */);
     nvmlReturn_t r = real_(dev, mem);
-    uint64_t f, t, u;
-    if (r == NVML_SUCCESS && mem && dev_report(dev_by_nvml(dev), UINT64_MAX, &f, &t, &u)) {
-        mem->total = t;
-        mem->used = u > t ? t : u;
-        mem->free = t - mem->used;
-    }
+    if (r == NVML_SUCCESS && mem) nvml_report(dev, &mem->total, &mem->used, &mem->free);
     return r;
 }
 
@@ -420,13 +421,7 @@ int nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t dev, nvmlMemory_v2_t *mem)
 {
     REAL(nvmlDeviceGetMemoryInfo_v2, 13 /* NVML_ERROR_FUNCTION_NOT_FOUND */);
     nvmlReturn_t r = real_(dev, mem);
-    uint64_t f, t, u;
-    if (r == NVML_SUCCESS && mem && dev_report(dev_by_nvml(dev), UINT64_MAX, &f, &t, &u)) {
-        mem->total = t;
-        mem->reserved = 0;
-        mem->used = u > t ? t : u;
-        mem->free = t - mem->used;
-    }
+    if (r == NVML_SUCCESS && mem && nvml_report(dev, &mem->total, &mem->used, &mem->free)) mem->reserved = 0;
     return r;
 }
 
