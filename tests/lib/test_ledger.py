@@ -69,15 +69,15 @@ def test_state_dir_is_created_usable_by_other_users(gpu):
     gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB")
     mode = gpu.state.stat().st_mode
     assert mode & stat.S_ISVTX and mode & 0o777 == 0o777
-    assert (gpu.state / "ledger-v1").stat().st_mode & 0o666 == 0o666
-    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v1"]  # no temp file left behind
+    assert (gpu.state / "ledger-v2").stat().st_mode & 0o666 == 0o666
+    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v2"]  # no temp file left behind
 
 
 def test_state_dir_is_created_with_its_missing_parents(gpu, tmp_path):
     state = tmp_path / "a" / "b" / "state"
     r = gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB", GPUMEM_STATE_DIR=state)
     assert r.results("alloc") == ["ok"] and "unusable" not in r.err
-    assert (state / "ledger-v1").exists()
+    assert (state / "ledger-v2").exists()
 
 
 def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, tmp_path):
@@ -102,11 +102,11 @@ def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, 
 
 def test_ledger_of_another_layout_falls_back_instead_of_corrupting_it(gpu):
     gpu.state.mkdir()
-    (gpu.state / "ledger-v1").write_bytes(b"\0" * 64)
+    (gpu.state / "ledger-v2").write_bytes(b"\0" * 64)
     r = gpu.run(*START, "alloc=1536M", "alloc=1G", GPUMEM_LIMIT="2GiB", **NORES)
     assert r.results("alloc") == ["ok", "err=2"]
     assert "unusable" in r.err
-    assert (gpu.state / "ledger-v1").read_bytes() == b"\0" * 64
+    assert (gpu.state / "ledger-v2").read_bytes() == b"\0" * 64
 
 
 def test_sixteen_threads_never_exceed_the_cap_and_totals_return_to_zero(gpu):
@@ -180,6 +180,34 @@ def test_process_killed_inside_the_ledger_lock_never_leaves_others_waiting(gpu):
     assert r.field("info", "free") == 4 * GiB
     assert r.results("alloc") == ["ok"]
     assert "died holding the ledger lock" in r.err
+
+
+def test_lock_holder_killed_before_it_had_a_slot_and_left_a_zombie_is_detected(gpu):
+    # a process's first critical section names its holder by pid (it takes its slot inside);
+    # killed there and never reaped, it is a zombie that kill(pid, 0) still answers for
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    parent = gpu.spawn(
+        *START, "forknowait", "alloc=1G", "endfork", "hold", GPUMEM_DEBUG_LOCK_SLEEP_US=20_000_000, **env
+    )
+    try:
+        wait_in_lock(parent)  # the child's line: it sleeps inside its first lock
+        lines = []
+        for line in iter(parent.stdout.readline, ""):
+            lines.append(line)
+            if line.startswith("holding"):
+                break
+        child = int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
+        os.kill(child, signal.SIGKILL)
+        t0 = time.monotonic()
+        r = gpu.run(*START, "info", "alloc=4G", timeout=10, GPUMEM_LOG="warn", **env)
+        assert time.monotonic() - t0 < 5
+        with open(f"/proc/{child}/stat") as f:
+            assert f.read().split(") ")[1][0] == "Z"  # still an unreaped zombie
+        assert r.field("info", "free") == 4 * GiB
+        assert r.results("alloc") == ["ok"]
+        assert "died holding the ledger lock" in r.err
+    finally:
+        kill(parent)
 
 
 def test_process_killed_mid_release_inside_the_lock_leaks_nothing(gpu):
