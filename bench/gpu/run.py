@@ -73,13 +73,16 @@ def mean_wall_ms(argv, env, runs):
 
 
 CASES = []  # (name, unit, higher_is_better, trial_factor, fn(env) -> {metric: value})
+UNPINNED = set()  # cases that need more cores than --cpus gives
 
 
-def case(name, unit, higher_is_better=False, trial_factor=1):
+def case(name, unit, higher_is_better=False, trial_factor=1, pinned=True):
     """trial_factor: this case's trials per --trials (process start varies by tens of ms per trial)."""
 
     def register(fn):
         CASES.append((name, unit, higher_is_better, trial_factor, fn))
+        if not pinned:
+            UNPINNED.add(name)
         return fn
 
     return register
@@ -100,7 +103,7 @@ def torch_bench(mode, steps):
 for size, iters in ((MIB, 3000), (64 * MIB, 1500), (GIB, 200)):
     label = f"{size // MIB} MiB" if size < GIB else "1 GiB"
     case(f"cuMemAlloc+Free {label}", "us/pair")(micro("alloc", size, iters))
-case("16 threads alloc+free 1 MiB", "pairs/s", True)(micro("threads", 16, MIB, 1000))
+case("16 threads alloc+free 1 MiB", "pairs/s", True, pinned=False)(micro("threads", 16, MIB, 1000))
 case("cudaMallocAsync+FreeAsync 1 MiB", "us/pair")(micro("async", MIB, 200000))
 case("memory info calls", "us/call")(micro("info", 20000))
 case("empty kernel launch", "us/launch")(micro("launch", 20000))
@@ -224,7 +227,11 @@ def summarise(name, unit, higher, samples):
             "preload_median": statistics.median(pre),
         }
         row["ratio"] = row["preload_median"] / row["native_median"]
+        # trial i of each side ran back to back: the median of their ratios cancels drift
+        # between trials that the ratio of medians keeps
+        row["paired_ratio"] = statistics.median(b / a for a, b in zip(nat, pre))
         row["diff"] = row["preload_median"] - row["native_median"]  # the start rows' goal is in ms
+        row["native"], row["preload"] = nat, pre
         rows.append(row)
     return rows
 
@@ -257,11 +264,12 @@ def print_list(cases, modes, trials):
 
 def print_table(results):
     head = f"{'case':<34} {'metric':<24} {'native min/med':>18} {'gpumem min/med':>18}"
-    print(f"\n{head} {'ratio':>6} {'med diff':>9}")
+    print(f"\n{head} {'ratio':>6} {'paired':>6} {'med diff':>9}")
     for r in results:
         print(
             f"{r['case']:<34} {r['metric']:<24} {r['native_min']:>8.2f}/{r['native_median']:<9.2f}"
-            f" {r['preload_min']:>8.2f}/{r['preload_median']:<9.2f} {r['ratio']:>6.3f} {r['diff']:>+9.2f}"
+            f" {r['preload_min']:>8.2f}/{r['preload_median']:<9.2f} {r['ratio']:>6.3f}"
+            f" {r['paired_ratio']:>6.3f} {r['diff']:>+9.2f}"
         )
 
 
@@ -300,6 +308,12 @@ def main():
         "(the timing itself costs: take ratios from a run without it)",
     )
     ap.add_argument("--list", action="store_true", help="print the selected cases and usable modes, and exit")
+    ap.add_argument(
+        "--cpus",
+        default="2,3",
+        help="cores the measured processes run on (both sides alike; '' for all): a process that "
+        "moves between cores varied by 30%% between trials on the device VMs",
+    )
     args = ap.parse_args()
     cases = [c for c in CASES if selected(c[0], args.only)]
     modes = [] if args.skip_usable else [m for m in USABLE if selected(m[0], args.usable)]
@@ -313,7 +327,10 @@ def main():
     def save():
         out.write_text(json.dumps({"cases": results, "stats": stats, "usable": usable}, indent=1))
 
+    all_cpus = os.sched_getaffinity(0)
+    pin = {int(c) for c in args.cpus.split(",") if c.strip()} & all_cpus or all_cpus
     for name, unit, higher, factor, fn in cases:
+        os.sched_setaffinity(0, all_cpus if name in UNPINNED else pin)  # children inherit it
         first = len(STATS_LINES)
         rows = summarise(name, unit, higher, measure(fn, args.trials * factor, args.stats))
         for row in rows:
