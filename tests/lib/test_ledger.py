@@ -132,6 +132,47 @@ def test_racing_processes_never_exceed_the_shared_cap(gpu, tmp_path):
     assert r.field("info", "free") == 1 * GiB
 
 
+def test_racing_small_allocations_never_exceed_the_shared_cap(gpu, tmp_path):
+    # small allocations go through each process's credit: the credit is counted in the ledger, so
+    # what the driver really hands out (the stand-in's peak across processes) stays within the cap
+    env = dict(GPUMEM_LIMIT="48MiB", FAKE_CUDA_PHYS_FILE=tmp_path / "phys", GPUMEM_LOG="error", **NORES)
+    procs = [gpu.spawn(*START, "threads=4,3000,3M", **env) for _ in range(4)]
+    outs = [p.communicate(timeout=60)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sum(int(o.split("threads ok=")[1].split()[0]) for o in outs) > 0
+    r = gpu.run(*START, "peak", "used", "info", **env)
+    assert 0 < int(r.line("peak").split()[1]) <= 48 * MiB, r
+    assert r.line("used") == "used 0"
+    assert r.field("info", "free") == 48 * MiB  # the dead processes' credit came back too
+
+
+def test_one_process_reaches_the_whole_cap_in_small_allocations(gpu):
+    env = dict(GPUMEM_LIMIT="20MiB", **NORES)
+    r = gpu.run(*START, *["alloc=1M"] * 21, "info", **env)
+    assert r.results("alloc") == ["ok"] * 20 + ["err=2"]
+    assert r.field("info", "free") == 0
+    # the credit a small free leaves behind comes back when a large allocation needs it
+    r = gpu.run(*START, "alloc=1M", "free", "alloc=20M", "info", **env)
+    assert r.results("alloc") == ["ok", "ok"]
+    assert r.field("info", "free") == 0
+
+
+def test_credit_a_process_holds_is_reported_to_others_and_bounded(gpu):
+    env = dict(GPUMEM_LIMIT="256MiB", **NORES)
+    a = hold(gpu, "alloc=1M", "alloc=1M", "info", **env)
+    try:
+        assert a.lines[-2] == f"info total={256 * MiB} free={254 * MiB}\n"  # its own credit left out
+        r = gpu.run(*START, "info", **env)
+        free = r.field("info", "free")
+        assert 254 * MiB - 16 * MiB <= free < 254 * MiB  # a's idle credit counts, at most 16 MiB
+        r = gpu.run(*START, f"alloc={free}", "alloc=1M", **env)
+        assert r.results("alloc") == ["ok", "err=2"]
+    finally:
+        kill(a)
+    r = gpu.run(*START, "info", **env)
+    assert r.field("info", "free") == 256 * MiB
+
+
 def test_sigkilled_process_share_comes_back(gpu):
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     a = hold(gpu, "alloc=3G", **env)
