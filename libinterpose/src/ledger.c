@@ -319,66 +319,19 @@ int ledger_lookup(const char *uuid, uint64_t *total)
     return found;
 }
 
-/* Small-allocation credit.  A process keeps a little of its share reserved in the ledger but
- * not yet handed out, per device, and serves allocations of up to CREDIT_MAX from it with one
- * atomic operation on its own memory: the ledger's lock and its shared lines are off the path of
- * small stream-ordered allocations, where they cost about 100 ns a call on the H100 machines
- * (bench/RESULTS.md).  Credit is counted in the ledger, so the cap never lifts; what it costs is
- * that the others of the container may get up to CREDIT_HIGH less while this process holds it
- * idle.  A process refused by the cap gives its own credit back first, so one process alone still
- * reaches the whole cap; its reports leave its own credit out. */
-#define CREDIT_MAX (4ULL << 20)     /* allocations up to this size go through the credit */
-#define CREDIT_REFILL (8ULL << 20)  /* taken from the ledger with a small allocation, room permitting */
-#define CREDIT_HIGH (16ULL << 20)   /* held above this, credit goes back down to CREDIT_REFILL */
-static uint64_t credit[GPUMEM_MAX_DEV];
-
-static int credit_take(int ldev, uint64_t bytes)
-{
-    uint64_t c = __atomic_load_n(&credit[ldev], __ATOMIC_RELAXED);
-    while (c >= bytes)
-        if (__atomic_compare_exchange_n(&credit[ldev], &c, c - bytes, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return 1;
-    return 0;
-}
-
-/* under the lock: our idle credit on ldev back to the ledger; returns the bytes */
-static uint64_t credit_return_locked(int ldev)
-{
-    uint64_t c = __atomic_exchange_n(&credit[ldev], 0, __ATOMIC_RELAXED);
-    if (!c) return 0;
-    if (L_slot >= 0) {
-        uint64_t *u = &L->slot[L_slot].used[ldev];
-        *u = *u >= c ? *u - c : 0;
-    }
-    uint64_t t = L->dev[ldev].used;
-    __atomic_store_n(&L->dev[ldev].used, t >= c ? t - c : 0, __ATOMIC_RELEASE);
-    return c;
-}
-
 int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
 {
-    *used_out = 0;
-    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV) return -1;
-    if (bytes <= CREDIT_MAX && credit_take(ldev, bytes)) return 0;
-    if (lock() != 0) return -1;
+    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || lock() != 0) { *used_out = 0; return -1; }
     int s = ensure_slot_locked();
-    uint64_t used;
+    uint64_t used = L->dev[ldev].used;
     for (int attempt = 0; ; attempt++) {
         used = L->dev[ldev].used;
         if (used <= cap && bytes <= cap - used) break;
-        if (attempt > 0) { unlock(); *used_out = used; return -1; }
-        int freed = credit_return_locked(ldev) > 0;
-        freed |= reclaim_locked();
-        if (!freed) { unlock(); *used_out = used; return -1; }
+        if (attempt > 0 || !reclaim_locked()) { unlock(); *used_out = used; return -1; }
     }
-    uint64_t refill = 0;
-    if (bytes <= CREDIT_MAX) {
-        uint64_t room = cap - used - bytes;
-        refill = room < CREDIT_REFILL ? room : CREDIT_REFILL;
-    }
-    if (s >= 0) L->slot[s].used[ldev] += bytes + refill;       /* slot first, then the total */
+    if (s >= 0) L->slot[s].used[ldev] += bytes;       /* slot first, then the total */
     if (debug_sleep_us) debug_sleep("reserve", debug_sleep_us);
-    __atomic_store_n(&L->dev[ldev].used, used + bytes + refill, __ATOMIC_RELEASE);
-    if (refill) __atomic_add_fetch(&credit[ldev], refill, __ATOMIC_RELAXED);
+    __atomic_store_n(&L->dev[ldev].used, used + bytes, __ATOMIC_RELEASE);
     unlock();
     *used_out = used;
     return 0;
@@ -386,17 +339,7 @@ int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
 
 void ledger_release(int ldev, uint64_t bytes)
 {
-    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || !bytes) return;
-    if (bytes <= CREDIT_MAX) {   /* into the credit; past CREDIT_HIGH, the excess to the ledger */
-        uint64_t c = __atomic_add_fetch(&credit[ldev], bytes, __ATOMIC_RELAXED);
-        for (bytes = 0; c > CREDIT_HIGH; )
-            if (__atomic_compare_exchange_n(&credit[ldev], &c, CREDIT_REFILL, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-                bytes = c - CREDIT_REFILL;
-                break;
-            }
-        if (!bytes) return;
-    }
-    if (lock() != 0) return;
+    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || !bytes || lock() != 0) return;
     if (L_slot >= 0) {
         uint64_t *u = &L->slot[L_slot].used[ldev];
         if (bytes > *u) bytes = *u;   /* never give back more than we hold */
@@ -412,9 +355,7 @@ uint64_t ledger_usage(int ldev)
 {
     if (ldev < 0 || ldev >= GPUMEM_MAX_DEV) return 0;
     pthread_once(&L_once, ledger_init);
-    uint64_t used = __atomic_load_n(&L->dev[ldev].used, __ATOMIC_ACQUIRE);
-    uint64_t mine = __atomic_load_n(&credit[ldev], __ATOMIC_RELAXED);   /* ours, not in use */
-    return used > mine ? used - mine : 0;
+    return __atomic_load_n(&L->dev[ldev].used, __ATOMIC_ACQUIRE);
 }
 
 void ledger_reclaim(void)
@@ -429,6 +370,5 @@ void ledger_reclaim(void)
 void ledger_after_fork_child(void)
 {
     L_slot = -1;
-    memset(credit, 0, sizeof credit);   /* the parent's, held in the parent's slot */
     if (L && L_fd < 0) init_ledger(L);
 }
