@@ -44,6 +44,8 @@ STATS_LINES = []  # libgpumem's GPUMEM_STATS=1 lines, with --stats
 STATS_RE = re.compile(
     r"gpumem: stats (\S+): (\d+) calls, ([\d.]+) us in gpumem and ([\d.]+) us in the driver"
 )
+# the cost of the timing itself: each "in gpumem" figure holds about two clock reads
+CLOCK_RE = re.compile(r"gpumem: stats clock read: ([\d.]+) ns")
 
 
 def keep_stats(stderr: str):
@@ -238,8 +240,10 @@ def summarise(name, unit, higher, samples):
 
 def stats_per_hook(lines):
     """{hook: calls, and ns per call in the library and in the driver}, over all of a case's processes."""
-    sums = {}
+    sums, clocks = {}, []
     for line in lines:
+        if c := CLOCK_RE.match(line):
+            clocks.append(float(c[1]))
         m = STATS_RE.match(line)
         if not m:
             continue
@@ -248,8 +252,9 @@ def stats_per_hook(lines):
         s[0] += calls
         s[1] += calls * ours_us * 1e3
         s[2] += calls * driver_us * 1e3
+    clock = statistics.fmean(clocks) if clocks else None
     return {
-        hook: {"calls": n, "ours_ns": ours / n, "driver_ns": driver / n}
+        hook: {"calls": n, "ours_ns": ours / n, "driver_ns": driver / n, "clock_read_ns": clock}
         for hook, (n, ours, driver) in sums.items()
         if n
     }
@@ -277,9 +282,10 @@ def print_stats(per_case):
     print("\nlibgpumem's time per call (--stats), mean over each case's processes; all lines in stats.txt:")
     for name, hooks in per_case.items():
         for hook, s in sorted(hooks.items(), key=lambda kv: -kv[1]["calls"]):
+            clock = f" (clock read {s['clock_read_ns']:.0f} ns)" if s["clock_read_ns"] else ""
             print(
                 f"  {name:<34} {hook:<28} {s['calls']:>10} calls"
-                f" {s['ours_ns']:>9.0f} ns in gpumem {s['driver_ns']:>10.0f} ns in the driver"
+                f" {s['ours_ns']:>9.0f} ns in gpumem {s['driver_ns']:>10.0f} ns in the driver{clock}"
             )
 
 

@@ -25,6 +25,8 @@ def test_stats_count_each_hooks_calls_and_split_the_time(gpu, mode):
     assert lines["cuMemFree_v2"][0] == "1"
     assert lines["cuMemGetInfo_v2"][0] == "1"
     assert all(float(ours) >= 0 and float(drv) >= 0 for _, ours, drv in lines.values())
+    clock = re.search(r"^gpumem: stats clock read: ([\d.]+) ns", r.err, re.M)
+    assert clock and 0 < float(clock[1]) < 100_000, r.err
 
 
 def test_without_stats_nothing_is_printed(gpu):
