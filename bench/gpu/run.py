@@ -1,6 +1,7 @@
 """GPU side of bench/ (issue 5): the cost of libgpumem.so next to native, in the same run.
 
-    python3 bench/gpu/run.py [--trials N] [--only A,B] [--skip-usable | --usable A,B] [--stats] [--list]
+    python3 bench/gpu/run.py [--trials N] [--only A,B] [--skip-usable | --usable A,B] [--stats] [--ab]
+                             [--list]
 
 Each case runs as fresh processes, native and under LD_PRELOAD with a cap that does not bind
 (GPUMEM_LIMIT=0.95), alternating trial by trial so that drift hits both alike. Prints min and
@@ -8,6 +9,9 @@ median per side and ratio of medians; a short table comes last. Results go to $O
 rewritten after every case so that a run cut short keeps what it measured.
 Usable memory under GPUMEM_LIMIT=8GiB reuses tests/gpu/fill.py.
 `--list` prints what the other options select, without a GPU: use it to split a run in parts.
+`--ab` adds abhook.c's rows: the library's hooks and the plain driver calls timed in alternating
+blocks of one process (the library dlopen'ed, not preloaded), which the spread between fresh
+processes on the device VMs does not blur.
 """
 
 import argparse
@@ -158,6 +162,69 @@ def build():
         ["nvcc", "-O2", "-o", str(out), str(HERE / "micro.cu"), *libdirs, "-lcuda"], check=True, timeout=300
     )
     MICRO = str(out)
+
+
+ABHOOK = Path(tempfile.gettempdir()) / "gpumem-bench-abhook"
+# (mode, bytes, blocks, iterations per block): each block lasts 10-30 ms on the H100
+AB_MODES = (
+    ("alloc", MIB, 21, 300),
+    ("async", MIB, 21, 20000),
+    ("info", 0, 21, 3000),
+    ("rmw", MIB, 21, 20000),
+)
+AB_WHAT = {
+    "alloc": "cuMemAlloc+Free 1 MiB pair",
+    "async": "cuMemAllocAsync+FreeAsync 1 MiB pair",
+    "info": "cuMemGetInfo call",
+    "rmw": "async pair + 1 locked RMW per call (native)",
+}
+
+
+def build_abhook():
+    libdirs = [
+        f"-L{d}" for d in ("/usr/local/nvidia/lib64", "/usr/local/cuda/lib64/stubs") if Path(d).is_dir()
+    ]
+    cmd = ["cc", "-O2", "-o", str(ABHOOK), str(HERE / "abhook.c"), "-ldl", *libdirs, "-lcuda"]
+    subprocess.run(cmd, check=True, timeout=120)
+
+
+def ab_rows(trials):
+    """In-process A/B (abhook.c): plain driver calls and the library's hooks, alternating blocks
+    in one process, so the spread between processes cancels; trials are separate processes."""
+    build_abhook()
+    env = environ(False, GPUMEM_LIMIT="0.95", GPUMEM_STATE_DIR=STATE)
+    per_mode = {m[0]: [] for m in AB_MODES}
+    for _ in range(trials):
+        for mode, size, blocks, iters in AB_MODES:
+            argv = [str(ABHOOK), str(LIB), mode, *map(str, (size, blocks, iters))]
+            per_mode[mode].append(run_kv(argv, env))
+    rows = []
+    for mode, runs in per_mode.items():
+        ratios = [r["ratio"] for r in runs]
+        rows.append(
+            {
+                "case": f"A/B {mode}: {AB_WHAT[mode]}",
+                "plain_us_median": statistics.median(r["a_us"] for r in runs),
+                "hooked_us_median": statistics.median(r["b_us"] for r in runs),
+                "ratio_median": statistics.median(ratios),
+                "ratio_min": min(ratios),
+                "ratio_max": max(ratios),
+                "runs": runs,
+            }
+        )
+    return rows
+
+
+def print_ab(rows):
+    print(
+        f"\n{'in-process A/B (one process per trial)':<58} {'plain us':>9} {'hooked us':>9}"
+        f" {'ratio med (min-max)':>22}"
+    )
+    for r in rows:
+        print(
+            f"{r['case']:<58} {r['plain_us_median']:>9.3f} {r['hooked_us_median']:>9.3f}"
+            f" {r['ratio_median']:>8.3f} ({r['ratio_min']:.3f}-{r['ratio_max']:.3f})"
+        )
 
 
 def card_total():
@@ -315,6 +382,11 @@ def main():
     )
     ap.add_argument("--list", action="store_true", help="print the selected cases and usable modes, and exit")
     ap.add_argument(
+        "--ab",
+        action="store_true",
+        help="also run abhook.c: the library's hooks against the plain driver calls in one process",
+    )
+    ap.add_argument(
         "--cpus",
         default="2,3",
         help="cores the measured processes run on (both sides alike; '' for all): a process that "
@@ -328,10 +400,10 @@ def main():
         return
     build()
     out = Path(os.environ.get("OUT", STATE)) / ("bench-" + time.strftime("%H%M%S") + ".json")
-    results, stats, usable = [], {}, []
+    results, stats, usable, ab = [], {}, [], []
 
     def save():
-        out.write_text(json.dumps({"cases": results, "stats": stats, "usable": usable}, indent=1))
+        out.write_text(json.dumps({"cases": results, "stats": stats, "usable": usable, "ab": ab}, indent=1))
 
     all_cpus = os.sched_getaffinity(0)
     pin = {int(c) for c in args.cpus.split(",") if c.strip()} & all_cpus or all_cpus
@@ -344,6 +416,10 @@ def main():
         results.extend(rows)
         if hooks := stats_per_hook(STATS_LINES[first:]):
             stats[name] = hooks
+        save()
+    if args.ab:
+        os.sched_setaffinity(0, pin)
+        ab.extend(ab_rows(args.trials))
         save()
     if modes:
         card = None if all(preload for *_, preload in modes) else card_total()
@@ -361,6 +437,8 @@ def main():
         for line in STATS_LINES[-12:]:
             print(" ", line)
     print_usable(usable)
+    if ab:
+        print_ab(ab)
 
 
 if __name__ == "__main__":

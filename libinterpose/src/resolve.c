@@ -18,10 +18,14 @@ dlsym_fn get_real_dlsym(void)
     dlsym_fn f = __atomic_load_n(&real_dlsym_p, __ATOMIC_ACQUIRE);
     if (f) return f;
     static const char *const versions[] = { "GLIBC_2.34", "GLIBC_2.2.5", "GLIBC_2.17", "GLIBC_2.0" };
-    for (size_t i = 0; i < sizeof versions / sizeof *versions && !f; i++) {
-        void *p = dlvsym(RTLD_NEXT, "dlsym", versions[i]);
-        if (p && p != (void *)dlsym) f = (dlsym_fn)p;   /* never ourselves */
-    }
+    /* preloaded: the next dlsym after ours; dlopen'ed RTLD_LOCAL (bench/gpu/abhook.c), where
+     * RTLD_NEXT finds nothing, the process's first dlsym is libc's */
+    void *const scopes[] = { RTLD_NEXT, RTLD_DEFAULT };
+    for (size_t k = 0; k < 2 && !f; k++)
+        for (size_t i = 0; i < sizeof versions / sizeof *versions && !f; i++) {
+            void *p = dlvsym(scopes[k], "dlsym", versions[i]);
+            if (p && p != (void *)dlsym) f = (dlsym_fn)p;   /* never ourselves */
+        }
     if (!f) {
         gpumem_log(LOG_ERROR, "cannot find the real dlsym; no driver symbol can be resolved");
         f = no_dlsym;

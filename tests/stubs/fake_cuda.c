@@ -320,6 +320,8 @@ static CUresult i_cuStreamCreate(CUstream *ps, unsigned f)
 static CUresult i_cuStreamDestroy_v2(CUstream s) { struct fstream *st = s; if ((uintptr_t)s <= 2 || st->magic != 0x5757) return E_INVALID_VALUE; st->magic = 0; free(st); return OK; }
 static CUresult i_cuStreamGetCtx(CUstream s, CUcontext *pc) { struct fctx *c = stream_ctx(s); if (!c) return E_INVALID_CONTEXT; *pc = c; return OK; }
 static CUresult i_cuStreamGetCtx_ptsz(CUstream s, CUcontext *pc) { return i_cuStreamGetCtx(s, pc); }
+/* nothing is ever queued here: a stream is always done */
+static CUresult i_cuStreamSynchronize(CUstream s) { return (uintptr_t)s <= 2 || stream_ctx(s) ? OK : E_INVALID_VALUE; }
 static CUresult i_cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; return i_cuMemFree_v2(p); }
 static CUresult i_cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s) { (void)s; return i_cuMemFree_v2(p); }
 static CUresult i_cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const MemProp *prop, unsigned long long f)
@@ -379,6 +381,7 @@ static const struct { const char *base; int ver, ptsz; void *fn; } procs[] = {
     P(cuGetErrorString, 6000, 0, i_cuGetErrorString)
     P(cuStreamCreate, 2000, 0, i_cuStreamCreate) P(cuStreamDestroy, 0, 0, i_cuStreamDestroy_v2) P(cuStreamDestroy, 4000, 0, i_cuStreamDestroy_v2)
     P(cuStreamGetCtx, 9020, 0, i_cuStreamGetCtx) P(cuStreamGetCtx, 9020, 1, i_cuStreamGetCtx_ptsz)
+    P(cuStreamSynchronize, 2000, 0, i_cuStreamSynchronize)
 #undef P
 };
 
@@ -460,6 +463,7 @@ FWD(CUresult, cuGetErrorString, (CUresult e, const char **s), (e, s))
 FWD(CUresult, cuStreamCreate, (CUstream *s, unsigned f), (s, f))
 EXPORT CUresult cuStreamDestroy(CUstream s); CUresult cuStreamDestroy(CUstream s) { return i_cuStreamDestroy_v2(s); }
 FWD(CUresult, cuStreamDestroy_v2, (CUstream s), (s))
+FWD(CUresult, cuStreamSynchronize, (CUstream s), (s))
 FWD(CUresult, cuStreamGetCtx, (CUstream s, CUcontext *c), (s, c))
 FWD(CUresult, cuStreamGetCtx_ptsz, (CUstream s, CUcontext *c), (s, c))
 
