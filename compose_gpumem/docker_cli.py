@@ -188,10 +188,36 @@ def _decode(value: str) -> object:
     return value
 
 
+HELP_NOTE = f"""\
+{PROG}: docker, with one more option for `run` and `create`:
+  {OPTION} V    a hard GPU-memory cap for the container (needs --gpus): 0.3, 30%,
+                  12GiB, or per device as JSON, '{{"0": 0.5, "1": "8GiB"}}'
+Everything else is Docker's own; its help follows.
+"""
+
+
+def asks_for_help(args: list[str]) -> bool:
+    """`gpumem-docker`, `--help`, or `run --help`: where Docker's help would not mention our option."""
+    if not args or args[0] in ("-h", "--help", "help"):
+        return True
+    start, options = _subcommand(args)
+    if tuple(args[start:options]) not in STARTS:
+        return False
+    i = options
+    while i < len(args) and args[i].startswith("-") and args[i] not in ("-", "--"):  # up to the image
+        if args[i] == "--help":
+            return True
+        i += 2 if _takes_value(args[i]) else 1
+    return False
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Rewrite and exec docker; one line on stderr and an exit code for every error."""
     args = list(sys.argv[1:] if argv is None else argv)
     docker = os.environ.get("GPUMEM_DOCKER_BIN", "docker")
+    if asks_for_help(args):
+        sys.stdout.write(HELP_NOTE + "\n")
+        sys.stdout.flush()  # before exec replaces us
     try:
         new = rewrite(args)
         if new != args:

@@ -183,3 +183,22 @@ def test_a_cdi_device_is_a_gpu_request() -> None:
         assert "GPUMEM_LIMIT=0.3" in out and out[-1] == "img"
     with pytest.raises(NoGpuRequest):
         rewrite(["run", "--device", "/dev/fuse", "--gpu-memory", "0.3", "img"], environ={})
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["--help"], ["run", "--help"], ["container", "create", "--rm", "--help"]]
+)
+def test_help_names_our_option_before_dockers_own(tmp_path: Path, fake_docker: Path, args: list[str]) -> None:
+    done = cli(*args, cwd=tmp_path, prog="docker", env={"GPUMEM_DOCKER_BIN": str(fake_docker)})
+    assert done.stdout.startswith("gpumem-docker: docker, with one more option")
+    assert "--gpu-memory V" in done.stdout
+    assert done.returncode == 5  # then Docker's help, with its arguments untouched
+    assert (tmp_path / "record").read_text().splitlines() == (args or [""])
+
+
+@pytest.mark.parametrize("args", [["ps"], ["run", "img", "prog", "--help"], ["run", "--", "--help"]])
+def test_no_help_note_where_help_is_not_asked_of_run(
+    tmp_path: Path, fake_docker: Path, args: list[str]
+) -> None:
+    done = cli(*args, cwd=tmp_path, prog="docker", env={"GPUMEM_DOCKER_BIN": str(fake_docker)})
+    assert done.stdout == ""
