@@ -1,8 +1,8 @@
 /* The one ledger: a file under GPUMEM_STATE_DIR, mmap'd MAP_SHARED by every process of the
  * container.  Per-device totals plus one slot per process with its per-device bytes.
  *
- * - check-and-reserve runs under the ledger lock: one word in the file naming its holder (its
- *   slot, or its pid before it has one), taken with a CAS and given back with a store.  A waiter
+ * - check-and-reserve runs under the ledger lock: one word in the file naming its holder by its
+ *   slot (taken before the lock, without it), taken with a CAS and given back with a store.  A waiter
  *   that finds the holder dead takes the lock over and recomputes the totals from the slots (a
  *   slot is always updated before the total).  A robust pthread mutex did the same at about
  *   20 ns more per alloc+free pair (bench/RESULTS.md);
@@ -190,10 +190,61 @@ static int reclaim_locked(void)
             LOG(LOG_INFO, "reclaimed %s on ledger device %d from dead process %d", gpumem_human(u, h, sizeof h), d, (int)s->pid);
             L->dev[d].used = L->dev[d].used >= u ? L->dev[d].used - u : 0;
         }
-        memset(s, 0, sizeof *s);
+        memset(s->used, 0, sizeof s->used);
+        s->pid = 0;
+        __atomic_store_n(&s->in_use, 0, __ATOMIC_RELEASE);   /* last: a claimer may take it now */
         n++;
     }
     return n;
+}
+
+/* ---- slots, taken without the ledger lock, so that every holder of the lock is named by a slot
+ * whose liveness the kernel keeps (fcntl), in every pid namespace that shares the file: replicas
+ * of an `ipc: host` service share one ledger but not their pids. */
+
+static int byte_lock(int i, short type)
+{
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET,
+                        .l_start = (off_t)((char *)&L->slot[i] - (char *)L), .l_len = 1 };
+    return fcntl(L_fd, F_SETLK, &fl) == 0;
+}
+
+/* A free slot: its byte's fcntl lock first (one live process at a time can hold it), then
+ * in_use 0 -> 1.  A slot whose byte is free but whose in_use is still set is a dead process's
+ * that reclaim (under the ledger lock) has not cleared yet: not ours to take. */
+static int claim_free_slot(void)
+{
+    for (int i = 0; i < LEDGER_SLOTS; i++) {
+        struct lslot *s = &L->slot[i];
+        if (__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
+        if (L_fd >= 0 && !byte_lock(i, F_WRLCK)) continue;
+        uint32_t hw = __atomic_load_n(&L->hiwater, __ATOMIC_RELAXED);   /* before in_use: scans see it */
+        while (hw < (uint32_t)i + 1 &&
+               !__atomic_compare_exchange_n(&L->hiwater, &hw, (uint32_t)i + 1, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            ;
+        uint32_t zero = 0;
+        if (!__atomic_compare_exchange_n(&s->in_use, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            if (L_fd >= 0) byte_lock(i, F_UNLCK);
+            continue;
+        }
+        memset(s->used, 0, sizeof s->used);
+        s->pid = (int32_t)getpid();
+        return i;
+    }
+    return -1;
+}
+
+/* fcntl locks belong to the process, so our threads take turns claiming (reset in a forked child) */
+static int claim_mu;
+
+static void claim_slot(void)
+{
+    while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
+    if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) {
+        int i = claim_free_slot();
+        if (i >= 0) __atomic_store_n(&L_slot, i, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE);
 }
 
 #define OWNER_PID 0x80000000u
@@ -205,9 +256,9 @@ static uint32_t my_owner_id(void)
 }
 
 /* Is the lock's holder still running?  A slot holder is alive while its fcntl lock is held (the
- * kernel drops it at death, zombies included).  A holder without a slot (inside its first lock)
- * is named by pid: gone, or a zombie, is dead.  We ourselves (another of our threads) are alive:
- * F_GETLK does not report our own locks. */
+ * kernel drops it at death, zombies included).  A holder without a slot (all 1024 taken) is named
+ * by pid: gone, or a zombie, is dead; that test is only right within one pid namespace.  We
+ * ourselves (another of our threads) are alive: F_GETLK does not report our own locks. */
 static int owner_alive(uint32_t owner)
 {
     if (!(owner & OWNER_PID)) {
@@ -254,6 +305,7 @@ static int lock_slow(uint32_t me)
 static int lock(void)
 {
     if (__builtin_expect(!__atomic_load_n(&L, __ATOMIC_ACQUIRE), 0)) pthread_once(&L_once, ledger_init);
+    if (__builtin_expect(__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0, 0)) claim_slot();
     uint32_t me = my_owner_id(), free_ = 0;
     if (__atomic_compare_exchange_n(&L->owner, &free_, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return 0;
     return lock_slow(me);
@@ -261,28 +313,13 @@ static int lock(void)
 
 static void unlock(void) { __atomic_store_n(&L->owner, 0, __ATOMIC_RELEASE); }
 
-/* under the lock: make sure we own a slot (lock its byte before marking it used) */
+/* under the lock: our slot, claimed before the lock was taken; when none was free, clear out the
+ * dead and try once more */
 static int ensure_slot_locked(void)
 {
     if (L_slot >= 0) return L_slot;
-    reclaim_locked();   /* once per process: clear out the dead before taking a slot */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < LEDGER_SLOTS; i++) {
-            if (L->slot[i].in_use) continue;
-            if (L_fd >= 0) {
-                struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-                                    .l_start = (off_t)((char *)&L->slot[i] - (char *)L), .l_len = 1 };
-                if (fcntl(L_fd, F_SETLK, &fl) != 0) continue;   /* someone still holds it */
-            }
-            memset(&L->slot[i], 0, sizeof L->slot[i]);
-            if ((uint32_t)i >= L->hiwater) L->hiwater = (uint32_t)i + 1;   /* before in_use: scans see it */
-            L->slot[i].pid = (int32_t)getpid();
-            L->slot[i].in_use = 1;
-            L_slot = i;
-            return i;
-        }
-        if (!reclaim_locked()) break;
-    }
+    if (reclaim_locked()) claim_slot();
+    if (L_slot >= 0) return L_slot;
     LOG(LOG_ERROR, "ledger has no free process slot; this process's usage is charged without one");
     return -1;
 }
@@ -370,5 +407,6 @@ void ledger_reclaim(void)
 void ledger_after_fork_child(void)
 {
     L_slot = -1;
+    claim_mu = 0;   /* a parent thread may have held it at fork */
     if (L && L_fd < 0) init_ledger(L);
 }

@@ -219,9 +219,8 @@ def test_process_killed_inside_the_ledger_lock_never_leaves_others_waiting(gpu):
     assert "died holding the ledger lock" in r.err
 
 
-def test_lock_holder_killed_before_it_had_a_slot_and_left_a_zombie_is_detected(gpu):
-    # a process's first critical section names its holder by pid (it takes its slot inside);
-    # killed there and never reaped, it is a zombie that kill(pid, 0) still answers for
+def test_lock_holder_killed_in_its_first_critical_section_and_left_a_zombie_is_detected(gpu):
+    # killed there and never reaped: a zombie, which kill(pid, 0) still answers for
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     parent = gpu.spawn(
         *START, "forknowait", "alloc=1G", "endfork", "hold", GPUMEM_DEBUG_LOCK_SLEEP_US=20_000_000, **env
@@ -245,6 +244,54 @@ def test_lock_holder_killed_before_it_had_a_slot_and_left_a_zombie_is_detected(g
         assert "died holding the ledger lock" in r.err
     finally:
         kill(parent)
+
+
+def in_new_pid_namespace(gpu, *steps, **env):
+    """A client as pid 1 of a pid namespace of its own (replicas of an `ipc: host` service share
+    one ledger but not their pids); skips where unshare is not allowed."""
+    if subprocess.run(["unshare", "-pf", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -pf is not allowed here")
+    return subprocess.Popen(
+        ["unshare", "-pf", *gpu.cmd("cuclient", *START, *steps)],
+        env=gpu.environ(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_lock_holder_in_another_pid_namespace_is_waited_for(gpu):
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    a = in_new_pid_namespace(gpu, "alloc=1G", "hold", GPUMEM_DEBUG_LOCK_SLEEP_US=1_500_000, **env)
+    try:
+        wait_in_lock(a)
+        t0 = time.monotonic()
+        r = gpu.run(*START, "alloc=3G", "info", timeout=20, **env)
+        assert time.monotonic() - t0 > 1.0  # it waited for the live holder
+        assert r.results("alloc") == ["ok"]
+        assert r.field("info", "free") == 0  # the holder's 1G had been counted: nobody overlapped
+        assert "died holding the ledger lock" not in r.err
+    finally:
+        kill(a)
+
+
+def test_lock_holder_in_another_pid_namespace_killed_in_the_lock_is_detected(gpu):
+    # its pid means another process here (pid 1 is our own init): only its slot's fcntl lock tells
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    a = in_new_pid_namespace(gpu, "alloc=1G", GPUMEM_DEBUG_LOCK_SLEEP_US=60_000_000, **env)
+    try:
+        wait_in_lock(a)
+        with open(f"/proc/{a.pid}/task/{a.pid}/children") as f:
+            (holder,) = map(int, f.read().split())  # the client, pid 1 inside
+        os.kill(holder, signal.SIGKILL)
+        t0 = time.monotonic()
+        r = gpu.run(*START, "info", "alloc=4G", timeout=20, GPUMEM_LOG="warn", **env)
+        assert time.monotonic() - t0 < 5
+        assert r.field("info", "free") == 4 * GiB
+        assert r.results("alloc") == ["ok"]
+        assert "died holding the ledger lock" in r.err
+    finally:
+        kill(a)
 
 
 def test_process_killed_mid_release_inside_the_lock_leaks_nothing(gpu):
