@@ -6,6 +6,7 @@
 
 #define GPUMEM_HIDDEN __attribute__((visibility("hidden")))
 #define GPUMEM_EXPORT __attribute__((visibility("default")))
+#define GPUMEM_NO_SANITIZE __attribute__((no_sanitize_address))
 #define GPUMEM_MAX_DEV 32
 
 /* ---- the few CUDA driver types we touch (from cuda.h, declared here: no toolkit needed) ---- */

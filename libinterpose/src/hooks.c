@@ -60,7 +60,8 @@ static __attribute__((noinline)) void *dlsym_driver(void *handle, const char *na
     return ours ? ours : r;
 }
 
-GPUMEM_EXPORT void *dlsym(void *handle, const char *name)
+/* not instrumented: a sanitizer runtime calls dlsym before its shadow memory exists */
+GPUMEM_NO_SANITIZE GPUMEM_EXPORT void *dlsym(void *handle, const char *name)
 {
     /* the name first: no TLS access for other names, since another preloaded library (ASan's
      * runtime, say) may call dlsym before its own __tls_get_addr interceptor works */

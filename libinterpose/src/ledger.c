@@ -1,17 +1,24 @@
 /* The one ledger: a file under GPUMEM_STATE_DIR, mmap'd MAP_SHARED by every process of the
  * container.  Per-device totals plus one slot per process with its per-device bytes.
  *
- * - check-and-reserve runs under the ledger lock: one word in the file naming its holder by its
- *   slot (taken before the lock, without it), taken with a CAS and given back with a store.  A waiter
- *   that finds the holder dead takes the lock over and recomputes the totals from the slots (a
- *   slot is always updated before the total).  A robust pthread mutex did the same at about
- *   20 ns more per alloc+free pair (bench/RESULTS.md);
- * - a process holds an fcntl write lock on its slot's first byte for its whole life; the kernel
- *   drops it at death (before any reaping), so F_GETLK tells a dead slot from a live one, zombies
- *   included;
- * - dead slots are reclaimed lazily: on slot allocation, and when a reservation would be refused. */
+ * - a process holds a write lock on its slot's first byte for its whole life, an open file
+ *   description (OFD) lock where the kernel has them: the kernel drops it at death (zombies
+ *   included), closing another descriptor of the file does not, and it is seen from every pid
+ *   namespace that shares the file (replicas of an `ipc: host` service);
+ * - a process takes its slot without the ledger lock: the byte's lock first (one live process at a
+ *   time can hold it), then in_use 0 -> 1; with every slot taken, it adopts a dead process's;
+ * - check-and-reserve runs under the ledger lock: one word naming its holder's slot and that
+ *   slot's generation, taken with a CAS and given back with a store (a robust pthread mutex cost
+ *   about 20 ns more per alloc+free pair, bench/RESULTS.md).  A waiter that finds the holder dead
+ *   takes the lock over and recomputes the totals from the slots (a slot is always updated before
+ *   the total).  The generation, bumped whenever a slot changes hands, keeps a waiter that saw a
+ *   dead holder from taking the lock from the slot's next owner;
+ * - dead slots are reclaimed lazily: when a reservation would be refused, when memory is reported,
+ *   when a slot is adopted. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -25,18 +32,18 @@
 #include "gpumem.h"
 
 #define LEDGER_MAGIC 0x6770756d656d4c31ULL /* "gpumemL1" */
-#define LEDGER_VERSION 2
+#define LEDGER_VERSION 3
 #define LEDGER_SLOTS 1024
-#define LEDGER_NAME "ledger-v2"
+#define LEDGER_NAME "ledger-v3"
 
 struct ldev { char uuid[64]; uint64_t used; uint64_t total; /* cuDeviceTotalMem, for NVML-only processes */ };
-struct lslot { int32_t pid; uint32_t in_use; uint64_t used[GPUMEM_MAX_DEV]; };
+struct lslot { int32_t pid; uint32_t in_use; uint32_t gen; uint32_t pad; uint64_t used[GPUMEM_MAX_DEV]; };
 struct ledger {
     uint64_t magic;
     uint32_t version, size;
     uint32_t ndev, nslots;
     uint32_t hiwater;        /* slots at or past this index were never used: scans stop here */
-    uint32_t owner;          /* the lock: 0 free, slot + 1, or OWNER_PID | pid (no slot yet) */
+    uint32_t owner;          /* the lock: 0 free, else OWNER(slot's generation, slot) */
     char pad[64];
     struct ldev dev[GPUMEM_MAX_DEV];
     struct lslot slot[LEDGER_SLOTS];
@@ -45,10 +52,16 @@ struct ledger {
 static struct ledger *L;          /* the mapping (shared file, or private fallback) */
 static int L_fd = -1;             /* ledger file; never closed while we hold our slot lock */
 static int L_slot = -1;           /* our slot, -1 until first use (and again in a forked child) */
+static uint32_t L_me;             /* our owner word: our slot and its generation */
+static int L_adopted;             /* our slot was a dead process's: clear its bytes at first lock */
+static int L_ofd;                 /* open file description locks (else classic per-process ones) */
+static char L_path[4096];         /* the ledger file, reopened by a forked child */
 static pthread_once_t L_once = PTHREAD_ONCE_INIT;
 /* GPUMEM_DEBUG_LOCK_SLEEP_US / GPUMEM_DEBUG_RELEASE_SLEEP_US: sleep inside the critical section
  * between the slot's update and the total's, so tests can kill us mid-update */
 static unsigned debug_sleep_us, debug_release_sleep_us;
+/* GPUMEM_DEBUG_SLOTS=N: claim only among the first N slots, so tests can fill the ledger */
+static int debug_slots = LEDGER_SLOTS;
 
 static void debug_sleep(const char *what, unsigned us)
 {
@@ -136,10 +149,16 @@ static int open_shared(const char *dir, const char **why)
     if (l->magic != LEDGER_MAGIC || l->version != LEDGER_VERSION || l->size != sizeof *l || l->nslots != LEDGER_SLOTS) {
         munmap(p, sizeof *l); close(fd); *why = "ledger file of another version"; return -1;
     }
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)((char *)&l->slot[0] - (char *)l), .l_len = 1 };
-    if (fcntl(fd, F_GETLK, &fl) != 0) {   /* liveness needs record locks */
-        munmap(p, sizeof *l); close(fd); *why = "no file locks on it"; return -1;
+    /* liveness needs record locks: OFD ones (Linux 3.15+), else classic */
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)offsetof(struct ledger, slot), .l_len = 1 };
+    if (fcntl(fd, F_OFD_GETLK, &fl) == 0) {
+        L_ofd = 1;
+    } else {
+        struct flock fl2 = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)offsetof(struct ledger, slot), .l_len = 1 };
+        if (fcntl(fd, F_GETLK, &fl2) != 0) { munmap(p, sizeof *l); close(fd); *why = "no file locks on it"; return -1; }
+        L_ofd = 0;
     }
+    snprintf(L_path, sizeof L_path, "%s", path);
     L_fd = fd;
     __atomic_store_n(&L, l, __ATOMIC_RELEASE);
     return 0;
@@ -153,18 +172,57 @@ static void ledger_init(void)
     if (s) debug_sleep_us = (unsigned)strtoul(s, NULL, 10);
     s = getenv("GPUMEM_DEBUG_RELEASE_SLEEP_US");
     if (s) debug_release_sleep_us = (unsigned)strtoul(s, NULL, 10);
+    s = getenv("GPUMEM_DEBUG_SLOTS");
+    if (s && atoi(s) > 0 && atoi(s) < LEDGER_SLOTS) debug_slots = atoi(s);
     const char *why = NULL;
     if (open_shared(dir, &why) != 0) use_private(why, dir);
     else LOG(LOG_DEBUG, "ledger %s/%s", dir, LEDGER_NAME);
 }
 
+/* ---- the slots' byte locks: OFD locks, or classic ones on kernels before 3.15 */
+
+static int byte_lock(int i, short type, int cmd_ofd, int cmd_posix, struct flock *out)
+{
+    struct flock fl = { .l_type = type, .l_whence = SEEK_SET,
+                        .l_start = (off_t)offsetof(struct ledger, slot) + (off_t)i * (off_t)sizeof(struct lslot),
+                        .l_len = 1 };   /* l_pid 0: OFD locks require it */
+    int r = fcntl(L_fd, L_ofd ? cmd_ofd : cmd_posix, &fl);
+    if (out) *out = fl;
+    return r;
+}
+
+/* Is slot i's owner alive?  Its byte is locked.  (Neither lock kind reports the caller's own
+ * lock as a conflict: callers treat our own slot apart.) */
 static int slot_alive(int i)
 {
     if (L_fd < 0) return 1;
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-                        .l_start = (off_t)((char *)&L->slot[i] - (char *)L), .l_len = 1 };
-    if (fcntl(L_fd, F_GETLK, &fl) != 0) return 1;   /* cannot tell: keep it */
+    struct flock fl;
+    if (byte_lock(i, F_WRLCK, F_OFD_GETLK, F_GETLK, &fl) != 0) return 1;   /* cannot tell: keep it */
     return fl.l_type != F_UNLCK;
+}
+
+static int slot_take_byte(int i) { return L_fd < 0 || byte_lock(i, F_WRLCK, F_OFD_SETLK, F_SETLK, NULL) == 0; }
+static void slot_drop_byte(int i) { if (L_fd >= 0) byte_lock(i, F_UNLCK, F_OFD_SETLK, F_SETLK, NULL); }
+
+/* ---- messages from inside the critical section wait until it ends: a write to a full stderr
+ * pipe must not hold every process of the container */
+
+static char notes[1024];   /* "<level><text>\n"..., written by our lock's holder only */
+static size_t notes_len;
+
+static void note(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(int level, const char *fmt, ...)
+{
+    if (level > gpumem_log_level || notes_len + 3 >= sizeof notes) return;
+    notes[notes_len++] = (char)('0' + level);
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(notes + notes_len, sizeof notes - notes_len - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n > sizeof notes - notes_len - 2) n = (int)(sizeof notes - notes_len - 2);
+    notes_len += (size_t)n;
+    notes[notes_len++] = '\n';
 }
 
 static void recompute_totals(void)
@@ -176,21 +234,27 @@ static void recompute_totals(void)
     }
 }
 
+/* under the lock: take slot s's bytes out of the totals */
+static void uncharge_slot_locked(struct lslot *s, const char *whose)
+{
+    for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
+        uint64_t u = s->used[d];
+        if (!u) continue;
+        char h[64];
+        note(LOG_INFO, "reclaimed %s on ledger device %d from %s process %d", gpumem_human(u, h, sizeof h), d, whose, (int)s->pid);
+        L->dev[d].used = L->dev[d].used >= u ? L->dev[d].used - u : 0;
+        s->used[d] = 0;
+    }
+}
+
 /* under the lock: give back the share of every slot whose owner died; returns slots freed */
 static int reclaim_locked(void)
 {
     int n = 0;
     for (int i = 0; i < (int)L->hiwater && i < LEDGER_SLOTS; i++) {
         struct lslot *s = &L->slot[i];
-        if (!s->in_use || i == L_slot || slot_alive(i)) continue;
-        for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
-            uint64_t u = s->used[d];
-            if (!u) continue;
-            char h[64];
-            LOG(LOG_INFO, "reclaimed %s on ledger device %d from dead process %d", gpumem_human(u, h, sizeof h), d, (int)s->pid);
-            L->dev[d].used = L->dev[d].used >= u ? L->dev[d].used - u : 0;
-        }
-        memset(s->used, 0, sizeof s->used);
+        if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || i == L_slot || slot_alive(i)) continue;
+        uncharge_slot_locked(s, "dead");
         s->pid = 0;
         __atomic_store_n(&s->in_use, 0, __ATOMIC_RELEASE);   /* last: a claimer may take it now */
         n++;
@@ -198,104 +262,108 @@ static int reclaim_locked(void)
     return n;
 }
 
-/* ---- slots, taken without the ledger lock, so that every holder of the lock is named by a slot
- * whose liveness the kernel keeps (fcntl), in every pid namespace that shares the file: replicas
- * of an `ipc: host` service share one ledger but not their pids. */
+/* ---- our slot */
 
-static int byte_lock(int i, short type)
-{
-    struct flock fl = { .l_type = type, .l_whence = SEEK_SET,
-                        .l_start = (off_t)((char *)&L->slot[i] - (char *)L), .l_len = 1 };
-    return fcntl(L_fd, F_SETLK, &fl) == 0;
-}
+#define OWNER_SLOT_BITS 11   /* slot + 1 <= 1024 */
+#define OWNER_GEN_MASK 0x1fffffu
+#define OWNER(gen, slot) ((((gen) & OWNER_GEN_MASK) << OWNER_SLOT_BITS) | (uint32_t)((slot) + 1))
 
-/* A free slot: its byte's fcntl lock first (one live process at a time can hold it), then
- * in_use 0 -> 1.  A slot whose byte is free but whose in_use is still set is a dead process's
- * that reclaim (under the ledger lock) has not cleared yet: not ours to take. */
-static int claim_free_slot(void)
+/* a slot that changes hands gets a new generation, and with it a new owner word */
+static void take_slot(int i, int adopted)
 {
-    for (int i = 0; i < LEDGER_SLOTS; i++) {
-        struct lslot *s = &L->slot[i];
-        if (__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE)) continue;
-        if (L_fd >= 0 && !byte_lock(i, F_WRLCK)) continue;
-        uint32_t hw = __atomic_load_n(&L->hiwater, __ATOMIC_RELAXED);   /* before in_use: scans see it */
-        while (hw < (uint32_t)i + 1 &&
-               !__atomic_compare_exchange_n(&L->hiwater, &hw, (uint32_t)i + 1, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
-            ;
-        uint32_t zero = 0;
-        if (!__atomic_compare_exchange_n(&s->in_use, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            if (L_fd >= 0) byte_lock(i, F_UNLCK);
-            continue;
-        }
+    struct lslot *s = &L->slot[i];
+    uint32_t gen = __atomic_add_fetch(&s->gen, 1, __ATOMIC_ACQ_REL);
+    L_me = OWNER(gen, i);
+    L_adopted = adopted;
+    if (!adopted) {
         memset(s->used, 0, sizeof s->used);
         s->pid = (int32_t)getpid();
-        return i;
     }
-    return -1;
+    __atomic_store_n(&L_slot, i, __ATOMIC_RELEASE);
 }
 
-/* fcntl locks belong to the process, so our threads take turns claiming (reset in a forked child) */
+static void raise_hiwater(uint32_t n)
+{
+    uint32_t hw = __atomic_load_n(&L->hiwater, __ATOMIC_RELAXED);
+    while (hw < n && !__atomic_compare_exchange_n(&L->hiwater, &hw, n, 1, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+        ;
+}
+
+/* A free slot: its byte first, then in_use 0 -> 1 (a slot whose byte is free but in_use still set
+ * is a dead process's that reclaim has not cleared).  With none free: adopt a dead process's slot,
+ * whose bytes our first lock takes out of the totals. */
+static void claim_slot_now(void)
+{
+    for (int i = 0; i < debug_slots; i++) {
+        struct lslot *s = &L->slot[i];
+        if (__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || !slot_take_byte(i)) continue;
+        raise_hiwater((uint32_t)i + 1);   /* before in_use: scans see it */
+        uint32_t zero = 0;
+        if (__atomic_compare_exchange_n(&s->in_use, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
+            take_slot(i, 0);
+            return;
+        }
+        slot_drop_byte(i);
+    }
+    if (L_fd < 0) return;
+    for (int i = 0; i < debug_slots; i++)
+        if (__atomic_load_n(&L->slot[i].in_use, __ATOMIC_ACQUIRE) && slot_take_byte(i)) {
+            take_slot(i, 1);
+            return;
+        }
+}
+
+/* fcntl-style locks belong to the process (or to our one file description): our threads take
+ * turns claiming; reset in a forked child */
 static int claim_mu;
 
 static void claim_slot(void)
 {
     while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
-    if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) {
-        int i = claim_free_slot();
-        if (i >= 0) __atomic_store_n(&L_slot, i, __ATOMIC_RELEASE);
-    }
+    if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) claim_slot_now();
     __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE);
 }
 
-#define OWNER_PID 0x80000000u
-
-static uint32_t my_owner_id(void)
+/* under the lock, once: a slot adopted from a dead process still holds its bytes */
+static void settle_adopted_locked(void)
 {
-    int slot = __atomic_load_n(&L_slot, __ATOMIC_ACQUIRE);
-    return slot >= 0 ? (uint32_t)slot + 1 : OWNER_PID | (uint32_t)getpid();
+    struct lslot *s = &L->slot[L_slot];
+    uncharge_slot_locked(s, "dead (slot adopted)");
+    s->pid = (int32_t)getpid();
+    __atomic_store_n(&s->in_use, 1, __ATOMIC_RELEASE);   /* a reclaim may have cleared it meanwhile */
+    L_adopted = 0;
 }
 
-/* Is the lock's holder still running?  A slot holder is alive while its fcntl lock is held (the
- * kernel drops it at death, zombies included).  A holder without a slot (all 1024 taken) is named
- * by pid: gone, or a zombie, is dead; that test is only right within one pid namespace.  We
- * ourselves (another of our threads) are alive: F_GETLK does not report our own locks. */
-static int owner_alive(uint32_t owner)
+/* ---- the lock */
+
+/* Is the holder named by owner word w still running?  Ours (another of our threads) is; a slot
+ * that has changed hands since (another generation) is not; else its byte lock tells. */
+static int owner_alive(uint32_t w)
 {
-    if (!(owner & OWNER_PID)) {
-        int slot = (int)owner - 1;
-        return slot == __atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) || slot < 0 || slot >= LEDGER_SLOTS || slot_alive(slot);
-    }
-    pid_t pid = (pid_t)(owner & ~OWNER_PID);
-    if (pid == getpid()) return 1;
-    if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
-    char path[64], buf[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 1;   /* cannot tell: keep waiting */
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 1;
-    buf[n] = 0;
-    const char *paren = strrchr(buf, ')');   /* "pid (comm) S ...": comm may hold spaces */
-    return !(paren && (paren[2] == 'Z' || paren[2] == 'X'));
+    if (w == L_me) return 1;
+    int slot = (int)(w & ((1u << OWNER_SLOT_BITS) - 1)) - 1;
+    if (slot < 0 || slot >= LEDGER_SLOTS) return 1;   /* not a word we write: do not guess */
+    if ((__atomic_load_n(&L->slot[slot].gen, __ATOMIC_ACQUIRE) & OWNER_GEN_MASK) != w >> OWNER_SLOT_BITS) return 0;
+    if (slot == __atomic_load_n(&L_slot, __ATOMIC_ACQUIRE)) return 0;   /* our slot, adopted from it */
+    return slot_alive(slot);
 }
 
 /* Contended: spin briefly, then yield, then poll; every so often ask whether the holder died,
  * and if so take the lock over and repair what it may have left half-done. */
-static int lock_slow(uint32_t me)
+static void lock_slow(uint32_t me)
 {
     for (unsigned spins = 1; ; spins++) {
         uint32_t cur = __atomic_load_n(&L->owner, __ATOMIC_RELAXED);
         if (cur == 0) {
-            if (__atomic_compare_exchange_n(&L->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return 0;
+            if (__atomic_compare_exchange_n(&L->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
             continue;
         }
         if (spins % 64 == 0 && !owner_alive(cur)) {
             if (!__atomic_compare_exchange_n(&L->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) continue;
-            LOG(LOG_WARN, "a process died holding the ledger lock; recovering");
+            note(LOG_WARN, "a process died holding the ledger lock; recovering");
             recompute_totals();
             reclaim_locked();
-            return 0;
+            return;
         }
         if (spins < 2048) sched_yield();
         else usleep(50);
@@ -305,23 +373,40 @@ static int lock_slow(uint32_t me)
 static int lock(void)
 {
     if (__builtin_expect(!__atomic_load_n(&L, __ATOMIC_ACQUIRE), 0)) pthread_once(&L_once, ledger_init);
-    if (__builtin_expect(__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0, 0)) claim_slot();
-    uint32_t me = my_owner_id(), free_ = 0;
-    if (__atomic_compare_exchange_n(&L->owner, &free_, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return 0;
-    return lock_slow(me);
+    if (__builtin_expect(__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0, 0)) {
+        claim_slot();
+        if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) {   /* 1024 live processes */
+            static int said;
+            if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
+                gpumem_log(LOG_ERROR, "ledger has no free process slot (%d live processes share it): allocations on "
+                           "limited devices are refused", LEDGER_SLOTS);
+            return -1;
+        }
+    }
+    uint32_t me = L_me, free_ = 0;
+    if (!__atomic_compare_exchange_n(&L->owner, &free_, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) lock_slow(me);
+    if (__builtin_expect(L_adopted, 0)) settle_adopted_locked();
+    return 0;
 }
 
-static void unlock(void) { __atomic_store_n(&L->owner, 0, __ATOMIC_RELEASE); }
-
-/* under the lock: our slot, claimed before the lock was taken; when none was free, clear out the
- * dead and try once more */
-static int ensure_slot_locked(void)
+static void unlock(void)
 {
-    if (L_slot >= 0) return L_slot;
-    if (reclaim_locked()) claim_slot();
-    if (L_slot >= 0) return L_slot;
-    LOG(LOG_ERROR, "ledger has no free process slot; this process's usage is charged without one");
-    return -1;
+    if (__builtin_expect(!notes_len, 1)) {
+        __atomic_store_n(&L->owner, 0, __ATOMIC_RELEASE);
+        return;
+    }
+    char out[sizeof notes];
+    size_t n = notes_len;
+    memcpy(out, notes, n);
+    notes_len = 0;
+    __atomic_store_n(&L->owner, 0, __ATOMIC_RELEASE);
+    for (size_t i = 0; i < n;) {
+        char *nl = memchr(out + i, '\n', n - i);
+        size_t end = nl ? (size_t)(nl - out) : n;
+        out[end] = 0;
+        gpumem_log(out[i] - '0', "%s", out + i + 1);
+        i = end + 1;
+    }
 }
 
 int ledger_device(const char *uuid, uint64_t total)
@@ -359,7 +444,7 @@ int ledger_lookup(const char *uuid, uint64_t *total)
 int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
 {
     if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || lock() != 0) { *used_out = 0; return -1; }
-    int s = ensure_slot_locked();
+    int s = L_slot;
     uint64_t used = L->dev[ldev].used;
     for (int attempt = 0; ; attempt++) {
         used = L->dev[ldev].used;
@@ -402,11 +487,28 @@ void ledger_reclaim(void)
     unlock();
 }
 
-/* A forked child holds no fcntl lock and owns none of the parent's memory: it takes a new slot
- * on first use.  A private (fallback) ledger is the parent's copy: start it over. */
+/* A forked child owns none of the parent's memory: it takes a new slot on first use.  It shares
+ * the parent's file description (its descriptor and its mapping both hold it), and with it the
+ * parent's OFD lock: it opens and maps the file afresh, so that the parent's lock ends with the
+ * parent.  A private (fallback) ledger is the parent's copy: start it over. */
 void ledger_after_fork_child(void)
 {
     L_slot = -1;
+    L_me = 0;
+    L_adopted = 0;
     claim_mu = 0;   /* a parent thread may have held it at fork */
+    notes_len = 0;
+    if (L && L_fd >= 0 && L_ofd) {
+        int fd = open(L_path, O_RDWR | O_CLOEXEC);
+        void *m = fd < 0 ? MAP_FAILED
+                         : mmap(L, sizeof *L, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
+        if (m == L) {
+            dup3(fd, L_fd, O_CLOEXEC);   /* same number, a description of its own */
+            close(fd);
+        } else {   /* the old mapping is still in place when MAP_FIXED fails */
+            if (fd >= 0) close(fd);
+            use_private("cannot reopen the ledger after fork", L_path);
+        }
+    }
     if (L && L_fd < 0) init_ledger(L);
 }

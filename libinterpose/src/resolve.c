@@ -13,7 +13,7 @@ __thread int gpumem_in_resolve;   /* >0 while we dlopen: our dlsym hook then onl
 
 static void *no_dlsym(void *h, const char *n) { (void)h; (void)n; return NULL; }
 
-dlsym_fn get_real_dlsym(void)
+GPUMEM_NO_SANITIZE dlsym_fn get_real_dlsym(void)
 {
     dlsym_fn f = __atomic_load_n(&real_dlsym_p, __ATOMIC_ACQUIRE);
     if (f) return f;

@@ -11,13 +11,14 @@
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
  *   stream   (a stream in the current context; async/pool/freeasync then use it)  streamdestroy
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
- *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE
+ *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE  openclose=PATH
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
  *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
  * SIZE takes K/M/G suffixes (binary).  Results: "ok", "err=<CUresult>", numbers. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
@@ -272,6 +273,10 @@ int main(int argc, char **argv)
         else if (!strcmp(name, "used")) printf("used %llu\n", (unsigned long long)stub_counter("fake_cuda_used"));
         else if (!strcmp(name, "sleep")) { usleep((useconds_t)(atof(v) * 1e6)); printf("sleep ok\n"); }
         else if (!strcmp(name, "ready")) printf("ready\n");
+        else if (!strcmp(name, "openclose")) {   /* openclose=PATH: as a tool reading a file would */
+            int fd = open(v, O_RDONLY);
+            printf("openclose %s\n", fd >= 0 && close(fd) == 0 ? "ok" : "err");
+        }
         else if (!strcmp(name, "hold")) { printf("holding\n"); fflush(stdout); for (;;) pause(); }
         else if (!strcmp(name, "threads")) {
             int n = 1, iters = 1; size_t sz = 0;

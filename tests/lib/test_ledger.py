@@ -69,15 +69,15 @@ def test_state_dir_is_created_usable_by_other_users(gpu):
     gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB")
     mode = gpu.state.stat().st_mode
     assert mode & stat.S_ISVTX and mode & 0o777 == 0o777
-    assert (gpu.state / "ledger-v2").stat().st_mode & 0o666 == 0o666
-    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v2"]  # no temp file left behind
+    assert (gpu.state / "ledger-v3").stat().st_mode & 0o666 == 0o666
+    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v3"]  # no temp file left behind
 
 
 def test_state_dir_is_created_with_its_missing_parents(gpu, tmp_path):
     state = tmp_path / "a" / "b" / "state"
     r = gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB", GPUMEM_STATE_DIR=state)
     assert r.results("alloc") == ["ok"] and "unusable" not in r.err
-    assert (state / "ledger-v2").exists()
+    assert (state / "ledger-v3").exists()
 
 
 def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, tmp_path):
@@ -102,11 +102,11 @@ def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, 
 
 def test_ledger_of_another_layout_falls_back_instead_of_corrupting_it(gpu):
     gpu.state.mkdir()
-    (gpu.state / "ledger-v2").write_bytes(b"\0" * 64)
+    (gpu.state / "ledger-v3").write_bytes(b"\0" * 64)
     r = gpu.run(*START, "alloc=1536M", "alloc=1G", GPUMEM_LIMIT="2GiB", **NORES)
     assert r.results("alloc") == ["ok", "err=2"]
     assert "unusable" in r.err
-    assert (gpu.state / "ledger-v2").read_bytes() == b"\0" * 64
+    assert (gpu.state / "ledger-v3").read_bytes() == b"\0" * 64
 
 
 def test_sixteen_threads_never_exceed_the_cap_and_totals_return_to_zero(gpu):
@@ -292,6 +292,57 @@ def test_lock_holder_in_another_pid_namespace_killed_in_the_lock_is_detected(gpu
         assert "died holding the ledger lock" in r.err
     finally:
         kill(a)
+
+
+def test_closing_another_descriptor_of_the_ledger_keeps_a_process_alive(gpu):
+    # classic fcntl locks vanish when the process closes any descriptor of the file; OFD ones stay
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    a = hold(gpu, "alloc=3G", f"openclose={gpu.state / 'ledger-v3'}", **env)
+    try:
+        assert "openclose ok\n" in a.lines
+        r = gpu.run(*START, "info", "alloc=3G", **env)
+        assert r.field("info", "free") == 1 * GiB  # a's 3G still counted: not taken for dead
+        assert r.results("alloc") == ["err=2"]
+        assert "reclaimed" not in r.err
+    finally:
+        kill(a)
+
+
+def test_a_forked_child_does_not_keep_its_dead_parents_share_alive(gpu):
+    # the child inherits the parent's file description, and with it the parent's OFD lock
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    parent = gpu.spawn(*START, "alloc=1G", "forknowait", "sleep=30", "endfork", **env)
+    lines = []
+    for line in iter(parent.stdout.readline, ""):
+        lines.append(line)
+        if line.startswith("parent child="):
+            break
+    child = int(lines[-1].split("=")[1])
+    try:
+        assert "alloc ok\n" in lines
+        assert parent.wait(timeout=10) == 0  # the parent is gone; the child sleeps on
+        r = gpu.run(*START, "info", **env)
+        assert os.path.exists(f"/proc/{child}")
+        assert r.field("info", "free") == 4 * GiB  # the parent's 1G came back
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_a_full_ledger_refuses_and_a_dead_processs_slot_is_adopted(gpu):
+    env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_DEBUG_SLOTS=2, **NORES)
+    a = hold(gpu, "alloc=1G", **env)
+    b = hold(gpu, "alloc=1G", **env)
+    try:
+        r = gpu.run(*START, "alloc=1M", **env)
+        assert r.results("alloc") == ["err=2"]  # still capped: refused, and said why
+        assert "ledger has no free process slot" in r.err
+        kill(a)  # its slot is dead but not reclaimed yet: the next process adopts it
+        r = gpu.run(*START, "alloc=3G", "info", GPUMEM_LOG="info", **env)
+        assert r.results("alloc") == ["ok"]
+        assert r.field("info", "free") == 0
+        assert "slot adopted" in r.err
+    finally:
+        kill(b)
 
 
 def test_process_killed_mid_release_inside_the_lock_leaks_nothing(gpu):
