@@ -230,7 +230,7 @@ static void recompute_totals(void)
     for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
         uint64_t sum = 0;
         for (uint32_t i = 0; i < L->hiwater && i < LEDGER_SLOTS; i++) if (L->slot[i].in_use) sum += L->slot[i].used[d];
-        L->dev[d].used = sum;
+        __atomic_store_n(&L->dev[d].used, sum, __ATOMIC_RELEASE);   /* ledger_usage reads without the lock */
     }
 }
 
@@ -242,7 +242,8 @@ static void uncharge_slot_locked(struct lslot *s, const char *whose)
         if (!u) continue;
         char h[64];
         note(LOG_INFO, "reclaimed %s on ledger device %d from %s process %d", gpumem_human(u, h, sizeof h), d, whose, (int)s->pid);
-        L->dev[d].used = L->dev[d].used >= u ? L->dev[d].used - u : 0;
+        uint64_t t = L->dev[d].used;
+        __atomic_store_n(&L->dev[d].used, t >= u ? t - u : 0, __ATOMIC_RELEASE);
         s->used[d] = 0;
     }
 }
