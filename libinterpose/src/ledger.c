@@ -338,14 +338,14 @@ static void settle_adopted_locked(void)
 /* ---- the lock */
 
 /* Is the holder named by owner word w still running?  Ours (another of our threads) is; a slot
- * that has changed hands since (another generation) is not; else its byte lock tells. */
+ * that has changed hands since (another generation, ours included) is not; else its byte lock
+ * tells. */
 static int owner_alive(uint32_t w)
 {
     if (w == L_me) return 1;
     int slot = (int)(w & ((1u << OWNER_SLOT_BITS) - 1)) - 1;
     if (slot < 0 || slot >= LEDGER_SLOTS) return 1;   /* not a word we write: do not guess */
     if ((__atomic_load_n(&L->slot[slot].gen, __ATOMIC_ACQUIRE) & OWNER_GEN_MASK) != w >> OWNER_SLOT_BITS) return 0;
-    if (slot == __atomic_load_n(&L_slot, __ATOMIC_ACQUIRE)) return 0;   /* our slot, adopted from it */
     return slot_alive(slot);
 }
 
