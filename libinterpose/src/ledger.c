@@ -26,7 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "gpumem.h"
@@ -56,6 +58,7 @@ static uint32_t L_me;             /* our owner word: our slot and its generation
 static int L_adopted;             /* our slot was a dead process's: clear its bytes at first lock */
 static int L_ofd;                 /* open file description locks (else classic per-process ones) */
 static char L_path[4096];         /* the ledger file, reopened by a forked child */
+static uint64_t L_dev_id, L_ino;  /* its identity: tells whether L_fd still names it */
 static pthread_once_t L_once = PTHREAD_ONCE_INIT;
 /* GPUMEM_DEBUG_LOCK_SLEEP_US / GPUMEM_DEBUG_RELEASE_SLEEP_US: sleep inside the critical section
  * between the slot's update and the total's, so tests can kill us mid-update */
@@ -110,6 +113,34 @@ static int make_dirs(const char *dir)
     return 0;
 }
 
+/* the file's identity, by the raw system call (glibc's fstat is fstat@GLIBC_2.33) */
+static int file_id(int fd, uint64_t *dev, uint64_t *ino)
+{
+    struct stat st;
+    if (syscall(SYS_fstat, fd, &st) != 0) return -1;
+    *dev = (uint64_t)st.st_dev;
+    *ino = (uint64_t)st.st_ino;
+    return 0;
+}
+
+static int is_ledger_file(int fd)
+{
+    uint64_t dev, ino;
+    return fd >= 0 && file_id(fd, &dev, &ino) == 0 && dev == L_dev_id && ino == L_ino;
+}
+
+/* Out of the way of the application's low descriptor numbers (closefrom(3), dup2 onto 0-2). */
+static int move_high(int fd)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 128) return fd;
+    int low = rl.rlim_cur - 64 < 1000 ? (int)(rl.rlim_cur - 64) : 1000;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, low);
+    if (high < 0) return fd;
+    close(fd);
+    return high;
+}
+
 /* Open the ledger file, creating it atomically (initialised temp file, then link()). */
 static int open_shared(const char *dir, const char **why)
 {
@@ -159,7 +190,8 @@ static int open_shared(const char *dir, const char **why)
         L_ofd = 0;
     }
     snprintf(L_path, sizeof L_path, "%s", path);
-    L_fd = fd;
+    if (file_id(fd, &L_dev_id, &L_ino) != 0) { munmap(p, sizeof *l); close(fd); *why = strerror(errno); return -1; }
+    L_fd = move_high(fd);
     __atomic_store_n(&L, l, __ATOMIC_RELEASE);
     return 0;
 }
@@ -189,6 +221,29 @@ static int byte_lock(int i, short type, int cmd_ofd, int cmd_posix, struct flock
     int r = fcntl(L_fd, L_ofd ? cmd_ofd : cmd_posix, &fl);
     if (out) *out = fl;
     return r;
+}
+
+/* Lock queries go through L_fd, and the application may have closed it and had its number
+ * reused (our own lock stays: the mapping holds the file open).  Before trusting a query, check
+ * that L_fd still names the ledger; if not, reopen it.  0: cannot tell, trust nothing. */
+static int ledger_fd_ok(void)
+{
+    int fd = __atomic_load_n(&L_fd, __ATOMIC_ACQUIRE);
+    if (fd < 0 || is_ledger_file(fd)) return 1;
+    int fresh = open(L_path, O_RDWR | O_CLOEXEC);
+    if (!is_ledger_file(fresh)) {
+        if (fresh >= 0) close(fresh);
+        return 0;
+    }
+    fresh = move_high(fresh);
+    if (__atomic_compare_exchange_n(&L_fd, &fd, fresh, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        static int said;   /* the old number is the application's now: leave it alone */
+        if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
+            gpumem_log(LOG_WARN, "the ledger's descriptor %d was closed or replaced by the application; reopened", fd);
+    } else {
+        close(fresh);   /* another thread reopened it first */
+    }
+    return 1;
 }
 
 /* Is slot i's owner alive?  Its byte is locked.  (Neither lock kind reports the caller's own
@@ -252,6 +307,7 @@ static void uncharge_slot_locked(struct lslot *s, const char *whose)
 static int reclaim_locked(void)
 {
     int n = 0;
+    if (!ledger_fd_ok()) return 0;   /* cannot tell the dead: keep everyone */
     for (int i = 0; i < (int)L->hiwater && i < LEDGER_SLOTS; i++) {
         struct lslot *s = &L->slot[i];
         if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || i == L_slot || slot_alive(i)) continue;
@@ -295,6 +351,7 @@ static void raise_hiwater(uint32_t n)
  * whose bytes our first lock takes out of the totals. */
 static void claim_slot_now(void)
 {
+    if (!ledger_fd_ok()) return;
     for (int i = 0; i < debug_slots; i++) {
         struct lslot *s = &L->slot[i];
         if (__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || !slot_take_byte(i)) continue;
@@ -346,7 +403,7 @@ static int owner_alive(uint32_t w)
     int slot = (int)(w & ((1u << OWNER_SLOT_BITS) - 1)) - 1;
     if (slot < 0 || slot >= LEDGER_SLOTS) return 1;   /* not a word we write: do not guess */
     if ((__atomic_load_n(&L->slot[slot].gen, __ATOMIC_ACQUIRE) & OWNER_GEN_MASK) != w >> OWNER_SLOT_BITS) return 0;
-    return slot_alive(slot);
+    return !ledger_fd_ok() || slot_alive(slot);
 }
 
 /* Contended: spin briefly, then yield, then poll; every so often ask whether the holder died,
@@ -488,10 +545,35 @@ void ledger_reclaim(void)
     unlock();
 }
 
+/* In a forked child: a description of the ledger of our own, mapped over the inherited mapping;
+ * through /proc/self/fd first (the same file even if renamed), then by path; 1 on success. */
+static int reopen_in_child(void)
+{
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", L_fd);
+    int fd = open(self, O_RDWR | O_CLOEXEC);
+    if (!is_ledger_file(fd)) {
+        if (fd >= 0) close(fd);
+        fd = open(L_path, O_RDWR | O_CLOEXEC);
+        if (!is_ledger_file(fd)) {
+            if (fd >= 0) close(fd);
+            return 0;
+        }
+    }
+    if (mmap(L, sizeof *L, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) != L) {
+        close(fd);
+        return 0;
+    }
+    close(L_fd);
+    L_fd = move_high(fd);
+    return 1;
+}
+
 /* A forked child owns none of the parent's memory: it takes a new slot on first use.  It shares
  * the parent's file description (its descriptor and its mapping both hold it), and with it the
- * parent's OFD lock: it opens and maps the file afresh, so that the parent's lock ends with the
- * parent.  A private (fallback) ledger is the parent's copy: start it over. */
+ * parent's OFD lock, which would then outlive the parent: it opens and maps the file afresh, or,
+ * failing that, lets go of the parent's file altogether and keeps a ledger of its own.  A private
+ * (fallback) ledger is the parent's copy: start it over. */
 void ledger_after_fork_child(void)
 {
     L_slot = -1;
@@ -499,16 +581,26 @@ void ledger_after_fork_child(void)
     L_adopted = 0;
     claim_mu = 0;   /* a parent thread may have held it at fork */
     notes_len = 0;
-    if (L && L_fd >= 0 && L_ofd) {
-        int fd = open(L_path, O_RDWR | O_CLOEXEC);
-        void *m = fd < 0 ? MAP_FAILED
-                         : mmap(L, sizeof *L, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
-        if (m == L) {
-            dup3(fd, L_fd, O_CLOEXEC);   /* same number, a description of its own */
-            close(fd);
-        } else {   /* the old mapping is still in place when MAP_FIXED fails */
-            if (fd >= 0) close(fd);
-            use_private("cannot reopen the ledger after fork", L_path);
+    if (!L && L_fd >= 0) {   /* forked during the first ledger_init, which runs again here */
+        close(L_fd);
+        L_fd = -1;
+    }
+    if (L && L_fd >= 0 && L_ofd && !reopen_in_child()) {
+        if (mmap(L, sizeof *L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != L) {
+            munmap(L, sizeof *L);   /* no address for a private copy there: a fresh one elsewhere */
+            L = mmap(NULL, sizeof *L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (L == MAP_FAILED) {
+                static struct ledger last_resort;
+                L = &last_resort;
+            }
+        }
+        close(L_fd);
+        L_fd = -1;
+        if (gpumem_log_level >= LOG_WARN) {   /* write(2): a fork child handler formats nothing */
+            static const char m[] = "gpumem: cannot reopen the ledger after fork: this process keeps its own "
+                                    "ledger, so its cap is per process, not shared\n";
+            ssize_t w = write(2, m, sizeof m - 1);
+            (void)w;
         }
     }
     if (L && L_fd < 0) init_ledger(L);

@@ -12,6 +12,7 @@
  *   stream   (a stream in the current context; async/pool/freeasync then use it)  streamdestroy
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE  openclose=PATH
+ *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
  *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
@@ -273,7 +274,18 @@ int main(int argc, char **argv)
         else if (!strcmp(name, "used")) printf("used %llu\n", (unsigned long long)stub_counter("fake_cuda_used"));
         else if (!strcmp(name, "sleep")) { usleep((useconds_t)(atof(v) * 1e6)); printf("sleep ok\n"); }
         else if (!strcmp(name, "ready")) printf("ready\n");
-        else if (!strcmp(name, "openclose")) {   /* openclose=PATH: as a tool reading a file would */
+        else if (!strcmp(name, "clobber")) {   /* clobber=SUBSTR: dup2 /dev/null over every fd whose target holds SUBSTR */
+            int n = 0, null = open("/dev/null", O_RDONLY);
+            for (int fd = 3; fd < 4096; fd++) {
+                char link[64], target[512];
+                snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+                ssize_t len = readlink(link, target, sizeof target - 1);
+                if (len <= 0 || fd == null) continue;
+                target[len] = 0;
+                if (strstr(target, v) && dup2(null, fd) == fd) n++;
+            }
+            printf("clobber %d\n", n);
+        } else if (!strcmp(name, "openclose")) {   /* openclose=PATH: as a tool reading a file would */
             int fd = open(v, O_RDONLY);
             printf("openclose %s\n", fd >= 0 && close(fd) == 0 ? "ok" : "err");
         }

@@ -308,6 +308,24 @@ def test_closing_another_descriptor_of_the_ledger_keeps_a_process_alive(gpu):
         kill(a)
 
 
+def test_a_descriptor_number_the_application_reuses_is_not_trusted(gpu):
+    # a daemon's dup2 over our descriptor: lock queries through it would ask /dev/null, and every
+    # live process would look dead
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    a = hold(gpu, "alloc=1G", **env)
+    try:
+        r = gpu.run(*START, "alloc=1M", "free", "clobber=ledger-v3", "info", "alloc=3G", **env)
+        assert r.line("clobber") == "clobber 1"
+        assert r.field("info", "free") == 3 * GiB  # a's 1G still counted
+        assert r.results("alloc") == ["ok", "ok"]
+        assert "reclaimed" not in r.err
+        assert "closed or replaced by the application; reopened" in r.err
+        r = gpu.run(*START, "info", **env)
+        assert r.field("info", "free") == 3 * GiB  # and the second process's slot was its own
+    finally:
+        kill(a)
+
+
 def test_a_forked_child_does_not_keep_its_dead_parents_share_alive(gpu):
     # the child inherits the parent's file description, and with it the parent's OFD lock
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
