@@ -72,8 +72,8 @@ void dev_memo_forget(void) { __atomic_add_fetch(&memo_epoch, 1, __ATOMIC_RELEASE
 
 /* ---------------------------------------------------------------- init and fork */
 
-static void fork_prepare(void) { pthread_mutex_lock(&dev_mu); pthread_mutex_lock(&oom_mu); track_fork_prepare(); }
-static void fork_parent(void) { track_fork_parent(); pthread_mutex_unlock(&oom_mu); pthread_mutex_unlock(&dev_mu); }
+static void fork_prepare(void) { pthread_mutex_lock(&dev_mu); pthread_mutex_lock(&oom_mu); track_fork_prepare(); ledger_fork_prepare(); }
+static void fork_parent(void) { ledger_fork_parent(); track_fork_parent(); pthread_mutex_unlock(&oom_mu); pthread_mutex_unlock(&dev_mu); }
 static void fork_child(void)
 {
     track_after_fork_child();

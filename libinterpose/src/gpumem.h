@@ -91,6 +91,8 @@ GPUMEM_HIDDEN void ledger_release(int ldev, uint64_t bytes);
 GPUMEM_HIDDEN uint64_t ledger_usage(int ldev);
 GPUMEM_HIDDEN void ledger_reclaim(void);
 GPUMEM_HIDDEN void ledger_after_fork_child(void);
+GPUMEM_HIDDEN void ledger_fork_prepare(void);   /* no fork in the middle of our slot's claim */
+GPUMEM_HIDDEN void ledger_fork_parent(void);
 
 /* ---- track.c: per-process allocation table ---- */
 enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM, TK_ASYNC, TK_CTXRES };

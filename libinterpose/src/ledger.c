@@ -2,9 +2,10 @@
  * container.  Per-device totals plus one slot per process with its per-device bytes.
  *
  * - a process holds a write lock on its slot's first byte for its whole life, an open file
- *   description (OFD) lock where the kernel has them: the kernel drops it at death (zombies
- *   included), closing another descriptor of the file does not, and it is seen from every pid
- *   namespace that shares the file (replicas of an `ipc: host` service);
+ *   description (OFD) lock where the kernel has them, taken on a description that only a mapped
+ *   page keeps open: the kernel drops it at death (zombies included), no descriptor the
+ *   application closes can end it, and it is seen from every pid namespace that shares the file
+ *   (replicas of an `ipc: host` service);
  * - a process takes its slot without the ledger lock: the byte's lock first (one live process at a
  *   time can hold it), then in_use 0 -> 1; with every slot taken, it adopts a dead process's;
  * - check-and-reserve runs under the ledger lock: one word naming its holder's slot and that
@@ -200,6 +201,11 @@ static void ledger_init(void)
 {
     const char *dir = getenv("GPUMEM_STATE_DIR");
     if (!dir || !*dir) dir = "/dev/shm/gpumem";
+    static char absolute[4096];   /* the ledger is reopened by path later, maybe after a chdir */
+    char cwd[2048];
+    if (dir[0] != '/' && getcwd(cwd, sizeof cwd) &&
+        snprintf(absolute, sizeof absolute, "%s/%s", cwd, dir) < (int)sizeof absolute)
+        dir = absolute;
     const char *s = getenv("GPUMEM_DEBUG_LOCK_SLEEP_US");
     if (s) debug_sleep_us = (unsigned)strtoul(s, NULL, 10);
     s = getenv("GPUMEM_DEBUG_RELEASE_SLEEP_US");
@@ -218,7 +224,7 @@ static int byte_lock(int i, short type, int cmd_ofd, int cmd_posix, struct flock
     struct flock fl = { .l_type = type, .l_whence = SEEK_SET,
                         .l_start = (off_t)offsetof(struct ledger, slot) + (off_t)i * (off_t)sizeof(struct lslot),
                         .l_len = 1 };   /* l_pid 0: OFD locks require it */
-    int r = fcntl(L_fd, L_ofd ? cmd_ofd : cmd_posix, &fl);
+    int r = fcntl(__atomic_load_n(&L_fd, __ATOMIC_ACQUIRE), L_ofd ? cmd_ofd : cmd_posix, &fl);
     if (out) *out = fl;
     return r;
 }
@@ -233,6 +239,10 @@ static int ledger_fd_ok(void)
     int fresh = open(L_path, O_RDWR | O_CLOEXEC);
     if (!is_ledger_file(fresh)) {
         if (fresh >= 0) close(fresh);
+        static int said;   /* safe for the cap (nobody is taken for dead), but say it */
+        if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
+            gpumem_log(LOG_ERROR, "the ledger's descriptor was closed or replaced by the application and %s cannot be "
+                       "reopened: dead processes' shares are no longer given back", L_path);
         return 0;
     }
     fresh = move_high(fresh);
@@ -256,8 +266,22 @@ static int slot_alive(int i)
     return fl.l_type != F_UNLCK;
 }
 
-static int slot_take_byte(int i) { return L_fd < 0 || byte_lock(i, F_WRLCK, F_OFD_SETLK, F_SETLK, NULL) == 0; }
-static void slot_drop_byte(int i) { if (L_fd >= 0) byte_lock(i, F_UNLCK, F_OFD_SETLK, F_SETLK, NULL); }
+/* our own slot's byte lock, through fd (the claim's description) */
+static int slot_take_byte(int fd, int i)
+{
+    if (fd < 0) return 1;   /* private ledger: no other process */
+    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+                        .l_start = (off_t)offsetof(struct ledger, slot) + (off_t)i * (off_t)sizeof(struct lslot), .l_len = 1 };
+    return fcntl(fd, L_ofd ? F_OFD_SETLK : F_SETLK, &fl) == 0;
+}
+
+static void slot_drop_byte(int fd, int i)
+{
+    if (fd < 0) return;
+    struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET,
+                        .l_start = (off_t)offsetof(struct ledger, slot) + (off_t)i * (off_t)sizeof(struct lslot), .l_len = 1 };
+    fcntl(fd, L_ofd ? F_OFD_SETLK : F_SETLK, &fl);
+}
 
 /* ---- messages from inside the critical section wait until it ends: a write to a full stderr
  * pipe must not hold every process of the container */
@@ -346,34 +370,75 @@ static void raise_hiwater(uint32_t n)
         ;
 }
 
+/* The description our slot's OFD lock is taken on: a fresh open of the ledger, of which we map one
+ * page and close the descriptor, so that the lock lasts exactly as long as the mapping (our life)
+ * and no descriptor of the application's can end it.  A forked child unmaps its copy.  Classic
+ * locks belong to the process and end with any close of the file: those go through L_fd. */
+static void *L_pin;
+
+static int claim_fd(void)
+{
+    int fd = __atomic_load_n(&L_fd, __ATOMIC_ACQUIRE);
+    if (fd < 0 || !L_ofd) return fd;
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    int fresh = open(self, O_RDWR | O_CLOEXEC);
+    if (!is_ledger_file(fresh)) {
+        if (fresh >= 0) close(fresh);
+        fresh = open(L_path, O_RDWR | O_CLOEXEC);
+    }
+    if (is_ledger_file(fresh)) return fresh;
+    if (fresh >= 0) close(fresh);
+    return -2;
+}
+
+/* the claim holds slot i's byte through cfd: keep it for life */
+static int pin_claim(int cfd)
+{
+    if (cfd < 0 || !L_ofd) return 1;
+    void *pin = mmap(NULL, 4096, PROT_READ, MAP_SHARED, cfd, 0);
+    if (pin == MAP_FAILED) return 0;
+    L_pin = pin;
+    return 1;
+}
+
 /* A free slot: its byte first, then in_use 0 -> 1 (a slot whose byte is free but in_use still set
  * is a dead process's that reclaim has not cleared).  With none free: adopt a dead process's slot,
  * whose bytes our first lock takes out of the totals. */
 static void claim_slot_now(void)
 {
     if (!ledger_fd_ok()) return;
-    for (int i = 0; i < debug_slots; i++) {
+    int cfd = claim_fd();
+    if (cfd == -2) return;
+    int got = -1, adopted = 0;
+    for (int i = 0; i < debug_slots && got < 0; i++) {
         struct lslot *s = &L->slot[i];
-        if (__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || !slot_take_byte(i)) continue;
+        if (__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || !slot_take_byte(cfd, i)) continue;
         raise_hiwater((uint32_t)i + 1);   /* before in_use: scans see it */
         uint32_t zero = 0;
-        if (__atomic_compare_exchange_n(&s->in_use, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) {
-            take_slot(i, 0);
-            return;
-        }
-        slot_drop_byte(i);
+        if (__atomic_compare_exchange_n(&s->in_use, &zero, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) got = i;
+        else slot_drop_byte(cfd, i);
     }
-    if (L_fd < 0) return;
-    for (int i = 0; i < debug_slots; i++)
-        if (__atomic_load_n(&L->slot[i].in_use, __ATOMIC_ACQUIRE) && slot_take_byte(i)) {
-            take_slot(i, 1);
-            return;
+    for (int i = 0; i < debug_slots && got < 0 && cfd >= 0; i++)
+        if (__atomic_load_n(&L->slot[i].in_use, __ATOMIC_ACQUIRE) && slot_take_byte(cfd, i)) {
+            got = i;
+            adopted = 1;
         }
+    if (got >= 0 && !pin_claim(cfd)) {   /* cannot keep the lock: give the slot back */
+        if (!adopted) __atomic_store_n(&L->slot[got].in_use, 0, __ATOMIC_RELEASE);
+        slot_drop_byte(cfd, got);
+        got = -1;
+    }
+    if (cfd >= 0 && cfd != __atomic_load_n(&L_fd, __ATOMIC_ACQUIRE)) close(cfd);
+    if (got >= 0) take_slot(got, adopted);
 }
 
 /* fcntl-style locks belong to the process (or to our one file description): our threads take
  * turns claiming; reset in a forked child */
 static int claim_mu;
+
+void ledger_fork_prepare(void) { while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield(); }
+void ledger_fork_parent(void) { __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE); }
 
 static void claim_slot(void)
 {
@@ -545,63 +610,20 @@ void ledger_reclaim(void)
     unlock();
 }
 
-/* In a forked child: a description of the ledger of our own, mapped over the inherited mapping;
- * through /proc/self/fd first (the same file even if renamed), then by path; 1 on success. */
-static int reopen_in_child(void)
-{
-    char self[64];
-    snprintf(self, sizeof self, "/proc/self/fd/%d", L_fd);
-    int fd = open(self, O_RDWR | O_CLOEXEC);
-    if (!is_ledger_file(fd)) {
-        if (fd >= 0) close(fd);
-        fd = open(L_path, O_RDWR | O_CLOEXEC);
-        if (!is_ledger_file(fd)) {
-            if (fd >= 0) close(fd);
-            return 0;
-        }
-    }
-    if (mmap(L, sizeof *L, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) != L) {
-        close(fd);
-        return 0;
-    }
-    close(L_fd);
-    L_fd = move_high(fd);
-    return 1;
-}
-
-/* A forked child owns none of the parent's memory: it takes a new slot on first use.  It shares
- * the parent's file description (its descriptor and its mapping both hold it), and with it the
- * parent's OFD lock, which would then outlive the parent: it opens and maps the file afresh, or,
- * failing that, lets go of the parent's file altogether and keeps a ledger of its own.  A private
- * (fallback) ledger is the parent's copy: start it over. */
+/* A forked child owns none of the parent's memory: it takes a new slot on first use.  Its copy of
+ * the pinned page would keep the parent's slot lock alive after the parent: unmap it (the shared
+ * descriptor and main mapping hold no lock).  A private (fallback) ledger is the parent's copy:
+ * start it over. */
 void ledger_after_fork_child(void)
 {
     L_slot = -1;
     L_me = 0;
     L_adopted = 0;
-    claim_mu = 0;   /* a parent thread may have held it at fork */
+    claim_mu = 0;
     notes_len = 0;
-    if (!L && L_fd >= 0) {   /* forked during the first ledger_init, which runs again here */
-        close(L_fd);
-        L_fd = -1;
-    }
-    if (L && L_fd >= 0 && L_ofd && !reopen_in_child()) {
-        if (mmap(L, sizeof *L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != L) {
-            munmap(L, sizeof *L);   /* no address for a private copy there: a fresh one elsewhere */
-            L = mmap(NULL, sizeof *L, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (L == MAP_FAILED) {
-                static struct ledger last_resort;
-                L = &last_resort;
-            }
-        }
-        close(L_fd);
-        L_fd = -1;
-        if (gpumem_log_level >= LOG_WARN) {   /* write(2): a fork child handler formats nothing */
-            static const char m[] = "gpumem: cannot reopen the ledger after fork: this process keeps its own "
-                                    "ledger, so its cap is per process, not shared\n";
-            ssize_t w = write(2, m, sizeof m - 1);
-            (void)w;
-        }
+    if (L_pin) {
+        munmap(L_pin, 4096);
+        L_pin = NULL;
     }
     if (L && L_fd < 0) init_ledger(L);
 }

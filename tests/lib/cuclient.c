@@ -13,6 +13,7 @@
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE  openclose=PATH
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
+ *   fds=SUBSTR       how many open descriptors name SUBSTR
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
  *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
@@ -285,6 +286,17 @@ int main(int argc, char **argv)
                 if (strstr(target, v) && dup2(null, fd) == fd) n++;
             }
             printf("clobber %d\n", n);
+        } else if (!strcmp(name, "fds")) {   /* fds=SUBSTR: how many of our descriptors name SUBSTR */
+            int n = 0;
+            for (int fd = 0; fd < 4096; fd++) {
+                char link[64], target[512];
+                snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+                ssize_t len = readlink(link, target, sizeof target - 1);
+                if (len <= 0) continue;
+                target[len] = 0;
+                if (strstr(target, v)) n++;
+            }
+            printf("fds %d\n", n);
         } else if (!strcmp(name, "openclose")) {   /* openclose=PATH: as a tool reading a file would */
             int fd = open(v, O_RDONLY);
             printf("openclose %s\n", fd >= 0 && close(fd) == 0 ? "ok" : "err");

@@ -326,6 +326,38 @@ def test_a_descriptor_number_the_application_reuses_is_not_trusted(gpu):
         kill(a)
 
 
+def test_a_forked_child_keeps_the_applications_descriptors(gpu):
+    # the application's file now has our old descriptor's number: a child must not close it
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    r = gpu.run(
+        *START, "alloc=1M", "free", "clobber=ledger-v3", "fds=null", "fork", "fds=null", "endfork", **env
+    )
+    before, in_child = r.results("fds")
+    assert int(before) >= 1 and in_child == before, r
+
+
+def test_a_child_whose_descriptor_the_application_reuses_keeps_its_share(gpu):
+    # its slot's lock must not hang on a descriptor the application can close
+    env = dict(GPUMEM_LIMIT="4GiB", **NORES)
+    parent = gpu.spawn(
+        *START, "forknowait", "clobber=ledger-v3", "alloc=1G", "clobber=ledger-v3", "hold", **env
+    )
+    lines = []
+    for line in iter(parent.stdout.readline, ""):
+        lines.append(line)
+        if line.startswith("holding"):
+            break
+    child = int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
+    try:
+        assert "alloc ok\n" in lines
+        r = gpu.run(*START, "info", "alloc=4G", **env)
+        assert r.field("info", "free") == 3 * GiB  # the live child's 1G still counted
+        assert r.results("alloc") == ["err=2"]
+    finally:
+        os.kill(child, signal.SIGKILL)
+        kill(parent)
+
+
 def test_a_forked_child_does_not_keep_its_dead_parents_share_alive(gpu):
     # the child inherits the parent's file description, and with it the parent's OFD lock
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
