@@ -30,6 +30,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 #include "gpumem.h"
@@ -58,6 +59,7 @@ static int L_slot = -1;           /* our slot, -1 until first use (and again in 
 static uint32_t L_me;             /* our owner word: our slot and its generation */
 static int L_adopted;             /* our slot was a dead process's: clear its bytes at first lock */
 static int L_ofd;                 /* open file description locks (else classic per-process ones) */
+static int L_pin_ok;              /* a mapping keeps the locked description open (not on overlayfs) */
 static char L_path[4096];         /* the ledger file, reopened by a forked child */
 static uint64_t L_dev_id, L_ino;  /* its identity: tells whether L_fd still names it */
 static pthread_once_t L_once = PTHREAD_ONCE_INIT;
@@ -191,6 +193,10 @@ static int open_shared(const char *dir, const char **why)
         L_ofd = 0;
     }
     snprintf(L_path, sizeof L_path, "%s", path);
+    /* overlayfs maps the underlying file, not the one locked: a pinned page would not hold the
+     * lock there, so the claim's descriptor stays open instead */
+    struct statfs sfs;
+    L_pin_ok = !(fstatfs(fd, &sfs) == 0 && (unsigned long)sfs.f_type == 0x794c7630UL);
     if (file_id(fd, &L_dev_id, &L_ino) != 0) { munmap(p, sizeof *l); close(fd); *why = strerror(errno); return -1; }
     L_fd = move_high(fd);
     __atomic_store_n(&L, l, __ATOMIC_RELEASE);
@@ -375,6 +381,7 @@ static void raise_hiwater(uint32_t n)
  * and no descriptor of the application's can end it.  A forked child unmaps its copy.  Classic
  * locks belong to the process and end with any close of the file: those go through L_fd. */
 static void *L_pin;
+static int L_lock_fd = -1;   /* overlayfs only: the descriptor our slot lock is on, kept open */
 
 static int claim_fd(void)
 {
@@ -395,9 +402,10 @@ static int claim_fd(void)
 /* the claim holds slot i's byte through cfd: keep it for life */
 static int pin_claim(int cfd)
 {
-    if (cfd < 0 || !L_ofd) return 1;
+    if (cfd < 0 || !L_ofd || !L_pin_ok) return 1;
     void *pin = mmap(NULL, 4096, PROT_READ, MAP_SHARED, cfd, 0);
     if (pin == MAP_FAILED) return 0;
+    madvise(pin, 4096, MADV_DONTFORK);   /* children made without fork handlers get no copy */
     L_pin = pin;
     return 1;
 }
@@ -429,7 +437,11 @@ static void claim_slot_now(void)
         slot_drop_byte(cfd, got);
         got = -1;
     }
-    if (cfd >= 0 && cfd != __atomic_load_n(&L_fd, __ATOMIC_ACQUIRE)) close(cfd);
+    if (got >= 0 && cfd >= 0 && L_ofd && !L_pin_ok) {
+        L_lock_fd = move_high(cfd);   /* overlayfs: the open descriptor holds the lock */
+    } else if (cfd >= 0 && cfd != __atomic_load_n(&L_fd, __ATOMIC_ACQUIRE)) {
+        close(cfd);
+    }
     if (got >= 0) take_slot(got, adopted);
 }
 
@@ -624,6 +636,10 @@ void ledger_after_fork_child(void)
     if (L_pin) {
         munmap(L_pin, 4096);
         L_pin = NULL;
+    }
+    if (L_lock_fd >= 0) {   /* the parent's lock: not ours to keep alive */
+        close(L_lock_fd);
+        L_lock_fd = -1;
     }
     if (L && L_fd < 0) init_ledger(L);
 }
