@@ -38,6 +38,21 @@ def wait_in_lock(p):
     raise AssertionError("never reached the ledger lock")
 
 
+def read_until(p, done):
+    """p's stdout lines up to and including the first for which done(line, lines so far) holds."""
+    lines = []
+    for line in iter(p.stdout.readline, ""):
+        lines.append(line)
+        if done(line, lines):
+            break
+    return lines
+
+
+def forked_child(lines):
+    """The pid of the child a `fork`/`forknowait` made, from its parent's line."""
+    return int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
+
+
 def kill(p):
     p.kill()
     p.wait()
@@ -183,12 +198,11 @@ def test_sigkilled_process_share_comes_back(gpu):
 def test_killed_process_left_as_unreaped_zombie_gives_its_share_back(gpu):
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     parent = gpu.spawn(*START, "forknowait", "alloc=3G", "endfork", "hold", **env)
-    lines = []
-    for line in iter(parent.stdout.readline, ""):
-        lines.append(line)
-        if "holding\n" in lines and ("alloc ok\n" in lines or line.startswith("alloc err")):
-            break
-    child = int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
+    lines = read_until(
+        parent,
+        lambda line, seen: "holding\n" in seen and ("alloc ok\n" in seen or line.startswith("alloc err")),
+    )
+    child = forked_child(lines)
     try:
         assert "alloc ok\n" in lines, lines
         for _ in range(100):  # wait until the child is a zombie (dead, never reaped)
@@ -227,12 +241,7 @@ def test_lock_holder_killed_in_its_first_critical_section_and_left_a_zombie_is_d
     )
     try:
         wait_in_lock(parent)  # the child's line: it sleeps inside its first lock
-        lines = []
-        for line in iter(parent.stdout.readline, ""):
-            lines.append(line)
-            if line.startswith("holding"):
-                break
-        child = int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
+        child = forked_child(read_until(parent, lambda line, _: line.startswith("holding")))
         os.kill(child, signal.SIGKILL)
         t0 = time.monotonic()
         r = gpu.run(*START, "info", "alloc=4G", timeout=10, GPUMEM_LOG="warn", **env)
@@ -342,12 +351,8 @@ def test_a_child_whose_descriptor_the_application_reuses_keeps_its_share(gpu):
     parent = gpu.spawn(
         *START, "forknowait", "clobber=ledger-v3", "alloc=1G", "clobber=ledger-v3", "hold", **env
     )
-    lines = []
-    for line in iter(parent.stdout.readline, ""):
-        lines.append(line)
-        if line.startswith("holding"):
-            break
-    child = int(next(ln for ln in lines if ln.startswith("parent child=")).split("=")[1])
+    lines = read_until(parent, lambda line, _: line.startswith("holding"))
+    child = forked_child(lines)
     try:
         assert "alloc ok\n" in lines
         r = gpu.run(*START, "info", "alloc=4G", **env)
@@ -362,12 +367,8 @@ def test_a_forked_child_does_not_keep_its_dead_parents_share_alive(gpu):
     # the child inherits the parent's file description, and with it the parent's OFD lock
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     parent = gpu.spawn(*START, "alloc=1G", "forknowait", "sleep=30", "endfork", **env)
-    lines = []
-    for line in iter(parent.stdout.readline, ""):
-        lines.append(line)
-        if line.startswith("parent child="):
-            break
-    child = int(lines[-1].split("=")[1])
+    lines = read_until(parent, lambda line, _: line.startswith("parent child="))
+    child = forked_child(lines)
     try:
         assert "alloc ok\n" in lines
         assert parent.wait(timeout=10) == 0  # the parent is gone; the child sleeps on
