@@ -3,8 +3,6 @@
 //   micro alloc BYTES ITERS           cuMemAlloc+cuMemFree pairs, one thread
 //   micro threads N BYTES ITERS       the same from N threads at once: pairs per second
 //   micro async BYTES ITERS           cudaMallocAsync+cudaFreeAsync pairs (libcudart, pool)
-//   micro asyncrmw BYTES ITERS        the same, native, with one locked read-modify-write after each
-//                                     call (what a hook's atomics add when they follow the driver)
 //   micro info ITERS                  cuMemGetInfo, cudaMemGetInfo, cuDeviceTotalMem, nvmlDeviceGetMemoryInfo
 //   micro launch ITERS                empty kernel launches, synchronised at the end
 //   micro start                       first usable context, then exit (timed from outside)
@@ -103,25 +101,6 @@ int main(int argc, char **argv) {
         for (int i = 0; i < iters; i++) {
             if (cudaMallocAsync(&p, bytes, s) != cudaSuccess) { fprintf(stderr, "async failed\n"); return 1; }
             cudaFreeAsync(p, s);
-        }
-        cudaStreamSynchronize(s);
-        printf("us_per_pair=%.3f\n", (now_us() - t0) / iters);
-    } else if (!strcmp(mode, "asyncrmw")) {
-        size_t bytes = strtoull(argv[2], NULL, 0);
-        int iters = atoi(argv[3]);
-        static unsigned long counter;
-        cudaStream_t s;
-        cudaStreamCreate(&s);
-        void *p;
-        cudaMallocAsync(&p, bytes, s);
-        cudaFreeAsync(p, s);
-        cudaStreamSynchronize(s);
-        double t0 = now_us();
-        for (int i = 0; i < iters; i++) {
-            if (cudaMallocAsync(&p, bytes, s) != cudaSuccess) { fprintf(stderr, "async failed\n"); return 1; }
-            __atomic_fetch_add(&counter, 1, __ATOMIC_SEQ_CST);
-            cudaFreeAsync(p, s);
-            __atomic_fetch_add(&counter, 1, __ATOMIC_SEQ_CST);
         }
         cudaStreamSynchronize(s);
         printf("us_per_pair=%.3f\n", (now_us() - t0) / iters);
