@@ -144,6 +144,8 @@ static int move_high(int fd)
     return high;
 }
 
+static int byte_lock(int fd, int i, short type, int cmd_ofd, int cmd_posix, struct flock *out);
+
 /* Open the ledger file, creating it atomically (initialised temp file, then link()). */
 static int open_shared(const char *dir, const char **why)
 {
@@ -184,13 +186,12 @@ static int open_shared(const char *dir, const char **why)
         munmap(p, sizeof *l); close(fd); *why = "ledger file of another version"; return -1;
     }
     /* liveness needs record locks: OFD ones (Linux 3.15+), else classic */
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)offsetof(struct ledger, slot), .l_len = 1 };
-    if (fcntl(fd, F_OFD_GETLK, &fl) == 0) {
-        L_ofd = 1;
-    } else {
-        struct flock fl2 = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)offsetof(struct ledger, slot), .l_len = 1 };
-        if (fcntl(fd, F_GETLK, &fl2) != 0) { munmap(p, sizeof *l); close(fd); *why = "no file locks on it"; return -1; }
+    L_ofd = 1;
+    if (byte_lock(fd, 0, F_WRLCK, F_OFD_GETLK, F_GETLK, NULL) != 0) {
         L_ofd = 0;
+        if (byte_lock(fd, 0, F_WRLCK, F_OFD_GETLK, F_GETLK, NULL) != 0) {
+            munmap(p, sizeof *l); close(fd); *why = "no file locks on it"; return -1;
+        }
     }
     snprintf(L_path, sizeof L_path, "%s", path);
     /* overlayfs maps the underlying file, not the one locked: a pinned page would not hold the
@@ -225,12 +226,13 @@ static void ledger_init(void)
 
 /* ---- the slots' byte locks: OFD locks, or classic ones on kernels before 3.15 */
 
-static int byte_lock(int i, short type, int cmd_ofd, int cmd_posix, struct flock *out)
+/* fcntl on slot i's first byte through fd, with the OFD command or the classic one */
+static int byte_lock(int fd, int i, short type, int cmd_ofd, int cmd_posix, struct flock *out)
 {
     struct flock fl = { .l_type = type, .l_whence = SEEK_SET,
                         .l_start = (off_t)offsetof(struct ledger, slot) + (off_t)i * (off_t)sizeof(struct lslot),
                         .l_len = 1 };   /* l_pid 0: OFD locks require it */
-    int r = fcntl(__atomic_load_n(&L_fd, __ATOMIC_ACQUIRE), L_ofd ? cmd_ofd : cmd_posix, &fl);
+    int r = fcntl(fd, L_ofd ? cmd_ofd : cmd_posix, &fl);
     if (out) *out = fl;
     return r;
 }
@@ -268,26 +270,14 @@ static int slot_alive(int i)
 {
     if (L_fd < 0) return 1;
     struct flock fl;
-    if (byte_lock(i, F_WRLCK, F_OFD_GETLK, F_GETLK, &fl) != 0) return 1;   /* cannot tell: keep it */
+    if (byte_lock(__atomic_load_n(&L_fd, __ATOMIC_ACQUIRE), i, F_WRLCK, F_OFD_GETLK, F_GETLK, &fl) != 0)
+        return 1;   /* cannot tell: keep it */
     return fl.l_type != F_UNLCK;
 }
 
-/* our own slot's byte lock, through fd (the claim's description) */
-static int slot_take_byte(int fd, int i)
-{
-    if (fd < 0) return 1;   /* private ledger: no other process */
-    struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-                        .l_start = (off_t)offsetof(struct ledger, slot) + (off_t)i * (off_t)sizeof(struct lslot), .l_len = 1 };
-    return fcntl(fd, L_ofd ? F_OFD_SETLK : F_SETLK, &fl) == 0;
-}
-
-static void slot_drop_byte(int fd, int i)
-{
-    if (fd < 0) return;
-    struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET,
-                        .l_start = (off_t)offsetof(struct ledger, slot) + (off_t)i * (off_t)sizeof(struct lslot), .l_len = 1 };
-    fcntl(fd, L_ofd ? F_OFD_SETLK : F_SETLK, &fl);
-}
+/* our own slot's byte lock, through fd (the claim's description); fd < 0: a private ledger */
+static int slot_take_byte(int fd, int i) { return fd < 0 || byte_lock(fd, i, F_WRLCK, F_OFD_SETLK, F_SETLK, NULL) == 0; }
+static void slot_drop_byte(int fd, int i) { if (fd >= 0) byte_lock(fd, i, F_UNLCK, F_OFD_SETLK, F_SETLK, NULL); }
 
 /* ---- messages from inside the critical section wait until it ends: a write to a full stderr
  * pipe must not hold every process of the container */
