@@ -147,6 +147,11 @@ USABLE = [
 ]
 
 
+def cuda_libdirs():
+    """-L for libcuda.so: the driver folder of the device machines, or the toolkit stubs."""
+    return [f"-L{d}" for d in ("/usr/local/nvidia/lib64", "/usr/local/cuda/lib64/stubs") if Path(d).is_dir()]
+
+
 def build():
     global MICRO
     subprocess.run(["make", "-s", "-C", str(ROOT / "libinterpose")], check=True, timeout=120)
@@ -154,12 +159,10 @@ def build():
     if out.exists() and out.stat().st_mtime > (HERE / "micro.cu").stat().st_mtime:
         MICRO = str(out)
         return
-    # libcuda.so for the link: the driver folder of the device machines, or the toolkit stubs
-    libdirs = [
-        f"-L{d}" for d in ("/usr/local/nvidia/lib64", "/usr/local/cuda/lib64/stubs") if Path(d).is_dir()
-    ]
     subprocess.run(
-        ["nvcc", "-O2", "-o", str(out), str(HERE / "micro.cu"), *libdirs, "-lcuda"], check=True, timeout=300
+        ["nvcc", "-O2", "-o", str(out), str(HERE / "micro.cu"), *cuda_libdirs(), "-lcuda"],
+        check=True,
+        timeout=300,
     )
     MICRO = str(out)
 
@@ -181,10 +184,7 @@ AB_WHAT = {
 
 
 def build_abhook():
-    libdirs = [
-        f"-L{d}" for d in ("/usr/local/nvidia/lib64", "/usr/local/cuda/lib64/stubs") if Path(d).is_dir()
-    ]
-    cmd = ["cc", "-O2", "-o", str(ABHOOK), str(HERE / "abhook.c"), "-ldl", *libdirs, "-lcuda"]
+    cmd = ["cc", "-O2", "-o", str(ABHOOK), str(HERE / "abhook.c"), "-ldl", *cuda_libdirs(), "-lcuda"]
     subprocess.run(cmd, check=True, timeout=120)
 
 
