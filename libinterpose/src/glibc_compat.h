@@ -15,6 +15,8 @@ __asm__(".symver pthread_mutexattr_setpshared,pthread_mutexattr_setpshared@GLIBC
 __asm__(".symver pthread_mutex_consistent,pthread_mutex_consistent@GLIBC_2.12");
 __asm__(".symver pthread_mutexattr_setrobust,pthread_mutexattr_setrobust@GLIBC_2.12");
 __asm__(".symver pthread_once,pthread_once@GLIBC_2.2.5");
+__asm__(".symver pthread_key_create,pthread_key_create@GLIBC_2.2.5");
+__asm__(".symver pthread_setspecific,pthread_setspecific@GLIBC_2.2.5");
 #elif defined(__aarch64__)
 __asm__(".symver dlopen,dlopen@GLIBC_2.17");
 __asm__(".symver dlvsym,dlvsym@GLIBC_2.17");
@@ -24,5 +26,7 @@ __asm__(".symver dlclose,dlclose@GLIBC_2.17");
 __asm__(".symver pthread_mutex_consistent,pthread_mutex_consistent@GLIBC_2.17");
 __asm__(".symver pthread_mutexattr_setrobust,pthread_mutexattr_setrobust@GLIBC_2.17");
 __asm__(".symver pthread_once,pthread_once@GLIBC_2.17");
+__asm__(".symver pthread_key_create,pthread_key_create@GLIBC_2.17");
+__asm__(".symver pthread_setspecific,pthread_setspecific@GLIBC_2.17");
 #endif
 #endif

@@ -15,6 +15,7 @@
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
+ *   thread ... endthread   (the commands between run in a new thread, in the current context; joined)
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
  *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
  * SIZE takes K/M/G suffixes (binary).  Results: "ok", "err=<CUresult>", numbers. */
@@ -186,11 +187,38 @@ static uint64_t stub_counter(const char *name)
     return f ? f(dev) : 0;
 }
 
+static CUcontext cur;
+static int run_cmds(int from, int to, char **argv);
+
+/* the index of the end marker that closes the block opened at argv[i] (nested blocks skipped) */
+static int block_end(int i, int argc, char **argv, const char *open, const char *close)
+{
+    int depth = 0, j;
+    for (j = i + 1; j < argc; j++) {
+        if (!strncmp(argv[j], open, strlen(open))) depth++;
+        if (!strcmp(argv[j], close) && depth-- == 0) break;
+    }
+    return j;
+}
+
+struct block { int from, to; char **argv; int rc; };
+static void *block_thread(void *p)
+{
+    struct block *b = p;
+    A.cuCtxSetCurrent(cur);   /* the current context is per thread: the block runs in the caller's */
+    b->rc = run_cmds(b->from, b->to, b->argv);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    CUcontext cur = NULL;
-    for (int i = 1; i < argc; i++) {
+    return run_cmds(1, argc, argv);
+}
+
+static int run_cmds(int from, int argc, char **argv)
+{
+    for (int i = from; i < argc; i++) {
         char *c = argv[i], *v = strchr(c, '=');
         char name[64];
         snprintf(name, sizeof name, "%.*s", v ? (int)(v - c) : (int)strlen(c), c);
@@ -333,12 +361,17 @@ int main(int argc, char **argv)
             clock_gettime(CLOCK_MONOTONIC, &b);
             double ns = ((b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec)) / (n ? n : 1);
             printf("bench ns_per_pair=%.0f fails=%d\n", ns, fails);
+        } else if (!strcmp(name, "thread")) {   /* thread ... endthread: the block in a new thread, joined */
+            int j = block_end(i, argc, argv, "thread", "endthread");
+            struct block b = { i + 1, j, argv, 0 };
+            pthread_t t;
+            if (pthread_create(&t, NULL, block_thread, &b) != 0) { printf("thread err\n"); return 1; }
+            pthread_join(t, NULL);
+            printf("thread done\n");
+            if (b.rc) return b.rc;
+            i = j;
         } else if (!strcmp(name, "fork") || !strcmp(name, "forknowait")) {
-            int depth = 0, j;
-            for (j = i + 1; j < argc; j++) {
-                if (!strncmp(argv[j], "fork", 4)) depth++;
-                if (!strcmp(argv[j], "endfork") && depth-- == 0) break;
-            }
+            int j = block_end(i, argc, argv, "fork", "endfork");
             fflush(stdout);
             pid_t pid = fork();
             if (pid == 0) { printf("child pid=%d\n", (int)getpid()); continue; }   /* child runs the block */
