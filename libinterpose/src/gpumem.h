@@ -95,7 +95,10 @@ GPUMEM_HIDDEN void ledger_fork_prepare(void);   /* no fork in the middle of our 
 GPUMEM_HIDDEN void ledger_fork_parent(void);
 
 /* ---- track.c: per-process allocation table ---- */
-enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM, TK_ASYNC, TK_CTXRES };
+enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM };
+/* or'ed into the kind given to charge_begin/uncharge_begin by the stream-ordered hooks: their
+ * small frees stay charged to the thread as credit for its next one (devices.c) */
+#define TK_POOLED 0x100
 struct track_rec { uint64_t key; uint64_t size; int dev; int kind; void *ctx; };
 GPUMEM_HIDDEN void track_add(uint64_t key, int kind, uint64_t size, int dev, void *ctx);
 GPUMEM_HIDDEN int track_remove(uint64_t key, int kind, struct track_rec *out);
@@ -121,7 +124,7 @@ GPUMEM_HIDDEN int hooks_is_ours(void *fn);
 struct gdev;
 GPUMEM_HIDDEN extern int gpumem_active;          /* any GPUMEM_LIMIT*: else pure pass-through */
 GPUMEM_HIDDEN void gpumem_init(void);            /* once; cheap after the first call */
-struct charge { struct gdev *d; uint64_t size; int kind; void *ctx; const char *fn; };
+struct charge { struct gdev *d; uint64_t size; int kind, pooled; void *ctx; const char *fn; };
 GPUMEM_HIDDEN struct gdev *dev_current(void **ctx_out);   /* limited device of current ctx, or NULL */
 GPUMEM_HIDDEN struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out);   /* ... of a stream's ctx */
 GPUMEM_HIDDEN struct gdev *dev_by_handle(CUdevice h);    /* limited device, or NULL */

@@ -210,45 +210,45 @@ int cuMemFree_v2(CUdeviceptr dptr)
 }
 
 /* stream-ordered: charged to the stream's device when requested, given back when the free is
- * enqueued */
+ * enqueued (a small one kept as the thread's credit for its next, devices.c) */
 int cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream s)
 {
     REAL(cuMemAllocAsync, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 0);
-    ALLOC(cuMemAllocAsync, dev_, ctx_, size, TK_MEM, real_(dptr, size, s), *dptr);
+    ALLOC(cuMemAllocAsync, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, s), *dptr);
 }
 
 int cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream s)
 {
     REAL(cuMemAllocAsync_ptsz, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 1);
-    ALLOC(cuMemAllocAsync_ptsz, dev_, ctx_, size, TK_MEM, real_(dptr, size, s), *dptr);
+    ALLOC(cuMemAllocAsync_ptsz, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, s), *dptr);
 }
 
 int cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s)
 {
     REAL(cuMemAllocFromPoolAsync, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 0);
-    ALLOC(cuMemAllocFromPoolAsync, dev_, ctx_, size, TK_MEM, real_(dptr, size, pool, s), *dptr);
+    ALLOC(cuMemAllocFromPoolAsync, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, pool, s), *dptr);
 }
 
 int cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s)
 {
     REAL(cuMemAllocFromPoolAsync_ptsz, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 1);
-    ALLOC(cuMemAllocFromPoolAsync_ptsz, dev_, ctx_, size, TK_MEM, real_(dptr, size, pool, s), *dptr);
+    ALLOC(cuMemAllocFromPoolAsync_ptsz, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, pool, s), *dptr);
 }
 
 int cuMemFreeAsync(CUdeviceptr dptr, CUstream s)
 {
     REAL(cuMemFreeAsync, CUDA_ERROR_NOT_FOUND);
-    FREE(dptr, TK_MEM, real_(dptr, s));
+    FREE(dptr, TK_MEM | TK_POOLED, real_(dptr, s));
 }
 
 int cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s)
 {
     REAL(cuMemFreeAsync_ptsz, CUDA_ERROR_NOT_FOUND);
-    FREE(dptr, TK_MEM, real_(dptr, s));
+    FREE(dptr, TK_MEM | TK_POOLED, real_(dptr, s));
 }
 
 /* VMM: keyed by handle, on the device the properties name; not bound to a context */
