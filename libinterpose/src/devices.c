@@ -148,7 +148,15 @@ static void init_once_fn(void)
     if (gpumem_active) LOG(LOG_DEBUG, "active; context reserve %llu bytes", (unsigned long long)ctx_reserve);
 }
 
-void gpumem_init(void) { pthread_once(&init_once, init_once_fn); }
+static int init_done;
+
+/* after the first call, a load and a branch: no call into libc on every hook */
+void gpumem_init(void)
+{
+    if (__builtin_expect(__atomic_load_n(&init_done, __ATOMIC_ACQUIRE), 1)) return;
+    pthread_once(&init_once, init_once_fn);
+    __atomic_store_n(&init_done, 1, __ATOMIC_RELEASE);
+}
 
 __attribute__((constructor)) static void gpumem_ctor(void) { gpumem_init(); }
 

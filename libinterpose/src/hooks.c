@@ -8,19 +8,15 @@
 #include "gpumem.h"
 #include "table.h"
 
-struct hook {
-    const char *name, *base;
-    int lib, ver, ptsz;
-    void *ours;
-    void *real;   /* resolved lazily from the real library */
-    void *seed;   /* what cuGetProcAddress handed out first (preferred once known) */
-};
 
 #define GPUMEM_ROW(lib, name, base, ver, ptsz, params) { #name, #base, lib, ver, ptsz, (void *)name, NULL, NULL },
 static struct hook table[H_COUNT] = { GPUMEM_HOOKS(GPUMEM_ROW) };
 #undef GPUMEM_ROW
 
-void *hooks_real(int i)
+void *hooks_real(int i) { return hooks_real_fast(table, i); }
+
+/* the first call of an entry: look its real function up (hooks_real is the inlined fast path) */
+void *hooks_real_slow(int i)
 {
     void *p = __atomic_load_n(&table[i].real, __ATOMIC_ACQUIRE);
     if (p) return p;

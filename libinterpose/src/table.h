@@ -68,10 +68,25 @@ GPUMEM_HOOKS(GPUMEM_TYPEDEF)
 GPUMEM_HOOKS(GPUMEM_PROTO)
 #undef GPUMEM_PROTO
 
+struct hook {
+    const char *name, *base;
+    int lib, ver, ptsz;
+    void *ours;
+    void *real;   /* resolved lazily from the real library */
+    void *seed;   /* what cuGetProcAddress handed out first (preferred once known) */
+};
+
 GPUMEM_HIDDEN void *hooks_real(int idx);
+GPUMEM_HIDDEN void *hooks_real_slow(int idx);
+/* inlined into every hook: one load once the entry is resolved, no call */
+static inline void *hooks_real_fast(struct hook *table, int i)
+{
+    void *p = __atomic_load_n(&table[i].real, __ATOMIC_ACQUIRE);
+    return __builtin_expect(p != NULL, 1) ? p : hooks_real_slow(i);
+}
 /* the real function of an entry, or return `err` from the hook when the driver lacks it */
 #define REAL(name, err) \
     uint64_t t_entry_ __attribute__((unused)) = STATS_NOW(); \
-    fn_##name real_ = (fn_##name)hooks_real(H_##name); \
+    fn_##name real_ = (fn_##name)hooks_real_fast(table, H_##name); \
     if (!real_) return (err)
 #endif
