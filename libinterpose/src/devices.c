@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-#include "gpumem.h"
+#include "fastpath.h"
 #include "table.h"
 
 struct gdev {
@@ -75,9 +75,11 @@ void dev_memo_forget(void) { __atomic_add_fetch(&memo_epoch, 1, __ATOMIC_RELEASE
  * stream-ordered allocation on that device: a pool's alloc+free pair then takes no ledger lock
  * (two locked instructions a pair, about 20 ns of an H100's 0.6 us pair; bench/RESULTS.md).
  * The ledger never counts less than is allocated; it counts up to credit_max more per thread
- * that freed into a pool, handed back when the thread exits, allocates on another device, or is
- * refused, and when the device's contexts go. */
-static __thread struct { struct gdev *d; uint64_t bytes; int keyed; } credit;
+ * that freed into a pool, handed back when the thread exits, frees on another device, or is
+ * refused, and voided (handed back at its next use) when a device's contexts all go. */
+__thread struct credit gpumem_credit;
+unsigned gpumem_credit_epoch;
+#define credit gpumem_credit
 static pthread_key_t credit_key;
 static pthread_once_t credit_key_once = PTHREAD_ONCE_INIT;
 #define CREDIT_MAX_BYTES (64ULL << 20)
@@ -97,14 +99,20 @@ static void credit_return(void)
 static void credit_at_exit(void *unused) { (void)unused; credit_return(); }
 static void credit_key_make(void) { pthread_key_create(&credit_key, credit_at_exit); }
 
+/* the contexts of a device all went: every thread's credit is handed back at its next use */
+static void credit_void_all(void) { __atomic_add_fetch(&gpumem_credit_epoch, 1, __ATOMIC_RELAXED); }
+
 /* bytes of d this thread no longer uses: a pool's small ones kept as credit, the rest given back */
 static void give_back(struct gdev *d, uint64_t size, int pooled)
 {
     uint64_t max = credit_max(d);
     if (pooled && size <= max && !d->bad) {
-        if (credit.d != d) {
+        if (credit.d != d || !credit_valid(&credit)) {
             credit_return();
             credit.d = d;
+            credit.ord = d->ord;
+            credit.max = max;
+            credit.epoch = __atomic_load_n(&gpumem_credit_epoch, __ATOMIC_RELAXED);
         }
         if (!credit.keyed) {   /* so that the thread's exit hands it back */
             pthread_once(&credit_key_once, credit_key_make);
@@ -342,25 +350,23 @@ struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out)
 {
     /* NULL, CU_STREAM_LEGACY (1) and CU_STREAM_PER_THREAD (2) belong to the current context */
     if ((uintptr_t)s <= 2) return dev_current(ctx_out);
+    unsigned e = __atomic_load_n(&memo_epoch, __ATOMIC_ACQUIRE);
+    if (stream_memo.s == s && stream_memo.ptsz == ptsz && stream_memo.epoch == e) {   /* set only when active */
+        *ctx_out = stream_memo.ctx;
+        return stream_memo.dev->limited ? stream_memo.dev : NULL;
+    }
     *ctx_out = NULL;
     gpumem_init();
     if (!gpumem_active || !load_devices()) return NULL;
-    unsigned e = __atomic_load_n(&memo_epoch, __ATOMIC_ACQUIRE);
-    struct gdev *d;
     CUcontext c = NULL;
-    if (stream_memo.s == s && stream_memo.ptsz == ptsz && stream_memo.epoch == e) {
-        c = stream_memo.ctx;
-        d = stream_memo.dev;
-    } else {
-        fn_streamctx get = ptsz && p_cuStreamGetCtx_ptsz ? p_cuStreamGetCtx_ptsz : p_cuStreamGetCtx;
-        d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c) : NULL;
-        if (!d) return dev_current(ctx_out);   /* a context we never saw: the current one's device */
-        stream_memo.s = s;
-        stream_memo.ptsz = ptsz;
-        stream_memo.epoch = e;
-        stream_memo.ctx = c;
-        stream_memo.dev = d;
-    }
+    fn_streamctx get = ptsz && p_cuStreamGetCtx_ptsz ? p_cuStreamGetCtx_ptsz : p_cuStreamGetCtx;
+    struct gdev *d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c) : NULL;
+    if (!d) return dev_current(ctx_out);   /* a context we never saw: the current one's device */
+    stream_memo.s = s;
+    stream_memo.ptsz = ptsz;
+    stream_memo.epoch = e;
+    stream_memo.ctx = c;
+    stream_memo.dev = d;
     *ctx_out = c;
     return d->limited ? d : NULL;
 }
@@ -476,6 +482,7 @@ static void ctx_uncharge_if_idle_locked(struct gdev *d)
     if (d->ctx_charged && d->nctx == 0 && d->nprimary == 0) {
         if (ctx_reserve) ledger_release(d->ldev, ctx_reserve);
         d->ctx_charged = 0;
+        credit_void_all();
     }
 }
 
@@ -484,8 +491,7 @@ CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size
     int pooled = (kind & TK_POOLED) != 0;
     *c = (struct charge){ NULL, size, kind & ~TK_POOLED, pooled, ctx, fn };
     if (!d) return CUDA_SUCCESS;
-    if (pooled && credit.d == d && credit.bytes >= size && !d->bad) {   /* paid for by this thread's credit */
-        credit.bytes -= size;
+    if (pooled && credit_take(d, size)) {   /* paid for by this thread's credit */
         c->d = d;
         return CUDA_SUCCESS;
     }
@@ -624,6 +630,7 @@ void ctx_primary_reset(CUdevice h)
     if (d->ctx_charged && d->nctx == 0) {   /* the context's own memory is gone until next use */
         if (ctx_reserve) ledger_release(d->ldev, ctx_reserve);
         d->ctx_charged = 0;
+        credit_void_all();
     }
     pthread_mutex_unlock(&dev_mu);
 }

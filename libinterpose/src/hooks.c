@@ -5,7 +5,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <string.h>
-#include "gpumem.h"
+#include "fastpath.h"
 #include "table.h"
 
 
@@ -140,6 +140,36 @@ int cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, in
         return r_;                                                                \
     } while (0)
 
+/* stream-ordered: this thread's credit pays and its table records, in a few loads and stores
+ * (fastpath.h); what that declines takes the shapes above */
+#define POOLED_ALLOC(fname, dev, ctx, size, call, key) do {                     \
+        if ((dev) && credit_take((dev), (size))) {                                \
+            uint64_t t0_ = STATS_NOW();                                           \
+            CUresult r_ = (call);                                                 \
+            uint64_t t1_ = STATS_NOW();                                           \
+            if (r_ != CUDA_SUCCESS || !track_add_fast((key), TK_MEM, (size), gpumem_credit.ord, (ctx))) { \
+                struct charge c_ = { (dev), (size), TK_MEM, 1, (ctx), #fname };   \
+                charge_end(&c_, r_, r_ == CUDA_SUCCESS ? (uint64_t)(key) : 0);    \
+            }                                                                     \
+            STATS_DONE(t0_, t1_);                                                 \
+            return r_;                                                            \
+        }                                                                         \
+        ALLOC(fname, dev, ctx, size, TK_MEM | TK_POOLED, call, key);              \
+    } while (0)
+
+#define POOLED_FREE(key, call) do {                                               \
+        struct track_rec rec_;                                                    \
+        if (gpumem_active && track_take_fast((key), TK_MEM, &rec_)) {             \
+            uint64_t t0_ = STATS_NOW();                                           \
+            CUresult r_ = (call);                                                 \
+            uint64_t t1_ = STATS_NOW();                                           \
+            if (r_ != CUDA_SUCCESS || !credit_keep(rec_.dev, rec_.size)) uncharge_end(2, &rec_, r_); \
+            STATS_DONE(t0_, t1_);                                                 \
+            return r_;                                                            \
+        }                                                                         \
+        FREE(key, TK_MEM | TK_POOLED, call);                                      \
+    } while (0)
+
 #define CURRENT_DEV() void *ctx_; struct gdev *dev_ = dev_current(&ctx_)
 #define STREAM_DEV(s, ptsz) void *ctx_; struct gdev *dev_ = dev_of_stream((s), (ptsz), &ctx_)
 
@@ -211,40 +241,40 @@ int cuMemAllocAsync(CUdeviceptr *dptr, size_t size, CUstream s)
 {
     REAL(cuMemAllocAsync, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 0);
-    ALLOC(cuMemAllocAsync, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, s), *dptr);
+    POOLED_ALLOC(cuMemAllocAsync, dev_, ctx_, size, real_(dptr, size, s), *dptr);
 }
 
 int cuMemAllocAsync_ptsz(CUdeviceptr *dptr, size_t size, CUstream s)
 {
     REAL(cuMemAllocAsync_ptsz, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 1);
-    ALLOC(cuMemAllocAsync_ptsz, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, s), *dptr);
+    POOLED_ALLOC(cuMemAllocAsync_ptsz, dev_, ctx_, size, real_(dptr, size, s), *dptr);
 }
 
 int cuMemAllocFromPoolAsync(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s)
 {
     REAL(cuMemAllocFromPoolAsync, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 0);
-    ALLOC(cuMemAllocFromPoolAsync, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, pool, s), *dptr);
+    POOLED_ALLOC(cuMemAllocFromPoolAsync, dev_, ctx_, size, real_(dptr, size, pool, s), *dptr);
 }
 
 int cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *dptr, size_t size, CUmemoryPool pool, CUstream s)
 {
     REAL(cuMemAllocFromPoolAsync_ptsz, CUDA_ERROR_NOT_FOUND);
     STREAM_DEV(s, 1);
-    ALLOC(cuMemAllocFromPoolAsync_ptsz, dev_, ctx_, size, TK_MEM | TK_POOLED, real_(dptr, size, pool, s), *dptr);
+    POOLED_ALLOC(cuMemAllocFromPoolAsync_ptsz, dev_, ctx_, size, real_(dptr, size, pool, s), *dptr);
 }
 
 int cuMemFreeAsync(CUdeviceptr dptr, CUstream s)
 {
     REAL(cuMemFreeAsync, CUDA_ERROR_NOT_FOUND);
-    FREE(dptr, TK_MEM | TK_POOLED, real_(dptr, s));
+    POOLED_FREE(dptr, real_(dptr, s));
 }
 
 int cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream s)
 {
     REAL(cuMemFreeAsync_ptsz, CUDA_ERROR_NOT_FOUND);
-    FREE(dptr, TK_MEM | TK_POOLED, real_(dptr, s));
+    POOLED_FREE(dptr, real_(dptr, s));
 }
 
 /* VMM: keyed by handle, on the device the properties name; not bound to a context */

@@ -11,21 +11,12 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include "gpumem.h"
+#include "fastpath.h"
 
 /* ---------------------------------------------------------------- tier 1: per-thread tables */
 
-#define TT_BITS 10                     /* 1024 records a thread before the shards */
-#define TT_MASK ((1u << TT_BITS) - 1)
-#define TT_PROBE 16                    /* a record lives within 16 slots of its hash */
-
-/* key 0 marks a free slot: the fields are written before the key is published (release) and read
- * after it is seen (acquire); relaxed atomics only so that the compiler keeps them plain moves */
-struct tent { uint64_t key; uint64_t size; void *ctx; int32_t dev, kind; };
-struct ttab { struct ttab *next; int owned; struct tent e[TT_MASK + 1]; };
-
 static struct ttab *ttabs;             /* every table ever made (push-only, never freed) */
-static __thread struct ttab *my_tab;
+__thread struct ttab *gpumem_my_tab;   /* this thread's (fastpath.h reads it) */
 static pthread_key_t tab_key;
 static pthread_once_t tab_key_once = PTHREAD_ONCE_INIT;
 
@@ -35,7 +26,7 @@ static void tab_key_make(void) { pthread_key_create(&tab_key, tab_release); }
 /* this thread's table: an exited thread's, else a new one; NULL when out of memory */
 static struct ttab *tab_mine(void)
 {
-    if (__builtin_expect(my_tab != NULL, 1)) return my_tab;
+    if (__builtin_expect(gpumem_my_tab != NULL, 1)) return gpumem_my_tab;
     pthread_once(&tab_key_once, tab_key_make);
     struct ttab *t;
     for (t = __atomic_load_n(&ttabs, __ATOMIC_ACQUIRE); t; t = t->next) {
@@ -52,20 +43,16 @@ static struct ttab *tab_mine(void)
         while (!__atomic_compare_exchange_n(&ttabs, &t->next, t, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {}
     }
     pthread_setspecific(tab_key, t);   /* its destructor hands the table on at thread exit */
-    my_tab = t;
+    gpumem_my_tab = t;
     return t;
 }
 
-static int tab_add(struct ttab *t, uint64_t h, const struct track_rec *r)
+static inline __attribute__((always_inline)) int tab_add(struct ttab *t, uint64_t h, const struct track_rec *r)
 {
     for (unsigned j = 0; j < TT_PROBE; j++) {
         struct tent *e = &t->e[(h + j) & TT_MASK];
         if (__atomic_load_n(&e->key, __ATOMIC_ACQUIRE)) continue;
-        __atomic_store_n(&e->size, r->size, __ATOMIC_RELAXED);
-        __atomic_store_n(&e->ctx, r->ctx, __ATOMIC_RELAXED);
-        __atomic_store_n(&e->dev, r->dev, __ATOMIC_RELAXED);
-        __atomic_store_n(&e->kind, r->kind, __ATOMIC_RELAXED);
-        __atomic_store_n(&e->key, r->key, __ATOMIC_RELEASE);
+        tent_fill(e, r->key, r->kind, r->size, r->dev, r->ctx);
         return 1;
     }
     return 0;
@@ -78,7 +65,7 @@ static void tent_read(const struct tent *e, uint64_t key, struct track_rec *out)
 }
 
 /* take the record of (key, kind) from table t: the owner stores, any other thread CASes */
-static int tab_take(struct ttab *t, uint64_t h, uint64_t key, int kind, struct track_rec *out, int owner)
+static inline __attribute__((always_inline)) int tab_take(struct ttab *t, uint64_t h, uint64_t key, int kind, struct track_rec *out, int owner)
 {
     for (unsigned j = 0; j < TT_PROBE; j++) {
         struct tent *e = &t->e[(h + j) & TT_MASK];
@@ -185,15 +172,11 @@ static int shard_take(uint64_t h, uint64_t key, int kind, struct track_rec *out)
 
 /* ---------------------------------------------------------------- the table */
 
-static inline uint64_t mix(uint64_t k)
-{
-    k ^= k >> 33; k *= 0xff51afd7ed558ccdULL; k ^= k >> 33; k *= 0xc4ceb9fe1a85ec53ULL; k ^= k >> 33;
-    return k;
-}
+
 
 void track_add(uint64_t key, int kind, uint64_t size, int dev, void *ctx)
 {
-    uint64_t h = mix(key ^ ((uint64_t)kind << 56));
+    uint64_t h = track_hash(key, kind);
     struct track_rec r = { key, size, dev, kind, ctx };
     struct ttab *t = key ? tab_mine() : NULL;   /* key 0 marks a free slot: such a record goes to a shard */
     if (t && tab_add(t, h, &r)) return;
@@ -202,9 +185,9 @@ void track_add(uint64_t key, int kind, uint64_t size, int dev, void *ctx)
 
 int track_remove(uint64_t key, int kind, struct track_rec *out)
 {
-    uint64_t h = mix(key ^ ((uint64_t)kind << 56));
+    uint64_t h = track_hash(key, kind);
     if (key) {
-        struct ttab *mine = my_tab;   /* the common case: freed by the thread that allocated */
+        struct ttab *mine = gpumem_my_tab;   /* the common case: freed by the thread that allocated */
         if (mine && tab_take(mine, h, key, kind, out, 1)) return 1;
         for (struct ttab *t = __atomic_load_n(&ttabs, __ATOMIC_ACQUIRE); t; t = t->next)
             if (t != mine && tab_take(t, h, key, kind, out, 0)) return 1;
@@ -255,7 +238,7 @@ void track_after_fork_child(void)
 {
     for (struct ttab *t = ttabs; t; t = t->next) {
         memset(t->e, 0, sizeof t->e);
-        t->owned = t == my_tab;
+        t->owned = t == gpumem_my_tab;
     }
     for (int i = 0; i < NSHARD; i++) {
         for (int j = 0; j < NBUCKET; j++) {
