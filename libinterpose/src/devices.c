@@ -16,7 +16,7 @@ struct gdev {
     int limited, bad;
     char why[128];   /* bad: what made it so, for the refusal lines */
     uint64_t cap;
-    int ldev;
+    int ldev;        /* its ledger index; -1 while unregistered (bad, or no ledger slot yet) */
     /* contexts of this process on the device (under dev_mu) */
     int nctx, nprimary, ctx_charged;
     CUcontext primary_ctx;
@@ -209,6 +209,34 @@ static void set_limit(struct gdev *d)
         gpumem_human(d->real_total, h2, sizeof h2), var, val);
 }
 
+/* under dev_mu: d's entry in the ledger.  A ledger with no room for another device is so for
+ * good (devices never leave it): d turns bad.  Registering without a ledger slot of this process
+ * (a claim that failed for want of a descriptor, or a full ledger; the ledger said which) is
+ * not: d stays unregistered, its allocations are refused, and the next one tries again. */
+static void register_locked(struct gdev *d)
+{
+    if (d->bad || d->ldev >= 0) return;
+    int ldev = ledger_device(d->uuid, d->real_total);
+    if (ldev >= 0) {
+        __atomic_store_n(&d->ldev, ldev, __ATOMIC_RELEASE);
+        return;
+    }
+    if (ldev == -1) return;
+    gpumem_log(LOG_ERROR, "no ledger entry for device %d: every allocation on it is refused", d->ord);
+    snprintf(d->why, sizeof d->why, "the ledger has no room for it");
+    __atomic_store_n(&d->bad, 1, __ATOMIC_RELEASE);
+}
+
+/* d unregistered (its first try found no ledger slot): one more try, a claim at most */
+static void register_again(struct gdev *d)
+{
+    pthread_mutex_lock(&dev_mu);
+    register_locked(d);
+    pthread_mutex_unlock(&dev_mu);
+}
+
+static int registered(const struct gdev *d) { return __atomic_load_n(&d->ldev, __ATOMIC_ACQUIRE) >= 0; }
+
 /* under dev_mu: learn the devices once the driver is initialised */
 static int load_devices_locked(void)
 {
@@ -248,14 +276,7 @@ static int load_devices_locked(void)
         format_uuid(&u, d->uuid, sizeof d->uuid);
         d->real_total = t;
         set_limit(d);
-        if (d->limited && !d->bad) {
-            d->ldev = ledger_device(d->uuid, d->real_total);
-            if (d->ldev < 0) {
-                gpumem_log(LOG_ERROR, "no ledger entry for device %d: every allocation on it is refused", i);
-                snprintf(d->why, sizeof d->why, "the ledger has no room for it");
-                d->bad = 1;
-            }
-        }
+        if (d->limited) register_locked(d);
     }
     ndevs = n;
     __atomic_store_n(&devs_ready, 1, __ATOMIC_RELEASE);
@@ -429,13 +450,14 @@ static int oom_log_allowed(struct gdev *d, char *note, size_t n)
     return emit;
 }
 
-static void log_oom(struct gdev *d, uint64_t req, uint64_t used, const char *fn)
+/* why: what refused it before the cap was asked, or NULL (the cap did, at usage used) */
+static void log_oom(struct gdev *d, uint64_t req, uint64_t used, const char *why, const char *fn)
 {
     char a[64], b[64], c[64], s[48];
     if (!oom_log_allowed(d, s, sizeof s)) return;
-    if (d->bad)
+    if (why)
         gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, refused because %s (%s)%s", d->ord,
-                   gpumem_human(req, a, sizeof a), d->why, fn, s);
+                   gpumem_human(req, a, sizeof a), why, fn, s);
     else
         gpumem_log(LOG_WARN, "out of memory on device %d: requested %s, used %s of cap %s (%s)%s", d->ord,
                    gpumem_human(req, a, sizeof a), gpumem_human(used, b, sizeof b), gpumem_human(d->cap, c, sizeof c), fn, s);
@@ -452,19 +474,25 @@ static void log_driver_oom(struct gdev *d, uint64_t req, const char *fn)
                gpumem_human(ledger_usage(d->ldev), b, sizeof b), gpumem_human(d->cap, c, sizeof c), fn, s);
 }
 
+#define NO_SLOT "this process holds no slot in the ledger yet"
+
+/* fails closed: a device that is bad or unregistered, or a process without a ledger slot, is
+ * refused as a full cap is */
 static int reserve(struct gdev *d, uint64_t size, const char *fn)
 {
     uint64_t used = 0;
-    if (d->bad) {
-        log_oom(d, size, 0, fn);
+    if (d->bad || !registered(d)) {
+        log_oom(d, size, 0, d->bad ? d->why : NO_SLOT, fn);
         return -1;
     }
-    if (ledger_reserve(d->ldev, size, d->cap, &used) == 0) return 0;
-    if (credit.d == d && credit.bytes) {   /* our own credit first, then ask again */
+    int r = ledger_reserve(d->ldev, size, d->cap, &used);
+    if (r == 0) return 0;
+    if (r == -1 && credit.d == d && credit.bytes) {   /* our own credit first, then ask again */
         credit_return();
-        if (ledger_reserve(d->ldev, size, d->cap, &used) == 0) return 0;
+        r = ledger_reserve(d->ldev, size, d->cap, &used);
+        if (r == 0) return 0;
     }
-    log_oom(d, size, used, fn);
+    log_oom(d, size, used, r == -2 ? NO_SLOT : NULL, fn);
     return -1;
 }
 
@@ -495,6 +523,7 @@ CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size
         c->d = d;
         return CUDA_SUCCESS;
     }
+    if (__builtin_expect(!registered(d), 0) && !d->bad) register_again(d);
     if (!__atomic_load_n(&d->ctx_charged, __ATOMIC_ACQUIRE) && !d->bad) {   /* first allocation */
         pthread_mutex_lock(&dev_mu);
         int e = ctx_charge_locked(d, fn);
@@ -545,6 +574,7 @@ CUresult ctx_create_begin(CUdevice h, struct gdev **dout, const char *fn)
     struct gdev *d = *dout = dev_by_handle(h);
     if (!d || d->bad) return CUDA_SUCCESS;
     pthread_mutex_lock(&dev_mu);
+    register_locked(d);   /* unregistered: try again; without it, a reserve to charge is refused */
     int e = ctx_charge_locked(d, fn);
     pthread_mutex_unlock(&dev_mu);
     return e ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
@@ -640,10 +670,11 @@ void ctx_primary_reset(CUdevice h)
 int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t *total_out, uint64_t *used_out)
 {
     if (!d) return 0;
-    if (d->bad) {   /* malformed limit: nothing is free */
-        *total_out = d->real_total;
+    if (!d->bad && !registered(d)) register_again(d);
+    if (d->bad || !registered(d)) {   /* malformed limit, or nothing counted yet: nothing is free */
+        *total_out = d->bad ? d->real_total : d->cap;
         *free_out = 0;
-        *used_out = d->real_total;
+        *used_out = *total_out;
         return 1;
     }
     /* not an allocation path: report without the share of dead processes (at most every 50 ms,

@@ -246,11 +246,13 @@ static int ledger_fd_ok(void)
     if (fd < 0 || is_ledger_file(fd)) return 1;
     int fresh = open(L_path, O_RDWR | O_CLOEXEC);
     if (!is_ledger_file(fresh)) {
+        int e = fresh < 0 ? errno : 0;   /* 0: the path names another file now */
         if (fresh >= 0) close(fresh);
         static int said;   /* safe for the cap (nobody is taken for dead), but say it */
         if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
             gpumem_log(LOG_ERROR, "the ledger's descriptor was closed or replaced by the application and %s cannot be "
                        "reopened: dead processes' shares are no longer given back", L_path);
+        errno = e;   /* for a claim's message */
         return 0;
     }
     fresh = move_high(fresh);
@@ -385,11 +387,13 @@ static int claim_fd(void)
         fresh = open(L_path, O_RDWR | O_CLOEXEC);
     }
     if (is_ledger_file(fresh)) return fresh;
+    int e = fresh < 0 ? errno : 0;   /* 0: the path names another file now */
     if (fresh >= 0) close(fresh);
+    errno = e;
     return -2;
 }
 
-/* the claim holds slot i's byte through cfd: keep it for life */
+/* the claim holds slot i's byte through cfd: keep it for life (0, errno set: cannot) */
 static int pin_claim(int cfd)
 {
     if (cfd < 0 || !L_ofd || !L_pin_ok) return 1;
@@ -400,15 +404,28 @@ static int pin_claim(int cfd)
     return 1;
 }
 
+/* Why a claim failed.  Only CLAIM_FULL means every slot is a live process's.  Each may pass (a
+ * process exits, one out of descriptors closes some, memory comes back): every lock() while we
+ * hold no slot claims again, and each cause is said once. */
+enum claim { CLAIM_OK = 0, CLAIM_FULL, CLAIM_NO_FD, CLAIM_NO_MAP, CLAIM_NO_FILE, CLAIM_CAUSES };
+
+/* errno of a failed open: 0 means the ledger's path names another file */
+static enum claim no_fd(int *err)
+{
+    *err = errno;
+    return *err ? CLAIM_NO_FD : CLAIM_NO_FILE;
+}
+
 /* A free slot: its byte first, then in_use 0 -> 1 (a slot whose byte is free but in_use still set
  * is a dead process's that reclaim has not cleared).  With none free: adopt a dead process's slot,
  * whose bytes our first lock takes out of the totals. */
-static void claim_slot_now(void)
+static enum claim claim_slot_now(int *err)
 {
-    if (!ledger_fd_ok()) return;
+    if (!ledger_fd_ok()) return no_fd(err);
     int cfd = claim_fd();
-    if (cfd == -2) return;
+    if (cfd == -2) return no_fd(err);
     int got = -1, adopted = 0;
+    enum claim why = CLAIM_FULL;
     for (int i = 0; i < debug_slots && got < 0; i++) {
         struct lslot *s = &L->slot[i];
         if (__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || !slot_take_byte(cfd, i)) continue;
@@ -423,6 +440,8 @@ static void claim_slot_now(void)
             adopted = 1;
         }
     if (got >= 0 && !pin_claim(cfd)) {   /* cannot keep the lock: give the slot back */
+        *err = errno;
+        why = CLAIM_NO_MAP;
         if (!adopted) __atomic_store_n(&L->slot[got].in_use, 0, __ATOMIC_RELEASE);
         slot_drop_byte(cfd, got);
         got = -1;
@@ -432,21 +451,51 @@ static void claim_slot_now(void)
     } else if (cfd >= 0 && cfd != __atomic_load_n(&L_fd, __ATOMIC_ACQUIRE)) {
         close(cfd);
     }
-    if (got >= 0) take_slot(got, adopted);
+    if (got < 0) return why;
+    take_slot(got, adopted);
+    return CLAIM_OK;
 }
 
 /* fcntl-style locks belong to the process (or to our one file description): our threads take
  * turns claiming; reset in a forked child */
 static int claim_mu;
+static int claim_said[CLAIM_CAUSES];   /* each cause once a process, not once an allocation */
+static int claim_refused;              /* a claim failed since the last that did not: say when it is over */
 
 void ledger_fork_prepare(void) { while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield(); }
 void ledger_fork_parent(void) { __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE); }
 
-static void claim_slot(void)
+/* One line for a failed claim, naming its cause.  No other process's pid: the slots' owners are
+ * none of the reader's business, and a pid seen from another namespace would mislead. */
+static void say_claim_failed(enum claim why, int err)
 {
+    if (__atomic_exchange_n(&claim_said[why], 1, __ATOMIC_ACQ_REL)) return;
+    if (why == CLAIM_FULL)
+        gpumem_log(LOG_ERROR, "ledger has no free process slot (%d live processes share it): allocations on "
+                   "limited devices are refused until one is free", debug_slots);
+    else if (why == CLAIM_NO_FILE)
+        gpumem_log(LOG_ERROR, "cannot claim a ledger slot: %s is no longer the ledger file; allocations on limited "
+                   "devices are refused until it can", L_path);
+    else
+        gpumem_log(LOG_ERROR, "cannot claim a ledger slot: %s (%s); allocations on limited devices are refused "
+                   "until it can", strerror(err), why == CLAIM_NO_FD ? "opening the ledger file" : "mapping its lock page");
+}
+
+/* 0 once we hold a slot, else why not (said once per cause) */
+static enum claim claim_slot(void)
+{
+    enum claim why = CLAIM_OK;
+    int err = 0;
     while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
-    if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) claim_slot_now();
+    if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) why = claim_slot_now(&err);
     __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE);
+    if (why != CLAIM_OK) {
+        say_claim_failed(why, err);
+        __atomic_store_n(&claim_refused, 1, __ATOMIC_RELEASE);
+    } else if (__atomic_exchange_n(&claim_refused, 0, __ATOMIC_ACQ_REL)) {
+        LOG(LOG_WARN, "claimed a ledger slot at last: allocations on limited devices are no longer refused for want of one");
+    }
+    return why;
 }
 
 /* under the lock, once: a slot adopted from a dead process still holds its bytes */
@@ -498,16 +547,8 @@ static void lock_slow(uint32_t me)
 static int lock(void)
 {
     if (__builtin_expect(!__atomic_load_n(&L, __ATOMIC_ACQUIRE), 0)) pthread_once(&L_once, ledger_init);
-    if (__builtin_expect(__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0, 0)) {
-        claim_slot();
-        if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) {   /* 1024 live processes */
-            static int said;
-            if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
-                gpumem_log(LOG_ERROR, "ledger has no free process slot (%d live processes share it): allocations on "
-                           "limited devices are refused", LEDGER_SLOTS);
-            return -1;
-        }
-    }
+    /* without a slot, claim one again at every call: a failure may have passed */
+    if (__builtin_expect(__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0, 0) && claim_slot() != CLAIM_OK) return -1;
     uint32_t me = L_me, free_ = 0;
     if (!__atomic_compare_exchange_n(&L->owner, &free_, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) lock_slow(me);
     if (__builtin_expect(L_adopted, 0)) settle_adopted_locked();
@@ -536,7 +577,7 @@ static void unlock(void)
 
 int ledger_device(const char *uuid, uint64_t total)
 {
-    if (lock() != 0) return -1;
+    if (lock() != 0) return -1;   /* no slot (said): the caller tries again later */
     int found = -1;
     for (uint32_t d = 0; d < L->ndev && d < GPUMEM_MAX_DEV; d++)
         if (!strncmp(L->dev[d].uuid, uuid, sizeof L->dev[d].uuid - 1)) { found = (int)d; break; }
@@ -549,7 +590,7 @@ int ledger_device(const char *uuid, uint64_t total)
     if (found >= 0 && total) L->dev[found].total = total;
     unlock();
     if (found < 0) LOG(LOG_ERROR, "ledger is full of devices; %s cannot be shared", uuid);
-    return found;
+    return found < 0 ? -2 : found;   /* devices never leave the ledger: that is for good */
 }
 
 int ledger_lookup(const char *uuid, uint64_t *total)
@@ -568,7 +609,9 @@ int ledger_lookup(const char *uuid, uint64_t *total)
 
 int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
 {
-    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || lock() != 0) { *used_out = 0; return -1; }
+    *used_out = 0;
+    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV) return -1;
+    if (lock() != 0) return -2;
     int s = L_slot;
     uint64_t used = L->dev[ldev].used;
     for (int attempt = 0; ; attempt++) {
@@ -622,6 +665,8 @@ void ledger_after_fork_child(void)
     L_me = 0;
     L_adopted = 0;
     claim_mu = 0;
+    memset(claim_said, 0, sizeof claim_said);   /* a new process: it says its own */
+    claim_refused = 0;
     notes_len = 0;
     if (L_pin) {
         munmap(L_pin, 4096);

@@ -14,6 +14,8 @@
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE  openclose=PATH
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
+ *   fill_fds         open /dev/null until open fails (EMFILE: the process is out of descriptors)
+ *   free_fds=N       close the last N of those (all of them without N)
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
  *   thread ... endthread   (the commands between run in a new thread, in the current context; joined)
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
@@ -21,6 +23,7 @@
  * SIZE takes K/M/G suffixes (binary).  Results: "ok", "err=<CUresult>", numbers. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -160,6 +163,8 @@ static void *mips[STACK]; static int nmip;
 static CUcontext ctxs[64]; static int nctx;
 static CUdevice dev;
 static void *stream;   /* the last one made by `stream`; NULL is the default stream */
+#define MAX_FILL 65536   /* the tests lower RLIMIT_NOFILE well below this */
+static int filled[MAX_FILL]; static int nfilled;   /* fill_fds's descriptors */
 
 static void res(const char *cmd, CUresult r)
 {
@@ -325,6 +330,14 @@ static int run_cmds(int from, int argc, char **argv)
                 if (strstr(target, v)) n++;
             }
             printf("fds %d\n", n);
+        } else if (!strcmp(name, "fill_fds")) {   /* out of descriptors, as a leaking application is */
+            int fd = -1;
+            while (nfilled < MAX_FILL && (fd = open("/dev/null", O_RDONLY)) >= 0) filled[nfilled++] = fd;
+            printf("fill_fds %d%s\n", nfilled, fd < 0 && errno == EMFILE ? " EMFILE" : "");
+        } else if (!strcmp(name, "free_fds")) {
+            int n = v ? atoi(v) : nfilled, k;
+            for (k = 0; k < n && nfilled; k++) close(filled[--nfilled]);
+            printf("free_fds %d\n", k);
         } else if (!strcmp(name, "openclose")) {   /* openclose=PATH: as a tool reading a file would */
             int fd = open(v, O_RDONLY);
             printf("openclose %s\n", fd >= 0 && close(fd) == 0 ? "ok" : "err");

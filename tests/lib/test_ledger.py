@@ -4,6 +4,7 @@ the killed process stays an unreaped zombie)."""
 
 import os
 import random
+import resource
 import shutil
 import signal
 import stat
@@ -12,7 +13,7 @@ import tempfile
 import time
 
 import pytest
-from libgpumem_support import GiB, MiB
+from libgpumem_support import GiB, MiB, Result
 
 START = ["init", "dev=0", "primary"]
 NORES = dict(GPUMEM_CONTEXT_RESERVE=0)
@@ -394,6 +395,84 @@ def test_a_full_ledger_refuses_and_a_dead_processs_slot_is_adopted(gpu):
         assert "slot adopted" in r.err
     finally:
         kill(b)
+
+
+def test_a_process_refused_by_a_full_ledger_allocates_once_a_slot_frees(gpu):
+    # a full ledger at the process's first use is not for good: its next allocation claims again
+    env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_DEBUG_SLOTS=2, GPUMEM_LOG="warn", **NORES)
+    a = hold(gpu, "alloc=1G", **env)
+    b = hold(gpu, "alloc=1G", **env)
+    c = gpu.spawn(*START, "alloc=1M", "sleep=1.5", "alloc=1G", "info", **env)
+    try:
+        assert read_until(c, lambda line, _: line.startswith("alloc"))[-1] == "alloc err=2\n"
+        kill(a)  # during c's sleep: a's slot is dead, and c's next allocation adopts it
+        out, err = c.communicate(timeout=30)
+        assert out.splitlines()[-2:] == ["alloc ok", f"info total={4 * GiB} free={2 * GiB}"], out + err
+        assert err.count("ledger has no free process slot") == 1, err
+        assert "claimed a ledger slot at last" in err
+    finally:
+        kill(b)
+        kill(c)
+
+
+def run_with_few_descriptors(gpu, *steps, **env):
+    """A client whose descriptor limit is 256, so that `fill_fds` runs out of them at once."""
+
+    def few():
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard))
+
+    return Result(
+        subprocess.run(
+            gpu.cmd("cuclient", *steps),
+            env=gpu.environ(**env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            preexec_fn=few,
+        )
+    )
+
+
+def claim_lines(err):
+    return [ln for ln in err.splitlines() if "cannot claim a ledger slot" in ln]
+
+
+def test_a_process_out_of_descriptors_at_its_first_allocation_is_refused_until_it_has_them(gpu):
+    # one descriptor left: the ledger file opens on it, and the claim of a slot (a second open of
+    # the file) finds none; the device cannot be registered yet
+    env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_LOG="warn", **NORES)
+    steps = ["init", "dev=0", "fill_fds", "free_fds=1", "primary", "alloc=1M", "alloc=1M", "free_fds", "alloc=1M"]
+    r = run_with_few_descriptors(gpu, *steps, "info", **env)
+    assert r.line("fill_fds").endswith(" EMFILE"), r
+    assert r.results("alloc") == ["err=2", "err=2", "ok"], r  # refused while short, not for good
+    assert r.field("info", "free") == 4 * GiB - 1 * MiB
+    (line,) = claim_lines(r.err)  # said once, not once an allocation
+    assert "Too many open files" in line and "refused until it can" in line, r.err
+    assert "no free process slot" not in r.err
+    assert "no room" not in r.err
+    assert "claimed a ledger slot at last" in r.err
+    # the slot is a shared one: its share counts for the others while it lives
+    p = hold(gpu, "alloc=1G", **env)
+    try:
+        r = gpu.run(*START, "info", **env)
+        assert r.field("info", "free") == 3 * GiB
+    finally:
+        kill(p)
+
+
+def test_a_forked_child_out_of_descriptors_at_its_first_allocation_is_refused_until_it_has_them(gpu):
+    # the child has the parent's ledger file but no slot of its own: it claims one at its first lock
+    env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_LOG="warn", **NORES)
+    steps = ["alloc=1G", "fork", "fill_fds", "alloc=1M", "alloc=1M", "free_fds", "alloc=1M", "info", "endfork"]
+    r = run_with_few_descriptors(gpu, *START, *steps, "info", **env)
+    assert r.results("alloc") == ["ok", "err=2", "err=2", "ok"], r
+    assert r.field("info", "free", 0) == 3 * GiB - 1 * MiB  # in the child: both counted
+    assert r.field("info", "free", 1) == 3 * GiB  # the child's share came back at its exit
+    (line,) = claim_lines(r.err)
+    assert "Too many open files" in line, r.err
+    assert "refused because this process holds no slot in the ledger" in r.err
+    assert "no free process slot" not in r.err
 
 
 def test_process_killed_mid_release_inside_the_lock_leaks_nothing(gpu):
