@@ -148,12 +148,14 @@ static void fork_child(void)
 
 static void init_once_fn(void)
 {
+    uint64_t t0 = gpumem_startup_begin();
     gpumem_log_init();
     gpumem_stats_init();
     gpumem_active = gpumem_limits_present();
     ctx_reserve = gpumem_parse_size_env("GPUMEM_CONTEXT_RESERVE", ctx_reserve);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     if (gpumem_active) LOG(LOG_DEBUG, "active; context reserve %llu bytes", (unsigned long long)ctx_reserve);
+    gpumem_startup_end(t0);
 }
 
 static int init_done;
@@ -287,7 +289,9 @@ static int load_devices(void)
 {
     if (__atomic_load_n(&devs_ready, __ATOMIC_ACQUIRE)) return 1;
     pthread_mutex_lock(&dev_mu);
+    uint64_t t0 = gpumem_startup_begin();
     int ok = load_devices_locked();
+    gpumem_startup_end(t0);
     pthread_mutex_unlock(&dev_mu);
     return ok;
 }

@@ -206,6 +206,7 @@ static int open_shared(const char *dir, const char **why)
 
 static void ledger_init(void)
 {
+    uint64_t t0 = gpumem_startup_begin();
     const char *dir = getenv("GPUMEM_STATE_DIR");
     if (!dir || !*dir) dir = "/dev/shm/gpumem";
     static char absolute[4096];   /* the ledger is reopened by path later, maybe after a chdir */
@@ -222,6 +223,7 @@ static void ledger_init(void)
     const char *why = NULL;
     if (open_shared(dir, &why) != 0) use_private(why, dir);
     else LOG(LOG_DEBUG, "ledger %s/%s", dir, LEDGER_NAME);
+    gpumem_startup_end(t0);
 }
 
 /* ---- the slots' byte locks: OFD locks, or classic ones on kernels before 3.15 */
@@ -486,9 +488,11 @@ static enum claim claim_slot(void)
 {
     enum claim why = CLAIM_OK;
     int err = 0;
+    uint64_t t0 = gpumem_startup_begin();
     while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
     if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) why = claim_slot_now(&err);
     __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE);
+    gpumem_startup_end(t0);
     if (why != CLAIM_OK) {
         say_claim_failed(why, err);
         __atomic_store_n(&claim_refused, 1, __ATOMIC_RELEASE);

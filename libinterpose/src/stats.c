@@ -43,6 +43,26 @@ void gpumem_stats_add(int i, uint64_t t_entry, uint64_t t_real0, uint64_t t_real
     __atomic_add_fetch(&rows[i].ours_ns, total > in_real ? total - in_real : 0, __ATOMIC_RELAXED);
 }
 
+/* Start-up work, the library's whole cost before an application's first allocation: the
+ * constructor, the device table (with the driver calls it makes), the ledger's file and the
+ * process's slot.  Nested pieces (the ledger opened while the device table is built) count once. */
+static uint64_t startup_ns, startup_pieces;
+static __thread int startup_depth;
+
+uint64_t gpumem_startup_begin(void)
+{
+    startup_depth++;
+    return gpumem_now_ns();
+}
+
+void gpumem_startup_end(uint64_t t0)
+{
+    uint64_t t1 = gpumem_now_ns();
+    if (--startup_depth > 0) return;
+    __atomic_add_fetch(&startup_ns, t1 - t0, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&startup_pieces, 1, __ATOMIC_RELAXED);
+}
+
 /* What one clock read costs here: each "in gpumem" figure includes about two of them (entry to
  * the driver call, and the driver's return to exit), on a VM tens of ns each. */
 static double clock_read_ns;
@@ -59,6 +79,9 @@ static void stats_report(void)
 {
     fprintf(stderr, "gpumem: stats clock read: %.1f ns (each figure in gpumem below includes about two) [pid %d]\n",
             clock_read_ns, (int)getpid());
+    if (startup_pieces)
+        fprintf(stderr, "gpumem: stats start-up: %.3f ms in gpumem (constructor, device table, ledger, slot; %llu pieces) [pid %d]\n",
+                startup_ns / 1e6, (unsigned long long)startup_pieces, (int)getpid());
     for (int i = 0; i < H_COUNT; i++) {
         uint64_t n = rows[i].calls;
         if (!n) continue;

@@ -32,3 +32,17 @@ def test_stats_count_each_hooks_calls_and_split_the_time(gpu, mode):
 def test_without_stats_nothing_is_printed(gpu):
     r = gpu.run(*STEPS, GPUMEM_LIMIT="2GiB")
     assert "gpumem: stats" not in r.err
+
+
+def startup_ms(err):
+    m = re.search(r"^gpumem: stats start-up: ([\d.]+) ms in gpumem .*?(\d+) pieces", err, re.M)
+    assert m, err
+    return float(m[1]), int(m[2])
+
+
+def test_stats_time_the_start_up_work_before_the_first_allocation(gpu):
+    quick, pieces = startup_ms(gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1").err)
+    assert 0 < quick < 1000 and pieces >= 2  # the constructor, then the device table with its ledger
+    # a driver call the device table makes, slowed by 200 ms, shows in the start-up figure
+    slow, _ = startup_ms(gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1", FAKE_CUDA_UUID_DELAY_MS="200").err)
+    assert slow >= 200 > quick

@@ -10,6 +10,7 @@
  *                        with CUDA_ERROR_OUT_OF_MEMORY, and cuMemGetInfo's free honours it
  *   FAKE_CUDA_CTX_BYTES  physical bytes a context takes (default 0)
  *   FAKE_CUDA_INIT_FAIL  1: cuInit fails with CUDA_ERROR_NO_DEVICE (100)
+ *   FAKE_CUDA_UUID_DELAY_MS  cuDeviceGetUuid sleeps this long (a slow driver call at start-up)
  * Like the real driver, cuGetProcAddress(_v2) hands out INTERNAL functions (not the exported
  * symbols), picking _v2/_v3/_ptsz variants from cudaVersion and flags.
  * Extra (test-only) export: fake_cuda_peak(dev) = highest physical usage seen (by every process
@@ -190,6 +191,8 @@ static CUresult i_cuDeviceGetUuid(CUuuid *u, CUdevice d)
 {
     if (!g_init) return E_NOT_INIT;
     if (d < 0 || d >= g_ndev) return E_INVALID_DEVICE;
+    const char *delay = getenv("FAKE_CUDA_UUID_DELAY_MS");
+    if (delay) usleep((useconds_t)atoi(delay) * 1000);
     static const unsigned char base[16] = { 0x8a, 0x5f, 0x0c, 0x31, 0x7e, 0x2d, 0x4b, 0x10, 0x9c, 0x55, 0x21, 0x43, 0x65, 0x87, 0xa9, 0x00 };
     memcpy(u->bytes, base, 16);
     u->bytes[15] = (char)d;
