@@ -155,7 +155,7 @@ static void init_once_fn(void)
     ctx_reserve = gpumem_parse_size_env("GPUMEM_CONTEXT_RESERVE", ctx_reserve);
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     if (gpumem_active) LOG(LOG_DEBUG, "active; context reserve %llu bytes", (unsigned long long)ctx_reserve);
-    gpumem_startup_end(t0);
+    gpumem_startup_end(SP_CTOR, t0);
 }
 
 static int init_done;
@@ -252,7 +252,10 @@ static int load_devices_locked(void)
     p_cuStreamGetCtx = (fn_streamctx)resolve_symbol(LIB_CUDA, "cuStreamGetCtx");
     p_cuStreamGetCtx_ptsz = (fn_streamctx)resolve_symbol(LIB_CUDA, "cuStreamGetCtx_ptsz");
     int n = 0;
-    if (!count || count(&n) != CUDA_SUCCESS) return 0;   /* driver not initialised yet: later */
+    uint64_t tq = gpumem_startup_begin();
+    int counted = count && count(&n) == CUDA_SUCCESS;
+    gpumem_startup_end(SP_QUERIES, tq);
+    if (!counted) return 0;   /* driver not initialised yet: later */
     if (n > GPUMEM_MAX_DEV) {
         gpumem_log(LOG_ERROR, "%d devices, this library follows %d: allocations on the others are refused", n, GPUMEM_MAX_DEV);
         n = GPUMEM_MAX_DEV;
@@ -266,8 +269,11 @@ static int load_devices_locked(void)
         d->ord = i;
         d->ldev = -1;
         d->handle = i;
-        if (!get || !uuid || !total || get(&d->handle, i) != CUDA_SUCCESS || uuid(&u, d->handle) != CUDA_SUCCESS ||
-            total(&t, d->handle) != CUDA_SUCCESS) {
+        uint64_t tq = gpumem_startup_begin();
+        int queried = get && uuid && total && get(&d->handle, i) == CUDA_SUCCESS && uuid(&u, d->handle) == CUDA_SUCCESS &&
+                      total(&t, d->handle) == CUDA_SUCCESS;
+        gpumem_startup_end(SP_QUERIES, tq);
+        if (!queried) {
             const char *var, *val;
             if (gpumem_limit_for(i, &var, &val).kind == LIMIT_NONE) continue;   /* not limited: unaltered */
             gpumem_log(LOG_ERROR, "cannot query device %d (UUID, total memory): every allocation on it is refused", i);
@@ -291,7 +297,7 @@ static int load_devices(void)
     pthread_mutex_lock(&dev_mu);
     uint64_t t0 = gpumem_startup_begin();
     int ok = load_devices_locked();
-    gpumem_startup_end(t0);
+    gpumem_startup_end(SP_DEVICES, t0);
     pthread_mutex_unlock(&dev_mu);
     return ok;
 }

@@ -62,8 +62,9 @@ GPUMEM_HIDDEN uint64_t gpumem_now_ns(void);
 GPUMEM_HIDDEN int gpumem_stats_index(const char *hook);
 GPUMEM_HIDDEN void gpumem_stats_add(int i, uint64_t t_entry, uint64_t t_real0, uint64_t t_real1);
 /* around each piece of start-up work (a clock read each end, once per process: always taken) */
+enum { SP_CTOR, SP_DEVICES, SP_QUERIES, SP_LEDGER, SP_SLOT, SP_COUNT };
 GPUMEM_HIDDEN uint64_t gpumem_startup_begin(void);
-GPUMEM_HIDDEN void gpumem_startup_end(uint64_t t0);
+GPUMEM_HIDDEN void gpumem_startup_end(int piece, uint64_t t0);
 #define STATS_NOW() (__builtin_expect(gpumem_stats_on, 0) ? gpumem_now_ns() : 0)
 /* at a hook's return: t_entry_ from REAL, the driver call between t0 and t1 (0, 0: none) */
 #define STATS_DONE(t0, t1) do {                                                   \

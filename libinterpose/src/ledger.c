@@ -132,12 +132,17 @@ static int is_ledger_file(int fd)
     return fd >= 0 && file_id(fd, &dev, &ino) == 0 && dev == L_dev_id && ino == L_ino;
 }
 
-/* Out of the way of the application's low descriptor numbers (closefrom(3), dup2 onto 0-2). */
+/* Out of the way of the application's low descriptor numbers (dup2 onto 0-2, the next few it
+ * opens), but inside the 64-entry table every process starts with: a number past it makes the
+ * kernel grow the table, which in a process with threads waits for an RCU grace period (9-13 ms
+ * on the Debian 12 host and most of the library's start-up on the H100 machines, 2026-11-26,
+ * bench/RESULTS.md), where it once was 1000. */
+#define FD_FLOOR 48
 static int move_high(int fd)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 128) return fd;
-    int low = rl.rlim_cur - 64 < 1000 ? (int)(rl.rlim_cur - 64) : 1000;
+    if (fd >= FD_FLOOR || getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < 2 * FD_FLOOR) return fd;
+    int low = FD_FLOOR;
     int high = fcntl(fd, F_DUPFD_CLOEXEC, low);
     if (high < 0) return fd;
     close(fd);
@@ -223,7 +228,7 @@ static void ledger_init(void)
     const char *why = NULL;
     if (open_shared(dir, &why) != 0) use_private(why, dir);
     else LOG(LOG_DEBUG, "ledger %s/%s", dir, LEDGER_NAME);
-    gpumem_startup_end(t0);
+    gpumem_startup_end(SP_LEDGER, t0);
 }
 
 /* ---- the slots' byte locks: OFD locks, or classic ones on kernels before 3.15 */
@@ -492,7 +497,7 @@ static enum claim claim_slot(void)
     while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
     if (__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0) why = claim_slot_now(&err);
     __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE);
-    gpumem_startup_end(t0);
+    gpumem_startup_end(SP_SLOT, t0);
     if (why != CLAIM_OK) {
         say_claim_failed(why, err);
         __atomic_store_n(&claim_refused, 1, __ATOMIC_RELEASE);

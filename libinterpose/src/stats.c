@@ -43,10 +43,11 @@ void gpumem_stats_add(int i, uint64_t t_entry, uint64_t t_real0, uint64_t t_real
     __atomic_add_fetch(&rows[i].ours_ns, total > in_real ? total - in_real : 0, __ATOMIC_RELAXED);
 }
 
-/* Start-up work, the library's whole cost before an application's first allocation: the
- * constructor, the device table (with the driver calls it makes), the ledger's file and the
- * process's slot.  Nested pieces (the ledger opened while the device table is built) count once. */
-static uint64_t startup_ns, startup_pieces;
+/* Start-up work, the library's whole cost before an application's first allocation, by piece:
+ * the constructor, the device table (the driver queries it makes, the ledger's file and the
+ * process's slot inside it).  The total counts only outermost pieces, so nothing twice. */
+static const char *const startup_names[SP_COUNT] = { "constructor", "device table", "driver queries", "ledger file", "slot" };
+static uint64_t startup_ns[SP_COUNT], startup_total_ns;
 static __thread int startup_depth;
 
 uint64_t gpumem_startup_begin(void)
@@ -55,12 +56,22 @@ uint64_t gpumem_startup_begin(void)
     return gpumem_now_ns();
 }
 
-void gpumem_startup_end(uint64_t t0)
+void gpumem_startup_end(int piece, uint64_t t0)
 {
-    uint64_t t1 = gpumem_now_ns();
-    if (--startup_depth > 0) return;
-    __atomic_add_fetch(&startup_ns, t1 - t0, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&startup_pieces, 1, __ATOMIC_RELAXED);
+    uint64_t d = gpumem_now_ns() - t0;
+    __atomic_add_fetch(&startup_ns[piece], d, __ATOMIC_RELAXED);
+    if (--startup_depth == 0) __atomic_add_fetch(&startup_total_ns, d, __ATOMIC_RELAXED);
+}
+
+static void startup_report(void)
+{
+    char parts[256];
+    size_t n = 0;
+    parts[0] = 0;
+    for (int i = 0; i < SP_COUNT && n < sizeof parts; i++)
+        n += (size_t)snprintf(parts + n, sizeof parts - n, "%s%s %.3f", i ? ", " : "", startup_names[i], startup_ns[i] / 1e6);
+    fprintf(stderr, "gpumem: stats start-up: %.3f ms in gpumem (%s ms; the last three inside the device table) [pid %d]\n",
+            startup_total_ns / 1e6, parts, (int)getpid());
 }
 
 /* What one clock read costs here: each "in gpumem" figure includes about two of them (entry to
@@ -79,9 +90,7 @@ static void stats_report(void)
 {
     fprintf(stderr, "gpumem: stats clock read: %.1f ns (each figure in gpumem below includes about two) [pid %d]\n",
             clock_read_ns, (int)getpid());
-    if (startup_pieces)
-        fprintf(stderr, "gpumem: stats start-up: %.3f ms in gpumem (constructor, device table, ledger, slot; %llu pieces) [pid %d]\n",
-                startup_ns / 1e6, (unsigned long long)startup_pieces, (int)getpid());
+    if (startup_total_ns) startup_report();
     for (int i = 0; i < H_COUNT; i++) {
         uint64_t n = rows[i].calls;
         if (!n) continue;

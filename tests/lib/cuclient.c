@@ -14,6 +14,7 @@
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE  openclose=PATH
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
+ *   fdmax=SUBSTR     the highest open descriptor naming SUBSTR (-1: none)
  *   fill_fds         open /dev/null until open fails (EMFILE: the process is out of descriptors)
  *   free_fds=N       close the last N of those (all of them without N)
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
@@ -330,6 +331,17 @@ static int run_cmds(int from, int argc, char **argv)
                 if (strstr(target, v)) n++;
             }
             printf("fds %d\n", n);
+        } else if (!strcmp(name, "fdmax")) {   /* fdmax=SUBSTR: the highest of our descriptors naming SUBSTR, or -1 */
+            int top = -1;
+            for (int fd = 0; fd < 4096; fd++) {
+                char link[64], target[512];
+                snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+                ssize_t len = readlink(link, target, sizeof target - 1);
+                if (len <= 0) continue;
+                target[len] = 0;
+                if (strstr(target, v)) top = fd;
+            }
+            printf("fdmax %d\n", top);
         } else if (!strcmp(name, "fill_fds")) {   /* out of descriptors, as a leaking application is */
             int fd = -1;
             while (nfilled < MAX_FILL && (fd = open("/dev/null", O_RDONLY)) >= 0) filled[nfilled++] = fd;

@@ -336,6 +336,15 @@ def test_a_descriptor_number_the_application_reuses_is_not_trusted(gpu):
         kill(a)
 
 
+def test_the_ledgers_descriptor_stays_inside_the_table_a_process_starts_with(gpu):
+    # kept off the low numbers, but under 64: a higher one makes the kernel grow the descriptor
+    # table, which in a process with threads (any CUDA one) waits for an RCU grace period
+    r = gpu.run(*START, "alloc=1M", "fdmax=ledger-v3", "clobber=ledger-v3", "info", "fdmax=ledger-v3", GPUMEM_LIMIT="4GiB", **NORES)
+    assert r.results("fdmax")[0] != "-1", r
+    assert 3 < int(r.results("fdmax")[0]) < 64
+    assert 3 < int(r.results("fdmax")[1]) < 64  # reopened after the clobber: moved up again
+
+
 def test_a_forked_child_keeps_the_applications_descriptors(gpu):
     # the application's file now has our old descriptor's number: a child must not close it
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)

@@ -35,14 +35,17 @@ def test_without_stats_nothing_is_printed(gpu):
 
 
 def startup_ms(err):
-    m = re.search(r"^gpumem: stats start-up: ([\d.]+) ms in gpumem .*?(\d+) pieces", err, re.M)
+    m = re.search(r"^gpumem: stats start-up: ([\d.]+) ms in gpumem \((.*) ms;", err, re.M)
     assert m, err
-    return float(m[1]), int(m[2])
+    return float(m[1]), {k: float(v) for k, v in (p.rsplit(" ", 1) for p in m[2].split(", "))}
 
 
 def test_stats_time_the_start_up_work_before_the_first_allocation(gpu):
-    quick, pieces = startup_ms(gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1").err)
-    assert 0 < quick < 1000 and pieces >= 2  # the constructor, then the device table with its ledger
-    # a driver call the device table makes, slowed by 200 ms, shows in the start-up figure
-    slow, _ = startup_ms(gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1", FAKE_CUDA_UUID_DELAY_MS="200").err)
+    quick, parts = startup_ms(gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1").err)
+    assert set(parts) == {"constructor", "device table", "driver queries", "ledger file", "slot"}
+    assert 0 < quick < 1000 and all(v >= 0 for v in parts.values()), parts
+    assert quick >= parts["device table"] >= parts["driver queries"] + parts["ledger file"] + parts["slot"]
+    # a driver query the device table makes, slowed by 200 ms, shows in its piece and the total
+    slow, slow_parts = startup_ms(gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1", FAKE_CUDA_UUID_DELAY_MS="200").err)
     assert slow >= 200 > quick
+    assert slow_parts["driver queries"] >= 200 > parts["driver queries"]
