@@ -88,8 +88,8 @@ GPUMEM_HIDDEN struct limit gpumem_limit_for(int ordinal, const char **var_out, c
 GPUMEM_HIDDEN uint64_t gpumem_parse_size_env(const char *name, uint64_t dflt);
 
 /* ---- ledger.c: the one ledger (reserve, release, usage, reclaim) ---- */
-/* ledger index for a UUID (added if new); -1: this process holds no ledger slot yet (try again
- * later), -2: the ledger has no room for another device (for good) */
+/* ledger index for a UUID (added if new); -1: this process holds no ledger slot yet, or could not
+ * open the ledger yet (try again later), -2: the ledger has no room for another device (for good) */
 GPUMEM_HIDDEN int ledger_device(const char *uuid, uint64_t total);
 GPUMEM_HIDDEN int ledger_lookup(const char *uuid, uint64_t *total); /* a device a CUDA process registered, or -1 */
 /* 0: reserved; -1: over the cap (*used_out: the usage that refused it); -2: no ledger slot */

@@ -15,12 +15,14 @@
  *   the total).  The generation, bumped whenever a slot changes hands, keeps a waiter that saw a
  *   dead holder from taking the lock from the slot's next owner;
  * - dead slots are reclaimed lazily: when a reservation would be refused, when memory is reported,
- *   when a slot is adopted. */
+ *   when a slot is adopted;
+ * - a file that cannot be opened for a passing want (descriptors, memory) is opened again at the
+ *   next use, allocations on limited devices refused meanwhile; an unusable directory gives the
+ *   process a ledger of its own. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -53,7 +55,7 @@ struct ledger {
     struct lslot slot[LEDGER_SLOTS];
 };
 
-static struct ledger *L;          /* the mapping (shared file, or private fallback) */
+static struct ledger *L;          /* the mapping (shared file, or private fallback); NULL: none yet */
 static int L_fd = -1;             /* ledger file; never closed while we hold our slot lock */
 static int L_slot = -1;           /* our slot, -1 until first use (and again in a forked child) */
 static uint32_t L_me;             /* our owner word: our slot and its generation */
@@ -62,7 +64,6 @@ static int L_ofd;                 /* open file description locks (else classic p
 static int L_pin_ok;              /* a mapping keeps the locked description open (not on overlayfs) */
 static char L_path[4096];         /* the ledger file, reopened by a forked child */
 static uint64_t L_dev_id, L_ino;  /* its identity: tells whether L_fd still names it */
-static pthread_once_t L_once = PTHREAD_ONCE_INIT;
 /* GPUMEM_DEBUG_LOCK_SLEEP_US / GPUMEM_DEBUG_RELEASE_SLEEP_US: sleep inside the critical section
  * between the slot's update and the total's, so tests can kill us mid-update */
 static unsigned debug_sleep_us, debug_release_sleep_us;
@@ -151,19 +152,22 @@ static int move_high(int fd)
 
 static int byte_lock(int fd, int i, short type, int cmd_ofd, int cmd_posix, struct flock *out);
 
-/* Open the ledger file, creating it atomically (initialised temp file, then link()). */
+/* Open the ledger file, creating it atomically (initialised temp file, then link()).  0, else the
+ * errno that failed it (-1: none, *why says what), for ledger_init to tell a passing want from an
+ * unusable directory. */
+#define FAIL(e) do { int e_ = (e); *why = strerror(e_); return e_ > 0 ? e_ : -1; } while (0)
 static int open_shared(const char *dir, const char **why)
 {
     char path[4096], tmp[4200];
     if (snprintf(path, sizeof path, "%s/%s", dir, LEDGER_NAME) >= (int)sizeof path) { *why = "path too long"; return -1; }
-    if (make_dirs(dir) != 0) { *why = strerror(errno); return -1; }
+    if (make_dirs(dir) != 0) FAIL(errno);
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         snprintf(tmp, sizeof tmp, "%s/.%s.%d.%ld", dir, LEDGER_NAME, (int)getpid(), (long)ts.tv_nsec);
         int t = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (t < 0) { *why = strerror(errno); return -1; }
+        if (t < 0) FAIL(errno);
         fchmod(t, 0666);
         int ok = ftruncate(t, sizeof(struct ledger)) == 0;
         void *p = ok ? mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_SHARED, t, 0) : MAP_FAILED;
@@ -178,14 +182,14 @@ static int open_shared(const char *dir, const char **why)
         int e = errno;
         unlink(tmp);
         close(t);
-        if (!ok) { *why = strerror(e); return -1; }
+        if (!ok) FAIL(e);
         fd = open(path, O_RDWR | O_CLOEXEC);
     }
-    if (fd < 0) { *why = strerror(errno); return -1; }
+    if (fd < 0) FAIL(errno);
     off_t end = lseek(fd, 0, SEEK_END);   /* not fstat: that is fstat@GLIBC_2.33 */
     if (end < (off_t)sizeof(struct ledger)) { close(fd); *why = "ledger file has the wrong size"; return -1; }
     void *p = mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) { *why = strerror(errno); close(fd); return -1; }
+    if (p == MAP_FAILED) { int e = errno; close(fd); FAIL(e); }
     struct ledger *l = p;
     if (l->magic != LEDGER_MAGIC || l->version != LEDGER_VERSION || l->size != sizeof *l || l->nslots != LEDGER_SLOTS) {
         munmap(p, sizeof *l); close(fd); *why = "ledger file of another version"; return -1;
@@ -203,15 +207,17 @@ static int open_shared(const char *dir, const char **why)
      * lock there, so the claim's descriptor stays open instead */
     struct statfs sfs;
     L_pin_ok = !(fstatfs(fd, &sfs) == 0 && (unsigned long)sfs.f_type == 0x794c7630UL);
-    if (file_id(fd, &L_dev_id, &L_ino) != 0) { munmap(p, sizeof *l); close(fd); *why = strerror(errno); return -1; }
+    if (file_id(fd, &L_dev_id, &L_ino) != 0) { int e = errno; munmap(p, sizeof *l); close(fd); FAIL(e); }
     L_fd = move_high(fd);
     __atomic_store_n(&L, l, __ATOMIC_RELEASE);
     return 0;
 }
+#undef FAIL
 
-static void ledger_init(void)
+/* the state dir and the debug variables, read at the first try */
+static const char *L_dir;
+static void ledger_config(void)
 {
-    uint64_t t0 = gpumem_startup_begin();
     const char *dir = getenv("GPUMEM_STATE_DIR");
     if (!dir || !*dir) dir = "/dev/shm/gpumem";
     static char absolute[4096];   /* the ledger is reopened by path later, maybe after a chdir */
@@ -219,16 +225,70 @@ static void ledger_init(void)
     if (dir[0] != '/' && getcwd(cwd, sizeof cwd) &&
         snprintf(absolute, sizeof absolute, "%s/%s", cwd, dir) < (int)sizeof absolute)
         dir = absolute;
+    L_dir = dir;
     const char *s = getenv("GPUMEM_DEBUG_LOCK_SLEEP_US");
     if (s) debug_sleep_us = (unsigned)strtoul(s, NULL, 10);
     s = getenv("GPUMEM_DEBUG_RELEASE_SLEEP_US");
     if (s) debug_release_sleep_us = (unsigned)strtoul(s, NULL, 10);
     s = getenv("GPUMEM_DEBUG_SLOTS");
     if (s && atoi(s) > 0 && atoi(s) < LEDGER_SLOTS) debug_slots = atoi(s);
+}
+
+/* Wants that pass: out of descriptors or memory, interrupted.  Splitting the cap for those would
+ * be for the process's whole life; refusing lasts until the next allocation that finds them. */
+static const int passing[] = { EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR };
+#define NPASSING (int)(sizeof passing / sizeof passing[0])
+static int open_said[NPASSING];   /* each cause once a process, as the claim's */
+static int open_refused;          /* a try failed for one of them: say when one succeeds */
+
+static int passing_cause(int err)
+{
+    for (int i = 0; i < NPASSING; i++) if (passing[i] == err) return i;
+    return -1;
+}
+
+/* under init_mu: one try at the shared ledger; a private one when the directory is unusable */
+static void ledger_init(void)
+{
+    uint64_t t0 = gpumem_startup_begin();
     const char *why = NULL;
-    if (open_shared(dir, &why) != 0) use_private(why, dir);
-    else LOG(LOG_DEBUG, "ledger %s/%s", dir, LEDGER_NAME);
+    int e = open_shared(L_dir, &why), cause = e > 0 ? passing_cause(e) : -1;
     gpumem_startup_end(SP_LEDGER, t0);
+    if (e == 0) {
+        if (open_refused) {
+            open_refused = 0;
+            LOG(LOG_WARN, "opened the ledger %s at last: allocations on limited devices are no longer refused for want of it", L_path);
+        } else {
+            LOG(LOG_DEBUG, "ledger %s", L_path);
+        }
+    } else if (cause >= 0) {   /* no ledger yet: lock() fails, and so every reservation */
+        open_refused = 1;
+        if (!open_said[cause]++)
+            gpumem_log(LOG_ERROR, "cannot open the ledger %s/%s: %s; allocations on limited devices are refused until it can",
+                       L_dir, LEDGER_NAME, why);
+    } else {
+        open_refused = 0;
+        use_private(why, L_dir);
+    }
+}
+
+/* The ledger, opened (or made private) once; until then every caller tries again.  Concurrent
+ * callers share one try: a thread that waited for another's takes its outcome.  Taken before
+ * claim_mu in a fork, never while holding it. */
+static int init_mu;
+static unsigned init_tries;
+
+static int ledger_open(void)
+{
+    unsigned seen = __atomic_load_n(&init_tries, __ATOMIC_ACQUIRE);
+    while (__atomic_exchange_n(&init_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
+    if (!L && init_tries == seen) {
+        if (!seen) ledger_config();
+        ledger_init();
+        __atomic_store_n(&init_tries, seen + 1, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&init_mu, 0, __ATOMIC_RELEASE);
+    return __atomic_load_n(&L, __ATOMIC_ACQUIRE) != NULL;
 }
 
 /* ---- the slots' byte locks: OFD locks, or classic ones on kernels before 3.15 */
@@ -469,8 +529,17 @@ static int claim_mu;
 static int claim_said[CLAIM_CAUSES];   /* each cause once a process, not once an allocation */
 static int claim_refused;              /* a claim failed since the last that did not: say when it is over */
 
-void ledger_fork_prepare(void) { while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield(); }
-void ledger_fork_parent(void) { __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE); }
+void ledger_fork_prepare(void)
+{
+    while (__atomic_exchange_n(&init_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
+    while (__atomic_exchange_n(&claim_mu, 1, __ATOMIC_ACQUIRE)) sched_yield();
+}
+
+void ledger_fork_parent(void)
+{
+    __atomic_store_n(&claim_mu, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&init_mu, 0, __ATOMIC_RELEASE);
+}
 
 /* One line for a failed claim, naming its cause.  No other process's pid: the slots' owners are
  * none of the reader's business, and a pid seen from another namespace would mislead. */
@@ -555,7 +624,8 @@ static void lock_slow(uint32_t me)
 
 static int lock(void)
 {
-    if (__builtin_expect(!__atomic_load_n(&L, __ATOMIC_ACQUIRE), 0)) pthread_once(&L_once, ledger_init);
+    /* no ledger yet: open it, again at every call until it opens (a failure may have passed) */
+    if (__builtin_expect(!__atomic_load_n(&L, __ATOMIC_ACQUIRE), 0) && !ledger_open()) return -1;
     /* without a slot, claim one again at every call: a failure may have passed */
     if (__builtin_expect(__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0, 0) && claim_slot() != CLAIM_OK) return -1;
     uint32_t me = L_me, free_ = 0;
@@ -653,8 +723,10 @@ void ledger_release(int ldev, uint64_t bytes)
 uint64_t ledger_usage(int ldev)
 {
     if (ldev < 0 || ldev >= GPUMEM_MAX_DEV) return 0;
-    pthread_once(&L_once, ledger_init);
-    return __atomic_load_n(&L->dev[ldev].used, __ATOMIC_ACQUIRE);
+    struct ledger *l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
+    /* an index comes from an open ledger, so this cannot be; were it, nothing is free */
+    if (!l) return UINT64_MAX;
+    return __atomic_load_n(&l->dev[ldev].used, __ATOMIC_ACQUIRE);
 }
 
 void ledger_reclaim(void)
@@ -667,15 +739,18 @@ void ledger_reclaim(void)
 /* A forked child owns none of the parent's memory: it takes a new slot on first use.  Its copy of
  * the pinned page would keep the parent's slot lock alive after the parent: unmap it (the shared
  * descriptor and main mapping hold no lock).  A private (fallback) ledger is the parent's copy:
- * start it over. */
+ * start it over.  No ledger yet (the parent's tries failed): the child tries on its own. */
 void ledger_after_fork_child(void)
 {
     L_slot = -1;
     L_me = 0;
     L_adopted = 0;
     claim_mu = 0;
+    init_mu = 0;
     memset(claim_said, 0, sizeof claim_said);   /* a new process: it says its own */
     claim_refused = 0;
+    memset(open_said, 0, sizeof open_said);
+    open_refused = 0;
     notes_len = 0;
     if (L_pin) {
         munmap(L_pin, 4096);

@@ -424,13 +424,14 @@ def test_a_process_refused_by_a_full_ledger_allocates_once_a_slot_frees(gpu):
         kill(c)
 
 
+def few_descriptors():
+    """preexec_fn: a descriptor limit of 256, so that `fill_fds` runs out of them at once."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard))
+
+
 def run_with_few_descriptors(gpu, *steps, **env):
-    """A client whose descriptor limit is 256, so that `fill_fds` runs out of them at once."""
-
-    def few():
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard))
-
+    """A client whose descriptor limit is 256 (few_descriptors)."""
     return Result(
         subprocess.run(
             gpu.cmd("cuclient", *steps),
@@ -438,7 +439,7 @@ def run_with_few_descriptors(gpu, *steps, **env):
             capture_output=True,
             text=True,
             timeout=30,
-            preexec_fn=few,
+            preexec_fn=few_descriptors,
         )
     )
 
@@ -482,6 +483,64 @@ def test_a_forked_child_out_of_descriptors_at_its_first_allocation_is_refused_un
     assert "Too many open files" in line, r.err
     assert "refused because this process holds no slot in the ledger" in r.err
     assert "no free process slot" not in r.err
+
+
+def open_lines(err):
+    return [ln for ln in err.splitlines() if "cannot open the ledger" in ln]
+
+
+def test_a_process_out_of_descriptors_before_it_opened_the_ledger_shares_it_once_it_has_them(gpu):
+    # no descriptor left at the first use of the ledger: its file cannot be opened.  That passes:
+    # the process refuses allocations meanwhile and opens the shared ledger at its next one,
+    # rather than keeping a ledger of its own (a cap per process, blind to the others)
+    env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_LOG="warn", **NORES)
+    a = hold(gpu, "alloc=1G", **env)
+    b = None
+    try:
+        steps = ["init", "dev=0", "fill_fds", "primary", "alloc=1M", "alloc=1M", "free_fds", "alloc=1G", "info", "hold"]
+        b = subprocess.Popen(
+            gpu.cmd("cuclient", *steps),
+            env=gpu.environ(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=few_descriptors,
+        )
+        out = read_until(b, lambda line, _: line.startswith("holding"))
+        r = gpu.run(*START, "info", **env)
+        assert r.field("info", "free") == 2 * GiB, (out, r)  # b's share is in the shared ledger
+    finally:
+        kill(a)
+        if b:
+            kill(b)
+    err = b.stderr.read()
+    assert [ln.split()[1] for ln in out if ln.startswith("alloc")] == ["err=2", "err=2", "ok"], (out, err)
+    assert next(ln for ln in out if ln.startswith("fill_fds")).strip().endswith(" EMFILE"), out
+    info = next(ln for ln in out if ln.startswith("info")).split()
+    assert f"free={2 * GiB}" in info, (out, err)  # b saw a's share too
+    (line,) = open_lines(err)  # said once, not once an allocation
+    assert "Too many open files" in line and "refused until it can" in line, err
+    assert "ledger-v3" in line, err
+    assert err.count("opened the ledger") == 1, err
+    assert "own ledger" not in err and "unusable" not in err, err
+    assert "refused because this process holds no slot in the ledger" in err, err
+
+
+def test_a_child_forked_before_its_parent_could_open_the_ledger_opens_it(gpu):
+    # the parent never opened the ledger (out of descriptors); its child tries on its own
+    env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_LOG="warn", **NORES)
+    a = hold(gpu, "alloc=1G", **env)
+    try:
+        steps = ["init", "dev=0", "fill_fds", "primary", "alloc=1M"]
+        child = ["fork", "alloc=1M", "free_fds", "alloc=1M", "info", "endfork"]
+        r = run_with_few_descriptors(gpu, *steps, *child, "free_fds", "alloc=1M", "info", **env)
+    finally:
+        kill(a)
+    assert r.results("alloc") == ["err=2", "err=2", "ok", "ok"], r
+    assert r.field("info", "free", 0) == 3 * GiB - 1 * MiB, r  # the child: a's share and its own
+    assert r.field("info", "free", 1) == 3 * GiB - 1 * MiB, r  # the parent: the child's came back
+    assert len(open_lines(r.err)) == 2, r  # the parent's and the child's own
+    assert "own ledger" not in r.err and "unusable" not in r.err, r
 
 
 def test_process_killed_mid_release_inside_the_lock_leaks_nothing(gpu):
