@@ -96,7 +96,15 @@ static void credit_return(void)
     credit.bytes = 0;
 }
 
-static void credit_at_exit(void *unused) { (void)unused; credit_return(); }
+/* Forgets the device and the destructor too: a destructor of another library that runs after this
+ * one and frees into a pool would otherwise keep credit (credit_keep) that nothing hands back. */
+static void credit_at_exit(void *unused)
+{
+    (void)unused;
+    credit_return();
+    credit.d = NULL;
+    credit.keyed = 0;
+}
 static void credit_key_make(void) { pthread_key_create(&credit_key, credit_at_exit); }
 
 /* the contexts of a device all went: every thread's credit is handed back at its next use */

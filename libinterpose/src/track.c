@@ -2,11 +2,14 @@
  *
  * Two tiers.  Each thread owns a small open-addressed table that only it inserts into, with plain
  * stores: the allocation hooks of a stream-ordered pool pair (cudaMallocAsync + cudaFreeAsync,
- * about 0.6 us native on an H100) then take no locked instruction here, where one per call cost
- * about 10 ns (bench/gpu/abhook.c, rmw row, bench/RESULTS.md).  Any thread may remove a record
- * from any table: the owner with a plain store (only it inserts there), others with a CAS, so a
- * record is taken once.  A record whose probe window is full goes to the second tier, 64 shards
- * each a spin lock and a chained hash.  Tables of exited threads are adopted by new ones. */
+ * about 0.6 us native on an H100) then take no locked instruction to record, where one per call
+ * cost about 10 ns (bench/gpu/abhook.c, rmw row, bench/RESULTS.md).  Any thread may remove a
+ * record from any table, the owner too, with a CAS, so a record is taken once: with a plain store
+ * the owner and another thread freeing one pointer at once (an application's double free, or a
+ * context's teardown) both took it, the refused free put it back with no charge behind it, and
+ * the cap was passed (tests/lib/test_track_review.py).  A record whose probe window is full goes
+ * to the second tier, 64 shards each a spin lock and a chained hash.  Tables of exited threads
+ * are adopted by new ones. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -20,7 +23,15 @@ __thread struct ttab *gpumem_my_tab;   /* this thread's (fastpath.h reads it) */
 static pthread_key_t tab_key;
 static pthread_once_t tab_key_once = PTHREAD_ONCE_INIT;
 
-static void tab_release(void *t) { __atomic_store_n(&((struct ttab *)t)->owned, 0, __ATOMIC_RELEASE); }
+/* at thread exit: the thread forgets its table, then hands it on.  Another library's destructor
+ * may run after this one and still allocate: with the table kept, the thread would add to it with
+ * plain stores beside the new thread that adopted it, and records were lost (the cap filled with
+ * bytes no free gave back).  It takes a table afresh, and glibc runs this destructor again. */
+static void tab_release(void *t)
+{
+    gpumem_my_tab = NULL;
+    __atomic_store_n(&((struct ttab *)t)->owned, 0, __ATOMIC_RELEASE);
+}
 static void tab_key_make(void) { pthread_key_create(&tab_key, tab_release); }
 
 /* this thread's table: an exited thread's, else a new one; NULL when out of memory */
@@ -64,18 +75,14 @@ static void tent_read(const struct tent *e, uint64_t key, struct track_rec *out)
                                __atomic_load_n(&e->kind, __ATOMIC_RELAXED), __atomic_load_n(&e->ctx, __ATOMIC_RELAXED) };
 }
 
-/* take the record of (key, kind) from table t: the owner stores, any other thread CASes */
-static inline __attribute__((always_inline)) int tab_take(struct ttab *t, uint64_t h, uint64_t key, int kind, struct track_rec *out, int owner)
+/* take the record of (key, kind) from table t, by CAS whoever owns t (see the top) */
+static inline __attribute__((always_inline)) int tab_take(struct ttab *t, uint64_t h, uint64_t key, int kind, struct track_rec *out)
 {
     for (unsigned j = 0; j < TT_PROBE; j++) {
         struct tent *e = &t->e[(h + j) & TT_MASK];
         uint64_t k = __atomic_load_n(&e->key, __ATOMIC_ACQUIRE);
         if (k != key || __atomic_load_n(&e->kind, __ATOMIC_RELAXED) != kind) continue;
         tent_read(e, key, out);
-        if (owner) {
-            __atomic_store_n(&e->key, 0, __ATOMIC_RELEASE);
-            return 1;
-        }
         if (__atomic_compare_exchange_n(&e->key, &k, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
     }
     return 0;
@@ -188,9 +195,9 @@ int track_remove(uint64_t key, int kind, struct track_rec *out)
     uint64_t h = track_hash(key, kind);
     if (key) {
         struct ttab *mine = gpumem_my_tab;   /* the common case: freed by the thread that allocated */
-        if (mine && tab_take(mine, h, key, kind, out, 1)) return 1;
+        if (mine && tab_take(mine, h, key, kind, out)) return 1;
         for (struct ttab *t = __atomic_load_n(&ttabs, __ATOMIC_ACQUIRE); t; t = t->next)
-            if (t != mine && tab_take(t, h, key, kind, out, 0)) return 1;
+            if (t != mine && tab_take(t, h, key, kind, out)) return 1;
     }
     return __atomic_load_n(&shards_used, __ATOMIC_ACQUIRE) && shard_take(h, key, kind, out);
 }

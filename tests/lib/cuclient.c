@@ -11,7 +11,7 @@
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
  *   stream   (a stream in the current context; async/pool/freeasync then use it)  streamdestroy
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
- *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE  bench=N,SIZE  openclose=PATH
+ *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE[,self]  bench=N,SIZE  openclose=PATH
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
  *   fdmax=SUBSTR     the highest open descriptor naming SUBSTR (-1: none)
@@ -19,6 +19,10 @@
  *   free_fds=N       close the last N of those (all of them without N)
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
  *   thread ... endthread   (the commands between run in a new thread, in the current context; joined)
+ *   atexit ... endatexit   (in a thread block: the commands between run as the thread exits, from a
+ *        thread-specific data destructor made here, after the library's own destructors)
+ *   racefree=N,SIZE[,async]   N times: allocate SIZE here, then free it here and in a second thread at
+ *        once (an application's double free); prints how many frees succeeded and failed
  *   fork ... endfork   (the commands between run in a child; the parent waits for it)
  *   forknowait ... endfork   (same, the parent never waits: the child stays a zombie)
  * SIZE takes K/M/G suffixes (binary).  Results: "ok", "err=<CUresult>", numbers. */
@@ -187,6 +191,25 @@ static void *hammer(void *p)
     return NULL;
 }
 
+/* racefree: the second thread frees each round's pointer as soon as this one is told to */
+struct racer { CUdeviceptr p; int async, rounds, go, done, ok, err; CUcontext ctx; };
+static void race_free(struct racer *r)
+{
+    CUresult x = r->async ? A.cuMemFreeAsync(r->p, stream) : A.cuMemFree(r->p);
+    if (x) r->err++; else r->ok++;
+}
+static void *racer(void *p)
+{
+    struct racer *r = p;
+    A.cuCtxSetCurrent(r->ctx);
+    for (int i = 1; i <= r->rounds; i++) {
+        while (__atomic_load_n(&r->go, __ATOMIC_ACQUIRE) != i) {}
+        race_free(r);
+        __atomic_store_n(&r->done, i, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
 static uint64_t stub_counter(const char *name)
 {
     uint64_t (*f)(int) = (uint64_t (*)(int))dlsym(RTLD_DEFAULT, name);
@@ -201,7 +224,7 @@ static int block_end(int i, int argc, char **argv, const char *open, const char 
 {
     int depth = 0, j;
     for (j = i + 1; j < argc; j++) {
-        if (!strncmp(argv[j], open, strlen(open))) depth++;
+        if (!strchr(argv[j], '=') && !strncmp(argv[j], open, strlen(open))) depth++;   /* not threads=... */
         if (!strcmp(argv[j], close) && depth-- == 0) break;
     }
     return j;
@@ -214,6 +237,11 @@ static void *block_thread(void *p)
     A.cuCtxSetCurrent(cur);   /* the current context is per thread: the block runs in the caller's */
     b->rc = run_cmds(b->from, b->to, b->argv);
     return NULL;
+}
+static void block_at_exit(void *p)
+{
+    struct block *b = p;
+    run_cmds(b->from, b->to, b->argv);
 }
 
 int main(int argc, char **argv)
@@ -357,15 +385,42 @@ static int run_cmds(int from, int argc, char **argv)
         else if (!strcmp(name, "hold")) { printf("holding\n"); fflush(stdout); for (;;) pause(); }
         else if (!strcmp(name, "threads")) {
             int n = 1, iters = 1; size_t sz = 0;
-            char szs[64] = "0";
-            sscanf(v, "%d,%d,%63s", &n, &iters, szs);
+            char szs[64] = "0", how[16] = "";
+            sscanf(v, "%d,%d,%63[^,],%15s", &n, &iters, szs, how);
             sz = size_arg(szs);
             pthread_t t[64]; struct tharg a[64];
             if (n > 64) n = 64;
             for (int k = 0; k < n; k++) { a[k] = (struct tharg){ iters, sz, 0, 0, cur }; pthread_create(&t[k], NULL, hammer, &a[k]); }
             int ok = 0, oom = 0;
+            if (!strcmp(how, "self")) {   /* this thread hammers too, alongside them */
+                struct tharg me = { iters, sz, 0, 0, cur };
+                hammer(&me);
+                ok += me.ok; oom += me.oom;
+            }
             for (int k = 0; k < n; k++) { pthread_join(t[k], NULL); ok += a[k].ok; oom += a[k].oom; }
             printf("threads ok=%d oom=%d\n", ok, oom);
+        } else if (!strcmp(name, "racefree")) {
+            char szs[64] = "1", how[16] = "";
+            struct racer r = { 0 }, mine = { 0 };
+            sscanf(v, "%d,%63[^,],%15s", &r.rounds, szs, how);
+            size_t sz = size_arg(szs);
+            r.async = mine.async = !strcmp(how, "async");
+            r.ctx = cur;
+            pthread_t t;
+            pthread_create(&t, NULL, racer, &r);
+            int allocerr = 0;
+            for (int i = 1; i <= r.rounds; i++) {
+                CUdeviceptr d = 0;
+                CUresult a = r.async ? A.cuMemAllocAsync(&d, sz, stream) : A.cuMemAlloc(&d, sz);
+                if (a) allocerr++;
+                r.p = mine.p = d;
+                __atomic_store_n(&r.go, i, __ATOMIC_RELEASE);
+                for (volatile int k = 0; k < (i * 7) % 397; k++) {}   /* a varying head start for the other */
+                race_free(&mine);
+                while (__atomic_load_n(&r.done, __ATOMIC_ACQUIRE) != i) {}
+            }
+            pthread_join(t, NULL);
+            printf("racefree ok=%d err=%d allocerr=%d\n", r.ok + mine.ok, r.err + mine.err, allocerr);
         } else if (!strcmp(name, "dlsym")) {   /* dlsym=NAME on libcuda: which library answered */
             if (!lib) lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
             void *p = dlsym(lib, v);
@@ -394,6 +449,13 @@ static int run_cmds(int from, int argc, char **argv)
             pthread_join(t, NULL);
             printf("thread done\n");
             if (b.rc) return b.rc;
+            i = j;
+        } else if (!strcmp(name, "atexit")) {   /* atexit ... endatexit: the block at this thread's exit */
+            int j = block_end(i, argc, argv, "atexit", "endatexit");
+            struct block *b = malloc(sizeof *b);
+            pthread_key_t k;
+            *b = (struct block){ i + 1, j, argv, 0 };
+            res("atexit", pthread_key_create(&k, block_at_exit) || pthread_setspecific(k, b));
             i = j;
         } else if (!strcmp(name, "fork") || !strcmp(name, "forknowait")) {
             int j = block_end(i, argc, argv, "fork", "endfork");
