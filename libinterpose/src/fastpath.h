@@ -15,9 +15,11 @@ struct tent { uint64_t key; uint64_t size; void *ctx; int32_t dev, kind; };
 struct ttab { struct ttab *next; int owned; struct tent e[TT_MASK + 1]; };
 GPUMEM_HIDDEN extern __thread struct ttab *gpumem_my_tab;
 
-/* Fibonacci hashing: one multiply, the high bits well mixed (device pointers share their low
- * bits); the low bits of the result pick a shard, the next ones a bucket or slot */
-static inline uint64_t track_hash(uint64_t key, int kind) { return ((key ^ ((uint64_t)kind << 56)) * 0x9e3779b97f4a7c15ULL) >> 16; }
+/* Fibonacci hashing: one multiply, then the top 24 bits, the only ones every bit of the key
+ * below bit 40 reaches (a product's bit n depends on the key's bits 0..n: taking bits 16-25, as
+ * before, left pointers 2 MiB apart 32 of the 1024 slots).  They pick the slot, or the shard
+ * and its bucket.  The kind goes into the low bits, so it moves the slot too. */
+static inline uint64_t track_hash(uint64_t key, int kind) { return ((key ^ (uint64_t)kind) * 0x9e3779b97f4a7c15ULL) >> 40; }
 
 /* the fields before the key (release), so that a thread that sees the key sees them */
 static inline void tent_fill(struct tent *e, uint64_t key, int kind, uint64_t size, int dev, void *ctx)

@@ -40,19 +40,19 @@ def test_a_pointer_freed_by_two_threads_at_once_is_given_back_once(gpu, how):
 # the keys were made, and ours are made at the first allocation): what it allocates and frees there
 # must be counted as anywhere else.
 
-# 64 MiB - 512: the stand-in driver hands out addresses 64 MiB apart, which track_hash (fastpath.h)
-# sends to one slot, so two threads adding to one table at once meet there
-SAME_SLOT = 64 * MiB - 512
+SAME_SLOT = 3602432  # bytes: the stand-in's addresses B, B+step, B+2*step share one slot
 
 
 def test_allocations_made_after_the_threads_table_is_handed_on_are_kept_apart(gpu):
-    # the exiting thread allocates and frees while a new thread, which took its table over, does too
+    # the exiting thread allocates and frees while a new thread, which took its table over, does too;
+    # the stand-in hands freed addresses out again (as a pool does), and at this size its first
+    # three addresses share a slot under track_hash (fastpath.h), so the two threads add to one slot
     r = gpu.run(
         "init",
         "dev=0",
         "primary",
         "thread",
-        "alloc=1M",
+        f"alloc={SAME_SLOT}",
         "free",
         "atexit",
         f"threads=1,50000,{SAME_SLOT},self",
@@ -60,6 +60,7 @@ def test_allocations_made_after_the_threads_table_is_handed_on_are_kept_apart(gp
         "endthread",
         "info",
         timeout=120,
+        FAKE_CUDA_REUSE=1,
         **NORES,
     )
     assert r.field("threads", "ok") == 100000 and r.field("threads", "oom") == 0, r

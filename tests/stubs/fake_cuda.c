@@ -11,6 +11,8 @@
  *   FAKE_CUDA_CTX_BYTES  physical bytes a context takes (default 0)
  *   FAKE_CUDA_INIT_FAIL  1: cuInit fails with CUDA_ERROR_NO_DEVICE (100)
  *   FAKE_CUDA_UUID_DELAY_MS  cuDeviceGetUuid sleeps this long (a slow driver call at start-up)
+ *   FAKE_CUDA_REUSE      1: a freed address is handed out again to the next allocation of its size,
+ *                        from any thread, as a real pool does (by default addresses only grow)
  * Like the real driver, cuGetProcAddress(_v2) hands out INTERNAL functions (not the exported
  * symbols), picking _v2/_v3/_ptsz variants from cudaVersion and flags.
  * Extra (test-only) export: fake_cuda_peak(dev) = highest physical usage seen (by every process
@@ -115,6 +117,8 @@ static void rec_add(uint64_t key, int kind, uint64_t size, int dev, struct fctx 
     pthread_mutex_unlock(&g_mu);
 }
 
+static void reuse_put(uint64_t key, uint64_t size, int kind);
+
 static int rec_del(uint64_t key, int kind)
 {
     pthread_mutex_lock(&g_mu);
@@ -124,6 +128,7 @@ static int rec_del(uint64_t key, int kind)
             *p = r->next;
             pthread_mutex_unlock(&g_mu);
             phys_give(r->dev, r->size);
+            reuse_put(r->key, r->size, r->kind);
             free(r);
             return OK;
         }
@@ -142,8 +147,35 @@ static void rec_drop_ctx(struct fctx *c)
     pthread_mutex_unlock(&g_mu);
 }
 
+/* FAKE_CUDA_REUSE: freed addresses by size, most recent first (under g_mu) */
+#define NREUSE 64
+static struct { uint64_t key, size; } g_reuse[NREUSE];
+static int g_nreuse;
+
+static void reuse_put(uint64_t key, uint64_t size, int kind)
+{
+    static int on = -1;
+    if (on < 0) on = getenv("FAKE_CUDA_REUSE") && atoi(getenv("FAKE_CUDA_REUSE")) == 1;
+    if (!on || kind != 1) return;
+    pthread_mutex_lock(&g_mu);
+    if (g_nreuse < NREUSE) { g_reuse[g_nreuse].key = key; g_reuse[g_nreuse].size = size; g_nreuse++; }
+    pthread_mutex_unlock(&g_mu);
+}
+
+static uint64_t reuse_take(uint64_t size)
+{
+    uint64_t key = 0;
+    pthread_mutex_lock(&g_mu);
+    for (int i = g_nreuse - 1; i >= 0 && !key; i--)
+        if (g_reuse[i].size == size) { key = g_reuse[i].key; g_reuse[i] = g_reuse[--g_nreuse]; }
+    pthread_mutex_unlock(&g_mu);
+    return key;
+}
+
 static uint64_t next_key(uint64_t size, int small)
 {
+    uint64_t again = small ? 0 : reuse_take(size);
+    if (again) return again;
     uint64_t step = ((size + 511) & ~511ULL) + 512;
     return __atomic_fetch_add(small ? &g_next_ptr32 : &g_next_ptr, small ? 512 : step, __ATOMIC_RELAXED);
 }
