@@ -105,7 +105,18 @@ static void credit_at_exit(void *unused)
     credit.d = NULL;
     credit.keyed = 0;
 }
-static void credit_key_make(void) { pthread_key_create(&credit_key, credit_at_exit); }
+static int credit_key_ok;
+static void credit_key_make(void) { credit_key_ok = pthread_key_create(&credit_key, credit_at_exit) == 0; }
+
+/* the thread's exit must hand its credit back: with no destructor to do it, keep none */
+static int credit_armed(void)
+{
+    if (credit.keyed) return 1;
+    pthread_once(&credit_key_once, credit_key_make);
+    if (!credit_key_ok || pthread_setspecific(credit_key, &credit) != 0) return 0;
+    credit.keyed = 1;
+    return 1;
+}
 
 /* the contexts of a device all went: every thread's credit is handed back at its next use */
 static void credit_void_all(void) { __atomic_add_fetch(&gpumem_credit_epoch, 1, __ATOMIC_RELAXED); }
@@ -114,18 +125,13 @@ static void credit_void_all(void) { __atomic_add_fetch(&gpumem_credit_epoch, 1, 
 static void give_back(struct gdev *d, uint64_t size, int pooled)
 {
     uint64_t max = credit_max(d);
-    if (pooled && size <= max && !d->bad) {
+    if (pooled && size <= max && !d->bad && credit_armed()) {
         if (credit.d != d || !credit_valid(&credit)) {
             credit_return();
             credit.d = d;
             credit.ord = d->ord;
             credit.max = max;
             credit.epoch = __atomic_load_n(&gpumem_credit_epoch, __ATOMIC_RELAXED);
-        }
-        if (!credit.keyed) {   /* so that the thread's exit hands it back */
-            pthread_once(&credit_key_once, credit_key_make);
-            pthread_setspecific(credit_key, &credit);
-            credit.keyed = 1;
         }
         credit.bytes += size;
         if (credit.bytes <= max) return;

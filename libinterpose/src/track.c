@@ -32,7 +32,8 @@ static void tab_release(void *t)
     gpumem_my_tab = NULL;
     __atomic_store_n(&((struct ttab *)t)->owned, 0, __ATOMIC_RELEASE);
 }
-static void tab_key_make(void) { pthread_key_create(&tab_key, tab_release); }
+static int tab_key_ok;
+static void tab_key_make(void) { tab_key_ok = pthread_key_create(&tab_key, tab_release) == 0; }
 
 /* this thread's table: an exited thread's, else a new one; NULL when out of memory */
 static struct ttab *tab_mine(void)
@@ -53,7 +54,9 @@ static struct ttab *tab_mine(void)
         t->next = __atomic_load_n(&ttabs, __ATOMIC_RELAXED);
         while (!__atomic_compare_exchange_n(&ttabs, &t->next, t, 0, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {}
     }
-    pthread_setspecific(tab_key, t);   /* its destructor hands the table on at thread exit */
+    /* its destructor hands the table on at thread exit; with no key, the table stays this
+     * thread's for good (its records still found by every thread) */
+    if (tab_key_ok) pthread_setspecific(tab_key, t);
     gpumem_my_tab = t;
     return t;
 }

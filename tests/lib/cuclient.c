@@ -15,6 +15,7 @@
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
  *   fdmax=SUBSTR     the highest open descriptor naming SUBSTR (-1: none)
+ *   fill_keys        create pthread keys until none is left (prints how many)
  *   fill_fds         open /dev/null until open fails (EMFILE: the process is out of descriptors)
  *   free_fds=N       close the last N of those (all of them without N)
  *   dlsym=NAME   prints which library's function dlsym(libcuda, NAME) returned (or NULL)
@@ -359,6 +360,11 @@ static int run_cmds(int from, int argc, char **argv)
                 if (strstr(target, v)) n++;
             }
             printf("fds %d\n", n);
+        } else if (!strcmp(name, "fill_keys")) {   /* every pthread key taken, as a key-hungry application may */
+            pthread_key_t k;
+            int n = 0;
+            while (pthread_key_create(&k, NULL) == 0) n++;
+            printf("fill_keys %d\n", n);
         } else if (!strcmp(name, "fdmax")) {   /* fdmax=SUBSTR: the highest of our descriptors naming SUBSTR, or -1 */
             int top = -1;
             for (int fd = 0; fd < 4096; fd++) {

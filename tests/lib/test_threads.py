@@ -96,3 +96,15 @@ def test_a_forked_child_neither_holds_nor_frees_its_parents_credit_or_records(gp
     assert r.field("info", "free", 0) == CAP - 68 * MiB, r
     assert "parent child_exit=0" in r.out
     assert r.field("info", "free", 1) == CAP - 68 * MiB
+
+
+def test_with_no_pthread_key_left_no_credit_is_kept_and_records_still_work(gpu):
+    # the library needs a key for the destructor that hands a thread's credit and table on at its
+    # exit; with none to be had it keeps no credit, and its records are found as ever
+    r = gpu.run(
+        "fill_keys", *START, "thread", "async=4M", "freeasync", "info", "alloc=1M", "endthread", "free", "info", **NORES
+    )
+    assert int(r.line("fill_keys").split()[1]) > 0, r
+    assert r.results("async") == ["ok"] and r.results("free") == ["ok"], r
+    assert r.field("info", "free", 0) == CAP  # the 4 MiB went straight back: no credit without a destructor
+    assert r.field("info", "free", 1) == CAP
