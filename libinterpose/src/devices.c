@@ -119,7 +119,7 @@ static int credit_armed(void)
 }
 
 /* the contexts of a device all went: every thread's credit is handed back at its next use */
-static void credit_void_all(void) { __atomic_add_fetch(&gpumem_credit_epoch, 1, __ATOMIC_RELAXED); }
+static void credit_void_all(void) { __atomic_add_fetch(&gpumem_credit_epoch, 1, __ATOMIC_RELEASE); }
 
 /* bytes of d this thread no longer uses: a pool's small ones kept as credit, the rest given back */
 static void give_back(struct gdev *d, uint64_t size, int pooled)
@@ -128,10 +128,18 @@ static void give_back(struct gdev *d, uint64_t size, int pooled)
     if (pooled && size <= max && !d->bad && credit_armed()) {
         if (credit.d != d || !credit_valid(&credit)) {
             credit_return();
+            /* the epoch first, then the context's charge: credit pays without charging the
+             * context reserve, so none is set up for a device whose contexts went (a reset
+             * clears ctx_charged before it bumps the epoch) */
+            unsigned epoch = __atomic_load_n(&gpumem_credit_epoch, __ATOMIC_ACQUIRE);
+            if (!__atomic_load_n(&d->ctx_charged, __ATOMIC_ACQUIRE)) {
+                ledger_release(d->ldev, size);
+                return;
+            }
             credit.d = d;
             credit.ord = d->ord;
             credit.max = max;
-            credit.epoch = __atomic_load_n(&gpumem_credit_epoch, __ATOMIC_RELAXED);
+            credit.epoch = epoch;
         }
         credit.bytes += size;
         if (credit.bytes <= max) return;
