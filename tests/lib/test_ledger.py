@@ -339,7 +339,16 @@ def test_a_descriptor_number_the_application_reuses_is_not_trusted(gpu):
 def test_the_ledgers_descriptor_stays_inside_the_table_a_process_starts_with(gpu):
     # kept off the low numbers, but under 64: a higher one makes the kernel grow the descriptor
     # table, which in a process with threads (any CUDA one) waits for an RCU grace period
-    r = gpu.run(*START, "alloc=1M", "fdmax=ledger-v3", "clobber=ledger-v3", "info", "fdmax=ledger-v3", GPUMEM_LIMIT="4GiB", **NORES)
+    r = gpu.run(
+        *START,
+        "alloc=1M",
+        "fdmax=ledger-v3",
+        "clobber=ledger-v3",
+        "info",
+        "fdmax=ledger-v3",
+        GPUMEM_LIMIT="4GiB",
+        **NORES,
+    )
     assert r.results("fdmax")[0] != "-1", r
     assert 3 < int(r.results("fdmax")[0]) < 64
     assert 3 < int(r.results("fdmax")[1]) < 64  # reopened after the clobber: moved up again
@@ -427,7 +436,9 @@ def test_a_process_refused_by_a_full_ledger_allocates_once_a_slot_frees(gpu):
 def few_descriptors():
     """preexec_fn: a descriptor limit of 256, so that `fill_fds` runs out of them at once."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard))
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard)
+    )
 
 
 def run_with_few_descriptors(gpu, *steps, **env):
@@ -452,7 +463,17 @@ def test_a_process_out_of_descriptors_at_its_first_allocation_is_refused_until_i
     # one descriptor left: the ledger file opens on it, and the claim of a slot (a second open of
     # the file) finds none; the device cannot be registered yet
     env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_LOG="warn", **NORES)
-    steps = ["init", "dev=0", "fill_fds", "free_fds=1", "primary", "alloc=1M", "alloc=1M", "free_fds", "alloc=1M"]
+    steps = [
+        "init",
+        "dev=0",
+        "fill_fds",
+        "free_fds=1",
+        "primary",
+        "alloc=1M",
+        "alloc=1M",
+        "free_fds",
+        "alloc=1M",
+    ]
     r = run_with_few_descriptors(gpu, *steps, "info", **env)
     assert r.line("fill_fds").endswith(" EMFILE"), r
     assert r.results("alloc") == ["err=2", "err=2", "ok"], r  # refused while short, not for good
@@ -474,7 +495,17 @@ def test_a_process_out_of_descriptors_at_its_first_allocation_is_refused_until_i
 def test_a_forked_child_out_of_descriptors_at_its_first_allocation_is_refused_until_it_has_them(gpu):
     # the child has the parent's ledger file but no slot of its own: it claims one at its first lock
     env = dict(GPUMEM_LIMIT="4GiB", GPUMEM_LOG="warn", **NORES)
-    steps = ["alloc=1G", "fork", "fill_fds", "alloc=1M", "alloc=1M", "free_fds", "alloc=1M", "info", "endfork"]
+    steps = [
+        "alloc=1G",
+        "fork",
+        "fill_fds",
+        "alloc=1M",
+        "alloc=1M",
+        "free_fds",
+        "alloc=1M",
+        "info",
+        "endfork",
+    ]
     r = run_with_few_descriptors(gpu, *START, *steps, "info", **env)
     assert r.results("alloc") == ["ok", "err=2", "err=2", "ok"], r
     assert r.field("info", "free", 0) == 3 * GiB - 1 * MiB  # in the child: both counted
@@ -497,7 +528,18 @@ def test_a_process_out_of_descriptors_before_it_opened_the_ledger_shares_it_once
     a = hold(gpu, "alloc=1G", **env)
     b = None
     try:
-        steps = ["init", "dev=0", "fill_fds", "primary", "alloc=1M", "alloc=1M", "free_fds", "alloc=1G", "info", "hold"]
+        steps = [
+            "init",
+            "dev=0",
+            "fill_fds",
+            "primary",
+            "alloc=1M",
+            "alloc=1M",
+            "free_fds",
+            "alloc=1G",
+            "info",
+            "hold",
+        ]
         b = subprocess.Popen(
             gpu.cmd("cuclient", *steps),
             env=gpu.environ(**env),

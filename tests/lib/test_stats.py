@@ -46,6 +46,8 @@ def test_stats_time_the_start_up_work_before_the_first_allocation(gpu):
     assert 0 < quick < 1000 and all(v >= 0 for v in parts.values()), parts
     assert quick >= parts["device table"] >= parts["driver queries"] + parts["ledger file"] + parts["slot"]
     # a driver query the device table makes, slowed by 200 ms, shows in its piece and the total
-    slow, slow_parts = startup_ms(gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1", FAKE_CUDA_UUID_DELAY_MS="200").err)
+    slow, slow_parts = startup_ms(
+        gpu.run(*STEPS, GPUMEM_LIMIT="2GiB", GPUMEM_STATS="1", FAKE_CUDA_UUID_DELAY_MS="200").err
+    )
     assert slow >= 200 > quick
     assert slow_parts["driver queries"] >= 200 > parts["driver queries"]

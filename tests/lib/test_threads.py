@@ -12,7 +12,18 @@ START = ["init", "dev=0", "primary", "stream"]
 
 
 def test_another_thread_frees_what_this_one_allocated(gpu):
-    r = gpu.run(*START, "alloc=256M", "async=256M", "thread", "freeasync", "free", "info", "endthread", "info", **NORES)
+    r = gpu.run(
+        *START,
+        "alloc=256M",
+        "async=256M",
+        "thread",
+        "freeasync",
+        "free",
+        "info",
+        "endthread",
+        "info",
+        **NORES,
+    )
     assert r.results("free") == ["ok"] and r.results("freeasync") == ["ok"], r
     assert r.field("info", "free", 0) == CAP and r.field("info", "free", 1) == CAP
 
@@ -102,7 +113,17 @@ def test_with_no_pthread_key_left_no_credit_is_kept_and_records_still_work(gpu):
     # the library needs a key for the destructor that hands a thread's credit and table on at its
     # exit; with none to be had it keeps no credit, and its records are found as ever
     r = gpu.run(
-        "fill_keys", *START, "thread", "async=4M", "freeasync", "info", "alloc=1M", "endthread", "free", "info", **NORES
+        "fill_keys",
+        *START,
+        "thread",
+        "async=4M",
+        "freeasync",
+        "info",
+        "alloc=1M",
+        "endthread",
+        "free",
+        "info",
+        **NORES,
     )
     assert int(r.line("fill_keys").split()[1]) > 0, r
     assert r.results("async") == ["ok"] and r.results("free") == ["ok"], r
