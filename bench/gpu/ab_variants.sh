@@ -19,8 +19,12 @@ variants=("nullhook=$tmp/libnullhook.so" "gpumem-nolimit=$lib" "gpumem-limit=$li
 for t in $(seq "$trials"); do
     for v in "${variants[@]}"; do
         name=${v%%=*} path=${v#*=}
-        for mode in async alloc; do
-            if [ "$mode" = async ]; then args=(1048576 21 20000); else args=(1048576 21 300); fi
+        for mode in async alloc info nvml; do
+            case $mode in
+                async) args=(1048576 21 20000) ;;
+                alloc) args=(1048576 21 300) ;;
+                *) args=(0 21 3000) ;;
+            esac
             if [ "$name" = gpumem-nolimit ]; then
                 line=$(env -u GPUMEM_LIMIT GPUMEM_STATE_DIR="$tmp/state" timeout 60 "$tmp/abhook" "$path" "$mode" "${args[@]}")
             else

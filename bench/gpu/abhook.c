@@ -10,6 +10,7 @@
  *     MODE alloc   cuMemAlloc_v2 + cuMemFree_v2 pairs
  *          async   cuMemAllocAsync + cuMemFreeAsync pairs on one stream
  *          info    cuMemGetInfo_v2 calls
+ *          nvml    nvmlDeviceGetMemoryInfo calls on device 0 (libnvidia-ml.so.1 dlopen'ed)
  *          rmw     the driver's async pair alone, against the same with one locked
  *                  read-modify-write after each call (what a hook's atomics add; LIB unused)
  *   Prints one line: a_us=<median per pair or call, plain driver> b_us=<median, hooked> ratio=<b/a>
@@ -41,16 +42,22 @@ CUresult cuMemAllocAsync(CUdeviceptr *, size_t, CUstream);
 CUresult cuMemFreeAsync(CUdeviceptr, CUstream);
 CUresult cuMemGetInfo_v2(size_t *, size_t *);
 
+typedef int nvmlReturn_t;
+typedef void *nvmlDevice_t;
+typedef struct { unsigned long long total, free, used; } nvmlMemory_t;
+
 struct calls {   /* one side of the comparison */
     CUresult (*alloc)(CUdeviceptr *, size_t);
     CUresult (*free_)(CUdeviceptr);
     CUresult (*alloc_async)(CUdeviceptr *, size_t, CUstream);
     CUresult (*free_async)(CUdeviceptr, CUstream);
     CUresult (*info)(size_t *, size_t *);
+    nvmlReturn_t (*nvml_info)(nvmlDevice_t, nvmlMemory_t *);
     int rmw;   /* one locked read-modify-write after each call */
 };
 
 static CUstream stream;
+static nvmlDevice_t nvml_dev;
 static unsigned long rmw_counter;
 
 static double now_us(void)
@@ -80,6 +87,9 @@ static double block(const struct calls *c, const char *mode, size_t bytes, int i
             check(c->free_(p), "free");
         } else if (!strcmp(mode, "info")) {
             check(c->info(&fr, &tot), "info");
+        } else if (!strcmp(mode, "nvml")) {
+            nvmlMemory_t m;
+            check(c->nvml_info(nvml_dev, &m), "nvml info");
         } else {
             check(c->alloc_async(&p, bytes, stream), "alloc async");
             if (c->rmw) __atomic_fetch_add(&rmw_counter, 1, __ATOMIC_SEQ_CST);
@@ -87,7 +97,7 @@ static double block(const struct calls *c, const char *mode, size_t bytes, int i
             if (c->rmw) __atomic_fetch_add(&rmw_counter, 1, __ATOMIC_SEQ_CST);
         }
     }
-    if (strcmp(mode, "alloc") && strcmp(mode, "info")) check(cuStreamSynchronize(stream), "sync");
+    if (strcmp(mode, "alloc") && strcmp(mode, "info") && strcmp(mode, "nvml")) check(cuStreamSynchronize(stream), "sync");
     return (now_us() - t0) / iters;
 }
 
@@ -116,7 +126,7 @@ static void *hook(void *lib, const char *name)
 int main(int argc, char **argv)
 {
     if (argc != 6) {
-        fprintf(stderr, "usage: abhook LIB alloc|async|info|rmw BYTES BLOCKS ITERS\n");
+        fprintf(stderr, "usage: abhook LIB alloc|async|info|nvml|rmw BYTES BLOCKS ITERS\n");
         return 2;
     }
     const char *mode = argv[2];
@@ -143,7 +153,18 @@ int main(int argc, char **argv)
     check(cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
     check(cuStreamCreate(&stream, 0), "cuStreamCreate");
 
-    struct calls a = { cuMemAlloc_v2, cuMemFree_v2, cuMemAllocAsync, cuMemFreeAsync, cuMemGetInfo_v2, 0 };
+    struct calls a = { cuMemAlloc_v2, cuMemFree_v2, cuMemAllocAsync, cuMemFreeAsync, cuMemGetInfo_v2, NULL, 0 };
+    if (!strcmp(mode, "nvml")) {   /* NVML as nvidia-smi or pynvml reach it: dlopen'ed */
+        void *nv = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+        nvmlReturn_t (*init)(void) = nv ? (nvmlReturn_t(*)(void))dlsym(nv, "nvmlInit_v2") : NULL;
+        nvmlReturn_t (*by_index)(unsigned, nvmlDevice_t *) =
+            nv ? (nvmlReturn_t(*)(unsigned, nvmlDevice_t *))dlsym(nv, "nvmlDeviceGetHandleByIndex_v2") : NULL;
+        a.nvml_info = nv ? (nvmlReturn_t(*)(nvmlDevice_t, nvmlMemory_t *))dlsym(nv, "nvmlDeviceGetMemoryInfo") : NULL;
+        if (!init || !by_index || !a.nvml_info || init() != 0 || by_index(0, &nvml_dev) != 0) {
+            fprintf(stderr, "abhook: no NVML device 0\n");
+            return 1;
+        }
+    }
     struct calls b = a;
     if (!lib) {
         b.rmw = 1;
@@ -153,6 +174,7 @@ int main(int argc, char **argv)
         b.alloc_async = (CUresult(*)(CUdeviceptr *, size_t, CUstream))hook(lib, "cuMemAllocAsync");
         b.free_async = (CUresult(*)(CUdeviceptr, CUstream))hook(lib, "cuMemFreeAsync");
         b.info = (CUresult(*)(size_t *, size_t *))hook(lib, "cuMemGetInfo_v2");
+        if (a.nvml_info) b.nvml_info = (nvmlReturn_t(*)(nvmlDevice_t, nvmlMemory_t *))hook(lib, "nvmlDeviceGetMemoryInfo");
     }
     block(&a, mode, bytes, iters);   /* warm-up: pools, the library's first-call work */
     block(&b, mode, bytes, iters);

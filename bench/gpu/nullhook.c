@@ -1,6 +1,6 @@
-/* The least an interposer adds: the six entry points abhook.c times, each forwarding straight to
- * libcuda through a pointer resolved once.  Timed by abhook in place of libgpumem.so, it shows how
- * much of a hook's cost is the extra call and return alone (bench/gpu/ab_variants.sh).
+/* The least an interposer adds: the entry points abhook.c times, each forwarding straight to
+ * the real library through a pointer resolved once.  Timed by abhook in place of libgpumem.so, it
+ * shows how much of a hook's cost is the extra call and return alone (bench/gpu/ab_variants.sh).
  *   cc -O2 -shared -fPIC -o libnullhook.so nullhook.c -ldl */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -9,32 +9,30 @@
 typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
 
-static void *driver(const char *name)
+/* the real function: resolved at first use (abhook loads NVML after this library) */
+static void *real(void **slot, const char *lib, const char *name)
 {
-    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-    return lib ? dlsym(lib, name) : NULL;
+    void *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (p) return p;
+    void *h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
+    p = h ? dlsym(h, name) : NULL;
+    __atomic_store_n(slot, p, __ATOMIC_RELEASE);
+    return p;
 }
 
-static CUresult (*p_retain)(void **, int);
-static CUresult (*p_alloc)(CUdeviceptr *, size_t);
-static CUresult (*p_free)(CUdeviceptr);
-static CUresult (*p_alloc_async)(CUdeviceptr *, size_t, void *);
-static CUresult (*p_free_async)(CUdeviceptr, void *);
-static CUresult (*p_info)(size_t *, size_t *);
+#define FORWARD(ret, lib, name, params, args)                                 \
+    ret name params                                                           \
+    {                                                                         \
+        static void *p_;                                                      \
+        ret(*fn_) params = (ret(*) params)real(&p_, lib, #name);              \
+        return fn_ args;                                                      \
+    }
 
-__attribute__((constructor)) static void resolve(void)
-{
-    p_retain = (CUresult(*)(void **, int))driver("cuDevicePrimaryCtxRetain");
-    p_alloc = (CUresult(*)(CUdeviceptr *, size_t))driver("cuMemAlloc_v2");
-    p_free = (CUresult(*)(CUdeviceptr))driver("cuMemFree_v2");
-    p_alloc_async = (CUresult(*)(CUdeviceptr *, size_t, void *))driver("cuMemAllocAsync");
-    p_free_async = (CUresult(*)(CUdeviceptr, void *))driver("cuMemFreeAsync");
-    p_info = (CUresult(*)(size_t *, size_t *))driver("cuMemGetInfo_v2");
-}
-
-CUresult cuDevicePrimaryCtxRetain(void **c, int d) { return p_retain(c, d); }
-CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t n) { return p_alloc(p, n); }
-CUresult cuMemFree_v2(CUdeviceptr p) { return p_free(p); }
-CUresult cuMemAllocAsync(CUdeviceptr *p, size_t n, void *s) { return p_alloc_async(p, n, s); }
-CUresult cuMemFreeAsync(CUdeviceptr p, void *s) { return p_free_async(p, s); }
-CUresult cuMemGetInfo_v2(size_t *f, size_t *t) { return p_info(f, t); }
+#define CUDA "libcuda.so.1"
+FORWARD(CUresult, CUDA, cuDevicePrimaryCtxRetain, (void **c, int d), (c, d))
+FORWARD(CUresult, CUDA, cuMemAlloc_v2, (CUdeviceptr *p, size_t n), (p, n))
+FORWARD(CUresult, CUDA, cuMemFree_v2, (CUdeviceptr p), (p))
+FORWARD(CUresult, CUDA, cuMemAllocAsync, (CUdeviceptr *p, size_t n, void *s), (p, n, s))
+FORWARD(CUresult, CUDA, cuMemFreeAsync, (CUdeviceptr p, void *s), (p, s))
+FORWARD(CUresult, CUDA, cuMemGetInfo_v2, (size_t *f, size_t *t), (f, t))
+FORWARD(int, "libnvidia-ml.so.1", nvmlDeviceGetMemoryInfo, (void *h, void *m), (h, m))

@@ -173,12 +173,14 @@ AB_MODES = (
     ("alloc", MIB, 21, 300),
     ("async", MIB, 21, 20000),
     ("info", 0, 21, 3000),
+    ("nvml", 0, 21, 3000),
     ("rmw", MIB, 21, 20000),
 )
 AB_WHAT = {
     "alloc": "cuMemAlloc+Free 1 MiB pair",
     "async": "cuMemAllocAsync+FreeAsync 1 MiB pair",
     "info": "cuMemGetInfo call",
+    "nvml": "nvmlDeviceGetMemoryInfo call",
     "rmw": "async pair + 1 locked RMW per call (native)",
 }
 

@@ -41,7 +41,7 @@ def run(gpu, abhook, *args, **env):
     )
 
 
-@pytest.mark.parametrize("mode", ["alloc", "async", "info"])
+@pytest.mark.parametrize("mode", ["alloc", "async", "info", "nvml"])
 def test_abhook_times_both_sides_in_one_process(gpu, abhook, mode):
     r = run(gpu, abhook, mode, MiB, 3, 2000, GPUMEM_LIMIT="0.95")
     assert r.returncode == 0, r.stderr
