@@ -550,11 +550,7 @@ CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size
 {
     int pooled = (kind & TK_POOLED) != 0;
     *c = (struct charge){ NULL, size, kind & ~TK_POOLED, pooled, ctx, fn };
-    if (!d) return CUDA_SUCCESS;
-    if (pooled && credit_take(d, size)) {   /* paid for by this thread's credit */
-        c->d = d;
-        return CUDA_SUCCESS;
-    }
+    if (!d) return CUDA_SUCCESS;   /* a pooled one reaches here only when credit could not pay (hooks.c) */
     if (__builtin_expect(!registered(d), 0) && !d->bad) register_again(d);
     if (!__atomic_load_n(&d->ctx_charged, __ATOMIC_ACQUIRE) && !d->bad) {   /* first allocation */
         pthread_mutex_lock(&dev_mu);

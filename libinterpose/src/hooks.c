@@ -8,7 +8,6 @@
 #include "fastpath.h"
 #include "table.h"
 
-
 #define GPUMEM_ROW(lib, name, base, ver, ptsz, params) { #name, #base, lib, ver, ptsz, (void *)name, NULL, NULL },
 static struct hook table[H_COUNT] = { GPUMEM_HOOKS(GPUMEM_ROW) };
 #undef GPUMEM_ROW
