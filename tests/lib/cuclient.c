@@ -211,6 +211,22 @@ static void *racer(void *p)
     return NULL;
 }
 
+/* how many of our descriptors name a file whose path holds substr; *top: the highest, or -1 */
+static int fds_naming(const char *substr, int *top)
+{
+    int n = 0;
+    *top = -1;
+    for (int fd = 0; fd < 4096; fd++) {
+        char link[64], target[512];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t len = readlink(link, target, sizeof target - 1);
+        if (len <= 0) continue;
+        target[len] = 0;
+        if (strstr(target, substr)) { n++; *top = fd; }
+    }
+    return n;
+}
+
 static uint64_t stub_counter(const char *name)
 {
     uint64_t (*f)(int) = (uint64_t (*)(int))dlsym(RTLD_DEFAULT, name);
@@ -350,31 +366,16 @@ static int run_cmds(int from, int argc, char **argv)
             }
             printf("clobber %d\n", n);
         } else if (!strcmp(name, "fds")) {   /* fds=SUBSTR: how many of our descriptors name SUBSTR */
-            int n = 0;
-            for (int fd = 0; fd < 4096; fd++) {
-                char link[64], target[512];
-                snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-                ssize_t len = readlink(link, target, sizeof target - 1);
-                if (len <= 0) continue;
-                target[len] = 0;
-                if (strstr(target, v)) n++;
-            }
-            printf("fds %d\n", n);
+            int top;
+            printf("fds %d\n", fds_naming(v, &top));
         } else if (!strcmp(name, "fill_keys")) {   /* every pthread key taken, as a key-hungry application may */
             pthread_key_t k;
             int n = 0;
             while (pthread_key_create(&k, NULL) == 0) n++;
             printf("fill_keys %d\n", n);
         } else if (!strcmp(name, "fdmax")) {   /* fdmax=SUBSTR: the highest of our descriptors naming SUBSTR, or -1 */
-            int top = -1;
-            for (int fd = 0; fd < 4096; fd++) {
-                char link[64], target[512];
-                snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-                ssize_t len = readlink(link, target, sizeof target - 1);
-                if (len <= 0) continue;
-                target[len] = 0;
-                if (strstr(target, v)) top = fd;
-            }
+            int top;
+            fds_naming(v, &top);
             printf("fdmax %d\n", top);
         } else if (!strcmp(name, "fill_fds")) {   /* out of descriptors, as a leaking application is */
             int fd = -1;
