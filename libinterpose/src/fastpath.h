@@ -42,19 +42,23 @@ static inline int track_add_fast(uint64_t key, int kind, uint64_t size, int dev,
     return 1;
 }
 
-/* take a record from this thread's table at the hash's own slot; 0: track_remove must look
- * further.  A CAS, not a plain store, though only this thread adds there: another thread freeing
- * the same pointer at once (a double free, a context's teardown) may take it too (track.c). */
-static inline int track_take_fast(uint64_t key, int kind, struct track_rec *out)
+/* take slot e's record if it is (key, kind): by CAS, though only its table's thread adds there,
+ * since another thread freeing the same pointer at once (a double free, a context's teardown) may
+ * take it too (track.c) */
+static inline int tent_take(struct tent *e, uint64_t key, int kind, struct track_rec *out)
 {
-    struct ttab *t = gpumem_my_tab;
-    if (!t || !key) return 0;
-    struct tent *e = &t->e[track_hash(key, kind) & TT_MASK];
     uint64_t k = __atomic_load_n(&e->key, __ATOMIC_ACQUIRE);
     if (k != key || __atomic_load_n(&e->kind, __ATOMIC_RELAXED) != kind) return 0;
     *out = (struct track_rec){ key, __atomic_load_n(&e->size, __ATOMIC_RELAXED), __atomic_load_n(&e->dev, __ATOMIC_RELAXED),
                                kind, __atomic_load_n(&e->ctx, __ATOMIC_RELAXED) };
     return __atomic_compare_exchange_n(&e->key, &k, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+/* take a record from this thread's table at the hash's own slot; 0: track_remove must look further */
+static inline int track_take_fast(uint64_t key, int kind, struct track_rec *out)
+{
+    struct ttab *t = gpumem_my_tab;
+    return t && key && tent_take(&t->e[track_hash(key, kind) & TT_MASK], key, kind, out);
 }
 
 /* ---- devices.c's per-thread credit (see there): bytes this thread freed into a pool, still

@@ -72,21 +72,12 @@ static inline __attribute__((always_inline)) int tab_add(struct ttab *t, uint64_
     return 0;
 }
 
-static void tent_read(const struct tent *e, uint64_t key, struct track_rec *out)
-{
-    *out = (struct track_rec){ key, __atomic_load_n(&e->size, __ATOMIC_RELAXED), __atomic_load_n(&e->dev, __ATOMIC_RELAXED),
-                               __atomic_load_n(&e->kind, __ATOMIC_RELAXED), __atomic_load_n(&e->ctx, __ATOMIC_RELAXED) };
-}
 
 /* take the record of (key, kind) from table t, by CAS whoever owns t (see the top) */
 static inline __attribute__((always_inline)) int tab_take(struct ttab *t, uint64_t h, uint64_t key, int kind, struct track_rec *out)
 {
     for (unsigned j = 0; j < TT_PROBE; j++) {
-        struct tent *e = &t->e[(h + j) & TT_MASK];
-        uint64_t k = __atomic_load_n(&e->key, __ATOMIC_ACQUIRE);
-        if (k != key || __atomic_load_n(&e->kind, __ATOMIC_RELAXED) != kind) continue;
-        tent_read(e, key, out);
-        if (__atomic_compare_exchange_n(&e->key, &k, 0, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return 1;
+        if (tent_take(&t->e[(h + j) & TT_MASK], key, kind, out)) return 1;
     }
     return 0;
 }
