@@ -3,7 +3,12 @@
  * Same devices and UUIDs as fake_cuda.c (FAKE_CUDA_TOTAL, FAKE_CUDA_DEVICES); NVML's total is the
  * CUDA total plus 480 MiB the driver reserves, as on an H100.  used comes from
  * FAKE_CUDA_PHYS_FILE when set.  FAKE_NVML_REVERSE=1 enumerates devices in reverse CUDA order
- * (NVML numbers devices its own way: processes must match them by UUID). */
+ * (NVML numbers devices its own way: processes must match them by UUID).
+ * The driver a host would report, for the prerequisite checks of compose_gpumem/hostfacts.py:
+ * FAKE_NVML_DRIVER (default "580.159.04"), FAKE_NVML_CUDA (nvmlSystemGetCudaDriverVersion_v2,
+ * default 13000; r615 reports 13040 = CUDA 13.4), FAKE_NVML_MIG ("0" or "1" for every device, or
+ * one digit per device in CUDA order, e.g. "01"; default off), FAKE_NVML_FAIL_INIT=1 makes
+ * nvmlInit fail as on a host whose driver is not loaded. */
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,11 +50,36 @@ static void setup(void)
     }
 }
 
-EXPORT nvmlReturn_t nvmlInit_v2(void) { if (!inited) setup(); inited = 1; return 0; }
+EXPORT nvmlReturn_t nvmlInit_v2(void)
+{
+    const char *s = getenv("FAKE_NVML_FAIL_INIT");
+    if (s && *s == '1') return 9; /* NVML_ERROR_DRIVER_NOT_LOADED */
+    if (!inited) setup();
+    inited = 1;
+    return 0;
+}
 EXPORT nvmlReturn_t nvmlInit(void) { return nvmlInit_v2(); }
 EXPORT nvmlReturn_t nvmlInitWithFlags(unsigned int f) { (void)f; return nvmlInit_v2(); }
 EXPORT nvmlReturn_t nvmlShutdown(void) { return 0; }
-EXPORT const char *nvmlErrorString(nvmlReturn_t r) { return r ? "fake nvml error" : "Success"; }
+EXPORT const char *nvmlErrorString(nvmlReturn_t r)
+{
+    return r == 9 ? "Driver Not Loaded" : r ? "fake nvml error" : "Success";
+}
+EXPORT nvmlReturn_t nvmlSystemGetDriverVersion(char *buf, unsigned int len)
+{
+    const char *s = getenv("FAKE_NVML_DRIVER");
+    if (!inited) return 1;
+    snprintf(buf, len, "%s", s && *s ? s : "580.159.04");
+    return 0;
+}
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *v)
+{
+    const char *s = getenv("FAKE_NVML_CUDA");
+    if (!inited) return 1;
+    *v = s && *s ? atoi(s) : 13000;
+    return 0;
+}
+EXPORT nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *v) { return nvmlSystemGetCudaDriverVersion_v2(v); }
 EXPORT nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *n) { if (!inited) return 1; *n = (unsigned)ndev; return 0; }
 EXPORT nvmlReturn_t nvmlDeviceGetCount(unsigned int *n) { return nvmlDeviceGetCount_v2(n); }
 EXPORT nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t *h)
@@ -83,5 +113,17 @@ EXPORT nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t h, nvmlMemory_v2_t *
     m->reserved = RESERVED;
     m->used = used_of(h);
     m->free = m->total - m->reserved - m->used;
+    return 0;
+}
+EXPORT nvmlReturn_t nvmlDeviceGetMigMode(nvmlDevice_t h, unsigned int *current, unsigned int *pending)
+{
+    const char *s = getenv("FAKE_NVML_MIG");
+    unsigned int on = 0;
+    if (!h || !current || !pending) return 2;
+    if (s && *s) {
+        size_t n = strlen(s);
+        on = (unsigned)(s[n == 1 ? 0 : ((size_t)h->cuda_index < n ? (size_t)h->cuda_index : n - 1)] == '1');
+    }
+    *current = *pending = on;
     return 0;
 }

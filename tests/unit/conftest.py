@@ -33,3 +33,20 @@ def lib_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "GPUMEM_LIB_DIR"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in libnvidia-ml.so.1 (tests/stubs/fake_nvml.c), built with the system compiler;
+    its FAKE_NVML_* variables choose the driver it reports."""
+    import os
+    import subprocess
+
+    out = tmp_path_factory.mktemp("fake-nvml") / "libnvidia-ml.so.1"
+    source = Path(__file__).resolve().parents[1] / "stubs" / "fake_nvml.c"
+    cc = os.environ.get("CC", "cc")
+    subprocess.run(
+        [cc, "-O2", "-shared", "-fPIC", "-Wl,-soname,libnvidia-ml.so.1", "-o", str(out), str(source)],
+        check=True,
+    )
+    return out
