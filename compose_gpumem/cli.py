@@ -69,7 +69,14 @@ class Group(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
+        if cmd_name == "stack":  # Docker Swarm; loaded only when asked for
+            from .stack_cli import stack
+
+            return stack
         return _passthrough(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "stack"])
 
 
 def _asks_help(args: Sequence[str]) -> bool:
