@@ -85,7 +85,7 @@ class Stack:
     document: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     plans: dict[str, inject.Plan] = field(default_factory=dict)
-    #: GPUs per task of each capped service.
+    #: GPUs per task of each service that asks for GPUs.
     gpus: dict[str, int] = field(default_factory=dict)
 
 
@@ -117,9 +117,10 @@ def translate(
         new, count = _service(name, dict(service or {}), stack.notes, file)
         uses_host_network = uses_host_network or HOST_NETWORK in (new.get("networks") or {})
         plan = _plan(name, service or {}, count, default, file)
+        if count:
+            stack.gpus[name] = count
         if plan is not None:
             stack.plans[name] = plan
-            stack.gpus[name] = count
             _add_cap(new, plan)
         services[name] = new
     stack.document["services"] = services
@@ -374,41 +375,64 @@ class Node:
 
 def check_nodes(stack: Stack, nodes: list[Node], *, file: str | None = None) -> list[str]:
     """Raise :class:`Overcommit` where the caps of the tasks pinned to one node add up to more
-    than its GPUs hold; notes for the services that Swarm places freely."""
+    than its GPUs hold, or the caps of the whole stack to more than the swarm's GPUs of the kind;
+    notes for the services Swarm places freely and for caps given as sizes."""
     notes: list[str] = []
-    demand: dict[str, list[tuple[str, float]]] = {}
-    for name, plan in sorted(stack.plans.items()):
+    per_node: dict[str, list[tuple[str, float]]] = {}
+    everywhere: list[tuple[str, float]] = []
+    for name, count in sorted(stack.gpus.items()):
         service = stack.document["services"][name]
+        plan = stack.plans.get(name)
+        per_task = _task_demand(plan, count) if plan is not None else float(count)
+        if per_task is None:
+            notes.append(f"service {name!r}: a cap given as a size is not checked against the nodes' GPUs")
+            continue
+        everywhere.append((name, per_task * _replicas(service)))
         pin = pinned_node(service)
         if pin is None:
+            if plan is None:
+                continue
             notes.append(
-                f"service {name!r}: Swarm places its tasks on any node with a free {GPU_KIND}; "
-                "each task holds its GPUs alone, so caps are checked only for tasks pinned to a node"
+                f"service {name!r}: Swarm places its tasks on any node with a free {GPU_KIND}, and each "
+                "task holds its GPUs alone: its caps are checked against the swarm's GPUs of that kind only"
             )
             continue
         node = next((n for n in nodes if (n.hostname if pin[0] == "hostname" else n.id) == pin[1]), None)
         if node is None:
             notes.append(f"service {name!r}: pinned to node {pin[1]}, which is not in the swarm")
             continue
-        limits = list(plan.limits.values())
-        if any(limit.fraction is None for limit in limits):
-            notes.append(f"service {name!r}: a size cap is not checked against node {pin[1]}'s GPUs")
-            continue
-        per_task = sum(limit.fraction or 0.0 for limit in limits)
-        if None in plan.limits:
-            per_task = (plan.limits[None].fraction or 0.0) * stack.gpus[name]
-        demand.setdefault(node.hostname, []).append((name, per_task * _replicas(service)))
-    for hostname, items in sorted(demand.items()):
-        node = next(n for n in nodes if n.hostname == hostname)
-        total = sum(amount for _, amount in items)
-        if total > len(set(node.gpus)) + 1e-9:
-            names = ", ".join(f"{name}={amount:.2f}" for name, amount in items)
-            raise Overcommit(
-                f"tasks pinned to node {hostname} are promised {total:.2f} GPUs of memory and it "
-                f"has {len(set(node.gpus))} ({names}); lower the shares or pass --allow-overcommit",
-                file=file,
-            )
+        per_node.setdefault(node.hostname, []).append((name, per_task * _replicas(service)))
+    for hostname, items in sorted(per_node.items()):
+        gpus = len(set(next(n for n in nodes if n.hostname == hostname).gpus))
+        _check_sum(items, gpus, f"tasks pinned to node {hostname}", "it has", file)
+    all_gpus = sum(len(set(n.gpus)) for n in nodes)
+    _check_sum(everywhere, all_gpus, "the stack's tasks", f"the swarm's nodes advertise as {GPU_KIND}", file)
     return notes
+
+
+def _task_demand(plan: inject.Plan, count: int) -> float | None:
+    """GPUs' worth of memory one task is promised; ``None`` when a cap is a size."""
+    total = 0.0
+    for index in range(count):
+        limit = plan.limits.get(index, plan.limits.get(None))
+        if limit is None:
+            total += 1.0  # a device without a cap: all of it
+        elif limit.fraction is None:
+            return None
+        else:
+            total += limit.fraction
+    return total
+
+
+def _check_sum(items: list[tuple[str, float]], gpus: int, who: str, has: str, file: str | None) -> None:
+    total = sum(amount for _, amount in items)
+    if total > gpus + 1e-9:
+        names = ", ".join(f"{name}={amount:.2f}" for name, amount in items)
+        raise Overcommit(
+            f"{who} are promised {total:.2f} GPUs of memory and {has} {gpus} ({names}); "
+            "lower the shares or pass --allow-overcommit",
+            file=file,
+        )
 
 
 def _replicas(service: dict[str, Any]) -> int:

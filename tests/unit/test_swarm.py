@@ -287,7 +287,24 @@ def test_freely_placed_services_are_named_in_a_note() -> None:
     notes = swarm.check_nodes(
         stack({"a": gpu(**{"x-gpu-memory": 0.9}), "b": gpu(**{"x-gpu-memory": 0.9})}), NODES
     )
-    assert len(notes) == 2 and "caps are checked only for tasks pinned to a node" in notes[0]
+    assert len(notes) == 2 and "checked against the swarm's GPUs of that kind only" in notes[0]
+
+
+def test_whole_stack_past_the_swarms_gpus_of_the_kind_is_refused() -> None:
+    free = gpu(deploy={"replicas": 4}, **{"x-gpu-memory": 0.5})
+    assert len(swarm.check_nodes(stack({"a": free, "b": gpu(**{"x-gpu-memory": 0.5})}), NODES)) == 2
+    with pytest.raises(
+        Overcommit, match=r"stack's tasks are promised 3\.50 GPUs .* advertise as NVIDIA-GPU 3"
+    ):
+        swarm.check_nodes(stack({"a": free, "b": gpu(**{"x-gpu-memory": 0.5}), "c": gpu()}), NODES)
+
+
+def test_a_device_without_a_cap_counts_whole_and_sizes_are_noted() -> None:
+    two = {"image": "i", "gpus": [{"count": 2}], "x-gpu-memory": {"0": 0.5}, "deploy": {"replicas": 3}}
+    with pytest.raises(Overcommit, match=r"promised 4\.50 GPUs"):
+        swarm.check_nodes(stack({"a": two}), NODES)
+    notes = swarm.check_nodes(stack({"a": gpu(**{"x-gpu-memory": "8GiB"})}), NODES)
+    assert notes == ["service 'a': a cap given as a size is not checked against the nodes' GPUs"]
 
 
 def test_nodes_are_read_from_docker_node_inspect() -> None:
