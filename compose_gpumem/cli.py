@@ -97,10 +97,10 @@ def _passthrough(name: str) -> click.Command:
         if name in compose.NO_PROJECT or _asks_help(args):
             return compose.passthrough(settings.options, [name, *args])
         resolved = _load(settings)
-        from . import library
-
         if name in compose.STARTS_CONTAINERS and resolved.plans:
-            library.require()
+            from .prereq import require_for_run, started
+
+            require_for_run(started(resolved.services, resolved.plans, settings.options.profiles, args))
         return compose.run_resolved(settings.options, resolved.injected_yaml(), [name, *args])
 
     return click.Command(

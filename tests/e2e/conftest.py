@@ -456,9 +456,16 @@ def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e(compose_argv, gpumem_compose, gpumem_docker, docker_engine, gpumem_lib_dir, e2e_image):
-    """Everything an end-to-end test needs, with the session environment in place."""
-    return E2E(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir, e2e_image)
+def e2e(compose_argv, gpumem_compose, gpumem_docker, docker_engine, gpumem_lib_dir, e2e_image, stubs):
+    """Everything an end-to-end test needs, with the session environment in place. The CLIs
+    check for an NVIDIA GPU before starting a capped container; they read the stand-in NVML
+    (GPUMEM_NVML_LIBRARY), whose one GPU is the one the stand-in driver in the image shows."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GPUMEM_NVML_LIBRARY", str(stubs.libnvml))
+    try:
+        yield E2E(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir, e2e_image)
+    finally:
+        mp.undo()
 
 
 @dataclass

@@ -33,6 +33,8 @@ def lib_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("COMPOSE_FILE", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES", "GPUMEM_LIB_DIR"):
         monkeypatch.delenv(name, raising=False)
+    # no engine or GPU behind these tests' Compose (a recorder): the host checks are e2e's
+    monkeypatch.setenv("GPUMEM_HOST_CHECKS", "0")
 
 
 @pytest.fixture(scope="session")

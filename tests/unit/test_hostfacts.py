@@ -73,7 +73,7 @@ def test_nvml_library_that_cannot_load_is_named(tmp_path, monkeypatch):
     any(os.path.exists(n) for n in hostfacts.DRIVER_NODES), reason="this host has an NVIDIA driver"
 )
 def test_nvml_on_a_host_without_driver_says_so_without_loading_anything():
-    assert hostfacts.nvml().error == "no NVIDIA driver on this host (no /dev/nvidiactl)"
+    assert hostfacts.nvml().error == "no /dev/nvidiactl: no NVIDIA driver is loaded"
 
 
 SPEC_WITH_HOOK = """\
