@@ -178,7 +178,7 @@ def start(image_tar: Path) -> Swarm:
     base = Path(tempfile.mkdtemp(prefix=PREFIX, dir=PARENT))
     (base / "owner").write_text(f"{os.getpid()}\n")
     swarm = Swarm(base)
-    tag = base.name[len(PREFIX) :][:6].lower()
+    tag = base.name[len(PREFIX) :][:6].lower().replace("_", "x")  # a hostname: no "_" (mkdtemp uses it)
     try:
         try:
             manager_ns, worker_ns = _make_netns(base)
