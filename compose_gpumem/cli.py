@@ -9,6 +9,9 @@ Usage::
 ``override``     write the additions alone to a file to commit (``-o FILE``); ``--check``
                  exits 1 with a diff when the committed file is stale.
 ``install-lib``  copy the packaged ``libgpumem.so`` to ``/usr/local/lib/gpumem`` (or ``--dir``).
+``stack``        ``stack deploy|config``: the project on a Docker Swarm (:mod:`.stack_cli`).
+``install-plugin``  make ``docker gpumem ...`` work (:mod:`.plugin`).
+``completion``   ``completion bash|zsh|fish`` prints the shell's completion script.
 anything else    ``up``, ``run``, ``down``, ``ps``, ``logs``... goes to Compose with the
                  injected project, flags intact, and its exit code comes back.
 
@@ -32,6 +35,12 @@ if TYPE_CHECKING:
     from .project import Project
 
 PROG = "gpumem-compose"
+#: Commands in modules of their own, imported only when named: name -> (module, click command).
+LAZY = {
+    "stack": ("stack_cli", "stack"),
+    "install-plugin": ("plugin", "install_command"),
+    "completion": ("completion", "completion_command"),
+}
 
 
 class Settings:
@@ -69,14 +78,16 @@ class Group(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None:
             return command
-        if cmd_name == "stack":  # Docker Swarm; loaded only when asked for
-            from .stack_cli import stack
+        if cmd_name in LAZY:  # loaded only when asked for
+            import importlib
 
-            return stack
+            module, attribute = LAZY[cmd_name]
+            lazy: click.Command = getattr(importlib.import_module(f".{module}", __package__), attribute)
+            return lazy
         return _passthrough(cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "stack"])
+        return sorted([*super().list_commands(ctx), *LAZY])
 
 
 def _asks_help(args: Sequence[str]) -> bool:

@@ -25,7 +25,11 @@ def speculate(argv: Sequence[str]) -> Resolving | None:
     if found is None:
         return None
     values, index = found
-    if index >= len(argv) or argv[index] in NO_PROJECT or argv[index] in ("install-lib", "stack"):
+    if (
+        index >= len(argv)
+        or argv[index] in NO_PROJECT
+        or argv[index] in ("install-lib", "stack", "install-plugin", "completion")
+    ):
         return None
     if {"-h", "--help", "--version"} & set(argv) or "-" in values.get("files", ()):
         return None  # help needs no project; with `-f -` only the real call may read stdin
