@@ -34,6 +34,9 @@ command -v make >/dev/null 2>&1 || need+=(make)
 command -v objdump >/dev/null 2>&1 || need+=(binutils)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)          # the Swarm e2e's network namespaces
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v zsh >/dev/null 2>&1 || need+=(zsh)               # the completion scripts' tests
+command -v fish >/dev/null 2>&1 || need+=(fish)
+command -v git >/dev/null 2>&1 || need+=(git)               # pre-commit try-repo
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
