@@ -6,9 +6,10 @@ Usage::
 
 ``--gpu-memory`` (``--gpu-memory=V`` too) takes what ``x-gpu-memory`` takes: ``0.3``,
 ``30%``, ``12GiB`` or a per-device mapping as JSON (``'{"0": 0.5, "1": "8GiB"}'``).  It is
-removed and replaced by ``-v <lib dir>:/opt/gpumem:ro`` and ``-e`` for ``LD_PRELOAD`` and
-``GPUMEM_*``; every other argument reaches ``docker run`` untouched, in order, and ``docker``
-replaces this process, so signals, the terminal and the exit code are Docker's own.  An
+removed and replaced by ``-v <lib dir>:/opt/gpumem:ro``, a tmpfs of the container's own at
+``/run/gpumem`` for its ledger, ``-e`` for ``LD_PRELOAD`` and ``GPUMEM_*``, and the labels of
+:mod:`compose_gpumem.containers`; every other argument reaches ``docker run`` untouched, in
+order, and ``docker`` replaces this process, so signals, the terminal and the exit code are Docker's own.  An
 ``LD_PRELOAD`` given with ``-e`` or in an ``--env-file`` is kept behind ours.  Other subcommands (and
 ``run`` without ``--gpu-memory``) go to ``docker`` as they are.  ``GPUMEM_DOCKER_BIN`` names
 another docker binary.
@@ -21,7 +22,7 @@ import os
 import sys
 from typing import Sequence
 
-from . import inject, library
+from . import containers, inject, library
 from .errors import GpumemError, NoGpuRequest, UsageError
 from .validate import parse_value
 
@@ -62,21 +63,36 @@ def _takes_value(arg: str) -> bool:
 
 
 def rewrite(
-    args: Sequence[str], *, lib_dir: str | None = None, environ: dict[str, str] | None = None
+    args: Sequence[str],
+    *,
+    lib_dir: str | None = None,
+    environ: dict[str, str] | None = None,
+    names: containers.GpuNames | None = None,
 ) -> list[str]:
-    """The docker arguments with ``--gpu-memory`` replaced by the injection (pure function)."""
+    """The docker arguments with ``--gpu-memory`` replaced by the injection (pure function);
+    ``names``: the host's GPUs, for labels naming them by UUID."""
+    return rewrite_and_plan(args, lib_dir=lib_dir, environ=environ, names=names)[0]
+
+
+def rewrite_and_plan(
+    args: Sequence[str],
+    *,
+    lib_dir: str | None = None,
+    environ: dict[str, str] | None = None,
+    names: containers.GpuNames | None = None,
+) -> tuple[list[str], inject.Plan | None]:
+    """:func:`rewrite`, and the container's plan (``None`` when nothing is capped)."""
     args = list(args)
     environ = dict(os.environ) if environ is None else environ
     start, options = _subcommand(args)
     if tuple(args[start:options]) not in STARTS:
-        return args
+        return args, None
     value: str | None = None
     kept: list[str] = []
     preload: list[str] = []
     env_files: list[str] = []
     gpu = False
-    ipc = ""
-    name = ""
+    asked: list[str] = []  # the GPUs asked for: --gpus values, CDI devices, NVIDIA_VISIBLE_DEVICES
     i = options
     while i < len(args):
         arg = args[i]
@@ -104,23 +120,24 @@ def rewrite(
             or device.startswith(inject.CDI_GPU)
         ):
             gpu = True
+        if arg.startswith("--gpus"):
+            asked.append(_gpus_value(arg.split("=", 1)[1] if "=" in arg else pair[-1]))
+        elif device.startswith(inject.CDI_GPU):
+            asked.append(device[len(inject.CDI_GPU) :].split(":")[0])
         if pair[0] == "--env-file" and len(pair) == 2:
             env_files.append(pair[1])
         elif pair[0].startswith("--env-file="):
             env_files.append(pair[0].split("=", 1)[1])
-        if pair[0] in ("--ipc", "--name") and len(pair) == 2:
-            ipc, name = (pair[1], name) if pair[0] == "--ipc" else (ipc, pair[1])
-        elif pair[0].startswith(("--ipc=", "--name=")):
-            flag, _, given = pair[0].partition("=")
-            ipc, name = (given, name) if flag == "--ipc" else (ipc, given)
         env = _env_assignment(pair)
+        if env is not None and env.startswith("NVIDIA_VISIBLE_DEVICES="):
+            asked.append(env.split("=", 1)[1])
         if env is not None and env.split("=", 1)[0] == "LD_PRELOAD":
             preload.append(env.split("=", 1)[1] if "=" in env else environ.get("LD_PRELOAD", ""))
         else:
             kept += pair
         i += len(pair)
     if value is None:
-        return args
+        return args, None
     if not preload:
         preload = _env_file_preload(env_files, environ)
     limits = parse_value(_decode(value), file=OPTION)
@@ -128,24 +145,49 @@ def rewrite(
         raise NoGpuRequest(
             "needs a GPU: add `--gpus all` (or `--gpus device=0`) to `docker run`", value=value, key=OPTION
         )
+    plan = inject.Plan(limits, _request(asked))
     added = [
         "-v",
         f"{lib_dir or library.host_dir()}:{inject.MOUNT_DIR}:ro",
+        "--mount",
+        f"type=tmpfs,destination={inject.LEDGER_DIR}",
         "-e",
         f"LD_PRELOAD={inject.preload(' '.join(p for p in preload if p) or None)}",
         "-e",
-        f"GPUMEM_STATE_DIR={inject.state_dir(name or _token(), ipc)}",
+        f"GPUMEM_STATE_DIR={plan.state_dir}",
     ]
     for index, limit in limits.items():
         name = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
         added += ["-e", f"{name}={limit.text}"]
-    return args[:options] + added + kept + args[i:]
+    for key, text in plan.labels("", names).items():
+        added += ["--label", f"{key}={text}"]
+    return args[:options] + added + kept + args[i:], plan
 
 
-def _token() -> str:
-    import uuid
+def _gpus_value(text: str) -> str:
+    """``--gpus`` as a device list: ``all``, a count ``N`` (as ``#N``), ``device=0,1``
+    (quotes and ``capabilities=`` as Docker takes them)."""
+    text = text.strip().strip("'\"")
+    for part in text.split('"'):
+        if part.startswith("device="):
+            return part[len("device=") :].rstrip(",")
+    if text.startswith("device="):
+        return text[len("device=") :].split(",capabilities", 1)[0]
+    if text.isdigit():
+        return f"#{text}"
+    return "all"
 
-    return f"run-{uuid.uuid4().hex[:12]}"
+
+def _request(asked: list[str]) -> inject.GpuRequest:
+    """The GPUs of ``asked`` (see :func:`rewrite_and_plan`) as one request."""
+    ids: list[str] = []
+    for item in asked:
+        if item in ("all", "") or item.startswith("#-"):
+            return inject.GpuRequest()
+        if item.startswith("#"):
+            return inject.GpuRequest(count=int(item[1:]))
+        ids += [v.strip() for v in item.split(",") if v.strip()]
+    return inject.GpuRequest(tuple(ids)) if ids else inject.GpuRequest()
 
 
 def _env_assignment(pair: list[str]) -> str | None:

@@ -6,10 +6,10 @@ returns new dictionaries; nothing reads files or runs Docker, so every rule is u
 
 Per limited service: a read-only bind mount of the library directory at ``/opt/gpumem``,
 ``LD_PRELOAD`` with ``/opt/gpumem/libgpumem.so`` put in front of any value already there,
-``GPUMEM_LIMIT`` (or ``GPUMEM_LIMIT_<n>`` per device index) with the value as written, and
-``GPUMEM_STATE_DIR`` under the container's own ``/dev/shm`` (see :func:`state_dir` for
-services that share their IPC namespace).  Nothing else changes, and
-injecting twice gives the same result as injecting once.
+``GPUMEM_LIMIT`` (or ``GPUMEM_LIMIT_<n>`` per device index) with the value as written,
+``GPUMEM_STATE_DIR=/run/gpumem`` on a tmpfs mount of its own (see :data:`LEDGER_DIR`), and the
+labels of :mod:`compose_gpumem.containers`.  Nothing else changes, and injecting twice gives
+the same result as injecting once.
 """
 
 from __future__ import annotations
@@ -18,13 +18,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import containers
 from .errors import InvalidValue, NoGpuRequest
 from .validate import Limit, Share, parse_value
 
 KEY = "x-gpu-memory"
 MOUNT_DIR = "/opt/gpumem"
 LIBRARY = f"{MOUNT_DIR}/libgpumem.so"
-STATE_DIR = "/dev/shm/gpumem"
+#: The ledger's directory in every capped container: a tmpfs mounted there for that container
+#: alone.  So every container is its own capped unit whatever shares its ``/dev/shm`` (replicas
+#: and ``scale`` of one service, ``run`` one-offs, other projects, ``ipc: host`` or
+#: ``service:X``), where a directory named for the service would be shared by all of them; and
+#: the host reads it through ``/proc/PID/root`` (``top``), with no shell in the image.
+LEDGER_DIR = "/run/gpumem"
+STATE_DIR = LEDGER_DIR
 CDI_GPU = "nvidia.com/gpu="
 HOW_TO_REQUEST = (
     "requests no GPU; add `gpus: all` (or a device reservation with `capabilities: [gpu]`, "
@@ -125,9 +132,11 @@ class Plan:
     request: GpuRequest
     profiles: tuple[str, ...] = ()
     state_dir: str = STATE_DIR
+    #: containers of the service (``deploy.replicas``, ``scale``, ``up --scale``), each capped
+    replicas: int = 1
 
     def shares(self, service: str) -> list[Share]:
-        """The service's caps as shares of host GPUs, for the overcommit check."""
+        """One container's caps as shares of host GPUs."""
         if None in self.limits:
             return [Share(service, gpu, self.limits[None]) for gpu in self.request.gpus()]
         out = []
@@ -136,6 +145,20 @@ class Plan:
             if gpu is not None:
                 out.append(Share(service, gpu, limit))
         return out
+
+    def container_shares(self, service: str) -> list[Share]:
+        """Every container's shares, for the overcommit check: replicas are named
+        ``service-1``, ``service-2``... as Compose numbers their containers."""
+        if self.replicas == 1:
+            return self.shares(service)
+        return [s for n in range(1, self.replicas + 1) for s in self.shares(f"{service}-{n}")]
+
+    def labels(self, service: str, names: containers.GpuNames | None = None) -> dict[str, str]:
+        """The labels a container of this service carries (:mod:`compose_gpumem.containers`);
+        GPUs by UUID where ``names`` knows them, else as the file names them."""
+        shares = [(s.gpu, s.limit) for s in self.shares(service)]
+        promised = containers.promise(shares, names or containers.GpuNames())
+        return containers.labels(self.limits, promised, state_dir=self.state_dir)
 
 
 def plan(services: dict[str, Any], default: Any = None, *, file: str | None = None) -> dict[str, Plan]:
@@ -169,24 +192,24 @@ def plan(services: dict[str, Any], default: Any = None, *, file: str | None = No
                     value=service.get(KEY, default),
                 )
         profiles = tuple(str(p) for p in service.get("profiles") or ())
-        plans[name] = Plan(limits, request, profiles, state_dir(name, service.get("ipc")))
+        plans[name] = Plan(limits, request, profiles, replicas=replicas(service))
     return plans
 
 
-def state_dir(name: str, ipc: Any) -> str:
-    """Where the service's ledger lives.  ``/dev/shm`` is the container's own unless the service
-    shares an IPC namespace (``ipc: host``, ``service:X``, ``container:X``); then the ledger gets
-    a directory named for the service, so that services sharing ``/dev/shm`` keep separate caps
-    (replicas of one such service share theirs)."""
-    text = str(ipc or "")
-    if text == "host" or text.startswith(("service:", "container:")):
-        return f"{STATE_DIR}-{name}"
-    return STATE_DIR
+def replicas(service: dict[str, Any]) -> int:
+    """How many containers the service runs: ``scale``, else ``deploy.replicas``, else 1."""
+    for value in (service.get("scale"), (service.get("deploy") or {}).get("replicas")):
+        if value is not None:
+            try:
+                return max(int(value), 0)
+            except (TypeError, ValueError):
+                return 1  # Compose itself refuses it
+    return 1
 
 
 def all_shares(plans: dict[str, Plan]) -> list[Share]:
-    """Every service's shares, for :func:`compose_gpumem.validate.check_overcommit`."""
-    return [share for name, p in plans.items() for share in p.shares(name)]
+    """Every container's shares, for :func:`compose_gpumem.validate.check_overcommit`."""
+    return [share for name, p in plans.items() for share in p.container_shares(name)]
 
 
 def share_groups(plans: dict[str, Plan], enabled: Sequence[str] = ()) -> list[list[Share]]:
@@ -214,6 +237,12 @@ def preload(existing: Any) -> str:
     return f"{LIBRARY} {text}"
 
 
+def ledger_mount() -> dict[str, Any]:
+    """The container's own tmpfs for its ledger (mode 1777, Docker's default for a tmpfs: any
+    user of the container can write its ledger there)."""
+    return {"type": "tmpfs", "target": LEDGER_DIR}
+
+
 def mount(source: str) -> dict[str, Any]:
     """The read-only bind mount of the library directory (long form, as Compose prints it)."""
     return {
@@ -225,14 +254,21 @@ def mount(source: str) -> dict[str, Any]:
     }
 
 
-def additions(service: dict[str, Any], p: Plan, source: str) -> dict[str, Any]:
-    """Only what the cap adds to one service: its environment entries and the mount."""
+def additions(
+    service: dict[str, Any], p: Plan, source: str, *, name: str = "", names: containers.GpuNames | None = None
+) -> dict[str, Any]:
+    """Only what the cap adds to one service: its environment entries, the two mounts and the
+    labels (GPUs by UUID where ``names`` knows them)."""
     env: dict[str, Any] = {}
     env["GPUMEM_STATE_DIR"] = p.state_dir
     for index, limit in sorted(p.limits.items(), key=lambda item: -1 if item[0] is None else item[0]):
         env["GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"] = limit.text
     env["LD_PRELOAD"] = preload((service.get("environment") or {}).get("LD_PRELOAD"))
-    return {"environment": dict(sorted(env.items())), "volumes": [mount(source)]}
+    return {
+        "environment": dict(sorted(env.items())),
+        "labels": p.labels(name, names),
+        "volumes": [mount(source), ledger_mount()],
+    }
 
 
 def _is_sorted(keys: list[Any]) -> bool:
@@ -240,17 +276,30 @@ def _is_sorted(keys: list[Any]) -> bool:
     return as_text == sorted(as_text)
 
 
-def inject_service(service: dict[str, Any], p: Plan, source: str) -> dict[str, Any]:
+def _merged(old: dict[str, Any], added: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with ``added`` over it, sorted when ``old`` was (as Compose prints maps)."""
+    merged = {**old, **added}
+    if _is_sorted(list(old)):
+        merged = dict(sorted(merged.items(), key=lambda item: str(item[0])))
+    return merged
+
+
+def inject_service(
+    service: dict[str, Any],
+    p: Plan,
+    source: str,
+    *,
+    name: str = "",
+    names: containers.GpuNames | None = None,
+) -> dict[str, Any]:
     """A new service with the additions merged in as Compose would merge an override."""
-    added = additions(service, p, source)
+    added = additions(service, p, source, name=name, names=names)
     new = dict(service)
-    old_env = service.get("environment") or {}
-    env = {**old_env, **added["environment"]}
-    if _is_sorted(list(old_env)):
-        env = dict(sorted(env.items(), key=lambda item: str(item[0])))
-    new["environment"] = env
+    new["environment"] = _merged(service.get("environment") or {}, added["environment"])
+    new["labels"] = _merged(service.get("labels") or {}, added["labels"])
+    ours = {MOUNT_DIR, LEDGER_DIR}
     volumes = [
-        v for v in service.get("volumes") or [] if not (isinstance(v, dict) and v.get("target") == MOUNT_DIR)
+        v for v in service.get("volumes") or [] if not (isinstance(v, dict) and v.get("target") in ours)
     ]
     new["volumes"] = volumes + added["volumes"]
     if _is_sorted(list(service)):

@@ -9,18 +9,23 @@ text; :meth:`Project.injected_document` gives the whole document (for ``--format
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from . import compose, inject, library, yamlio
+from . import compose, containers, inject, library, yamlio
 from .validate import check_overcommit
 
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:", "nvidia.com/gpu=")
 #: The keys of a service that decide its cap; only these are parsed.
-_NEEDED = frozenset({"environment", "gpus", "deploy", "devices", "runtime", "profiles", "ipc", inject.KEY})
+_NEEDED = frozenset(
+    {"environment", "gpus", "deploy", "devices", "runtime", "profiles", "ipc", "labels", "scale", inject.KEY}
+)
 #: The keys injection writes; the others are copied through as Compose printed them.
-_WRITTEN = ("environment", "volumes")
+_WRITTEN = ("environment", "labels", "volumes")
+#: Mount targets of ours: a block mounting one of them has its ``volumes`` parsed (re-injection).
+_OUR_TARGETS = (inject.MOUNT_DIR, inject.LEDGER_DIR)
 
 
 @dataclass
@@ -37,6 +42,8 @@ class Project:
     plans: dict[str, inject.Plan]
     split: yamlio.Split | None
     blocks: dict[str, int] = field(default_factory=dict)
+    #: the host's GPUs, for labels naming them by UUID (empty: as the files name them)
+    names: containers.GpuNames = field(default_factory=containers.GpuNames)
 
     def injected_yaml(self, source: str | None = None) -> str:
         """Compose's YAML with the caps injected, in Compose's layout; ``$`` stays ``$$``."""
@@ -45,7 +52,9 @@ class Project:
             return yamlio.dump(self.injected_document(source, escaped=True))
         blocks = list(self.split.blocks)
         for name, plan in self.plans.items():
-            blocks[self.blocks[name]] = _splice(blocks[self.blocks[name]], self.services[name], plan, source)
+            blocks[self.blocks[name]] = _splice(
+                blocks[self.blocks[name]], self.services[name], plan, source, name, self.names
+            )
         return self.split.head + "".join(blocks) + self.split.tail
 
     def injected_document(self, source: str | None = None, *, escaped: bool = False) -> dict[str, Any]:
@@ -57,26 +66,30 @@ class Project:
         doc: dict[str, Any] = yamlio.load_fast(self.text) or {}
         services = doc.get("services") or {}
         for name, plan in self.plans.items():
-            services[name] = inject.inject_service(services[name], plan, source)
+            services[name] = inject.inject_service(services[name], plan, source, name=name, names=self.names)
         return doc
 
     def override(self) -> dict[str, Any]:
         """The additions alone, as an override file: host-independent, stable order."""
         services = {
-            name: inject.additions(self.services[name], self.plans[name], library.OVERRIDE_SOURCE)
+            name: inject.additions(self.services[name], self.plans[name], library.OVERRIDE_SOURCE, name=name)
             for name in sorted(self.plans)
         }
         return {"services": services}
 
 
-def _splice(block: str, service: dict[str, Any], plan: inject.Plan, source: str) -> str:
-    """One service block with the injection written into its ``environment`` and ``volumes``."""
+def _splice(
+    block: str, service: dict[str, Any], plan: inject.Plan, source: str, name: str, names: containers.GpuNames
+) -> str:
+    """One service block with the injection written into its ``environment``, ``labels`` and
+    ``volumes``."""
     header, keys = yamlio.service_keys(block)
-    new = inject.inject_service(service, plan, source)
+    new = inject.inject_service(service, plan, source, name=name, names=names)
+    added = len(inject.additions(service, plan, source)["volumes"])
     texts = dict(keys)
     for key in _WRITTEN:
         if key == "volumes" and key in texts and "volumes" not in service:
-            texts[key] += yamlio.dump_items(new[key][-1:], 6)
+            texts[key] += yamlio.dump_items(new[key][-added:], 6)
         else:
             texts[key] = yamlio.dump({key: new[key]}, indent=4)
     order = [key for key, _ in keys]
@@ -90,7 +103,11 @@ def _splice(block: str, service: dict[str, Any], plan: inject.Plan, source: str)
 def _partial(block: str) -> str:
     """The part of a service block that decides its cap (see ``_NEEDED``)."""
     header, keys = yamlio.service_keys(block)
-    parts = [text for key, text in keys if key in _NEEDED or (key == "volumes" and inject.MOUNT_DIR in text)]
+    parts = [
+        text
+        for key, text in keys
+        if key in _NEEDED or (key == "volumes" and any(target in text for target in _OUR_TARGETS))
+    ]
     return header + "".join(parts)
 
 
@@ -113,6 +130,7 @@ def load(
     allow_overcommit: bool = False,
     all_profiles: bool = False,
     running: compose.Resolving | None = None,
+    scale: Mapping[str, int] | None = None,
 ) -> Project:
     """Resolve with Compose, parse what may carry a cap, validate; raises a GpumemError.
 
@@ -124,7 +142,9 @@ def load(
     enabled = None
     if all_profiles:
         enabled = [*options.profiles, *filter(None, os.environ.get("COMPOSE_PROFILES", "").split(","))]
-    return from_text(text, label=options.label(), allow_overcommit=allow_overcommit, enabled=enabled)
+    return from_text(
+        text, label=options.label(), allow_overcommit=allow_overcommit, enabled=enabled, scale=scale
+    )
 
 
 def from_text(
@@ -133,8 +153,11 @@ def from_text(
     label: str | None = None,
     allow_overcommit: bool = False,
     enabled: Sequence[str] | None = None,
+    scale: Mapping[str, int] | None = None,
 ) -> Project:
     """The same as :func:`load` from ``docker compose config`` output already in hand.
+
+    ``scale``: ``up --scale SERVICE=N``, which wins over the files' replicas.
 
     ``enabled``: not ``None`` when the text holds every profile's services (``--profile '*'``):
     the profiles the user enabled; the overcommit check then counts together only services
@@ -168,6 +191,9 @@ def from_text(
         if isinstance(svc, dict)
     }
     plans = inject.plan(checked, default, file=label)
+    for name, count in (scale or {}).items():
+        if name in plans:
+            plans[name] = dataclasses.replace(plans[name], replicas=count)
     if not allow_overcommit:
         groups = [inject.all_shares(plans)] if enabled is None else inject.share_groups(plans, enabled)
         for shares in groups:

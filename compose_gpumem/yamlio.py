@@ -26,7 +26,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_PLAIN = re.compile(r"(?:[A-Za-z_/$]|-[A-Za-z_])[\w./+@$=,-]*(?: [\w./+@$=,-]+)*")
+#: plain text, and ``0=0.5,1=8GiB`` (our labels): digits then ``=`` are no number or date in YAML
+#: 1.1 or 1.2, and Compose prints them plain too
+_PLAIN = re.compile(r"(?:[A-Za-z_/$]|-[A-Za-z_]|[0-9]+=)[\w./+@$=,-]*(?: [\w./+@$=,-]+)*")
 _RESERVED = frozenset("true false yes no on off y n null ~".split())
 
 

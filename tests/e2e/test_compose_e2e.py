@@ -128,7 +128,9 @@ def test_limited_service_gets_library_read_only_preload_and_limit(e2e, stack):
     env = dict(e.split("=", 1) for e in info["Config"]["Env"])
     assert env["GPUMEM_LIMIT"] == "0.3"
     assert env["LD_PRELOAD"] == "/opt/gpumem/libgpumem.so"
-    assert env["GPUMEM_STATE_DIR"] == "/dev/shm/gpumem"
+    assert env["GPUMEM_STATE_DIR"] == "/run/gpumem"
+    (ledger,) = [m for m in info["Mounts"] if m["Destination"] == "/run/gpumem"]
+    assert ledger["Type"] == "tmpfs"
     (lib,) = [m for m in info["Mounts"] if m["Destination"] == "/opt/gpumem"]
     assert lib["Type"] == "bind"
     assert lib["RW"] is False

@@ -8,18 +8,31 @@ from pathlib import Path
 import pytest
 from unit_helpers import cli
 
+from compose_gpumem.containers import GpuNames
 from compose_gpumem.docker_cli import rewrite
 from compose_gpumem.errors import InvalidValue, NoGpuRequest, UsageError
 
 INJECTED = [
     "-v",
     "/L:/opt/gpumem:ro",
+    "--mount",
+    "type=tmpfs,destination=/run/gpumem",
     "-e",
     "LD_PRELOAD=/opt/gpumem/libgpumem.so",
     "-e",
-    "GPUMEM_STATE_DIR=/dev/shm/gpumem",
+    "GPUMEM_STATE_DIR=/run/gpumem",
     "-e",
     "GPUMEM_LIMIT=0.3",
+    "--label",
+    "io.gpumem.enforce=library",
+    "--label",
+    "io.gpumem.limit=all=0.3",
+    "--label",
+    "io.gpumem.promise=all=0.3",
+    "--label",
+    "io.gpumem.state-dir=/run/gpumem",
+    "--label",
+    "io.gpumem.version=1",
 ]
 
 
@@ -167,14 +180,43 @@ def test_ld_preload_from_an_env_file_is_kept_behind_ours(tmp_path: Path) -> None
     assert out[out.index("--env-file") + 1] == str(env_file)
 
 
-def test_ipc_host_gets_a_ledger_of_its_own() -> None:
-    out = rewrite(
-        ["run", "--ipc=host", "--name", "job", "--gpus", "all", "--gpu-memory", "0.3", "img"], environ={}
-    )
-    assert "GPUMEM_STATE_DIR=/dev/shm/gpumem-job" in out
-    assert "GPUMEM_STATE_DIR=/dev/shm/gpumem" in rewrite(
-        ["run", "--gpus", "all", "--gpu-memory", "0.3", "img"], environ={}
-    )
+def test_every_container_gets_a_ledger_tmpfs_of_its_own_whatever_its_ipc() -> None:
+    for ipc in ([], ["--ipc=host"], ["--ipc", "container:other"]):
+        out = rewrite(["run", *ipc, "--gpus", "all", "--gpu-memory", "0.3", "img"], environ={})
+        assert out[out.index("--mount") + 1] == "type=tmpfs,destination=/run/gpumem"
+        assert "GPUMEM_STATE_DIR=/run/gpumem" in out
+
+
+def _labels(out: list[str]) -> dict[str, str]:
+    pairs = [out[i + 1].split("=", 1) for i, arg in enumerate(out) if arg == "--label"]
+    return {key: value for key, value in pairs}
+
+
+@pytest.mark.parametrize(
+    ("gpus", "promise"),
+    [
+        (["--gpus", "all"], "all=0.3"),
+        (["--gpus", "device=1,3"], "1=0.3,3=0.3"),
+        (["--gpus", '"device=2,3",capabilities=compute'], "2=0.3,3=0.3"),
+        (["--gpus=2"], "0=0.3,1=0.3"),
+        (["--device", "nvidia.com/gpu=1"], "1=0.3"),
+        (["--runtime", "nvidia", "-e", "NVIDIA_VISIBLE_DEVICES=0"], "0=0.3"),
+    ],
+)
+def test_labels_promise_the_cap_on_each_gpu_asked_for(gpus: list[str], promise: str) -> None:
+    labels = _labels(rewrite(["run", *gpus, "--gpu-memory", "0.3", "img"], environ={}))
+    assert labels["io.gpumem.promise"] == promise
+    assert labels["io.gpumem.limit"] == "all=0.3"
+
+
+def test_labels_name_gpus_by_uuid_where_nvml_knows_them() -> None:
+    names = GpuNames({"0": "GPU-a", "1": "GPU-b"}, {"GPU-a": 1 << 30, "GPU-b": 1 << 30})
+    args = ["run", "--gpus", "device=1", "--gpu-memory", '{"0": "512MiB"}', "img"]
+    labels = _labels(rewrite(args, environ={}, names=names))
+    assert labels["io.gpumem.promise"] == "GPU-b=512MiB"
+    assert labels["io.gpumem.limit"] == "0=512MiB"
+    every = _labels(rewrite(["run", "--gpus", "all", "--gpu-memory", "0.5", "img"], environ={}, names=names))
+    assert every["io.gpumem.promise"] == "GPU-a=0.5,GPU-b=0.5"
 
 
 def test_a_cdi_device_is_a_gpu_request() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from compose_gpumem.errors import InvalidValue, NoGpuRequest
+from compose_gpumem.errors import InvalidValue, NoGpuRequest, Overcommit
 from compose_gpumem.inject import (
     GpuRequest,
     additions,
@@ -17,6 +17,7 @@ from compose_gpumem.inject import (
     plan,
     share_groups,
 )
+from compose_gpumem.validate import check_overcommit
 
 GPU_ALL = {"image": "x", "gpus": [{"count": -1}]}
 LIB = "/usr/local/lib/gpumem"
@@ -84,7 +85,7 @@ def test_injection_adds_env_and_read_only_mount() -> None:
     new = inject_service(svc(**{"x-gpu-memory": 0.3}), p, LIB)
     assert new["environment"] == {
         "GPUMEM_LIMIT": "0.3",
-        "GPUMEM_STATE_DIR": "/dev/shm/gpumem",
+        "GPUMEM_STATE_DIR": "/run/gpumem",
         "LD_PRELOAD": "/opt/gpumem/libgpumem.so",
     }
     assert new["volumes"] == [
@@ -94,8 +95,16 @@ def test_injection_adds_env_and_read_only_mount() -> None:
             "target": "/opt/gpumem",
             "read_only": True,
             "bind": {"create_host_path": False},
-        }
+        },
+        {"type": "tmpfs", "target": "/run/gpumem"},
     ]
+    assert new["labels"] == {
+        "io.gpumem.enforce": "library",
+        "io.gpumem.limit": "all=0.3",
+        "io.gpumem.promise": "all=0.3",
+        "io.gpumem.state-dir": "/run/gpumem",
+        "io.gpumem.version": "1",
+    }
 
 
 def test_existing_ld_preload_is_kept_behind_ours() -> None:
@@ -127,7 +136,7 @@ def test_other_keys_and_the_input_are_left_untouched() -> None:
     before = copy.deepcopy(service)
     new = inject_service(service, plan({"a": service}, default=0.5)["a"], LIB)
     assert service == before
-    assert {k: v for k, v in new.items() if k != "environment" and k != "volumes"} == {
+    assert {k: v for k, v in new.items() if k not in ("environment", "volumes", "labels")} == {
         k: v for k, v in before.items() if k != "environment"
     }
     assert new["environment"]["A"] == "1"
@@ -136,7 +145,7 @@ def test_other_keys_and_the_input_are_left_untouched() -> None:
 def test_keys_stay_in_compose_sorted_order() -> None:
     service = {"gpus": [{"count": -1}], "image": "x", "x-gpu-memory": 0.3}
     new = inject_service(service, plan({"a": service})["a"], LIB)
-    assert list(new) == ["environment", "gpus", "image", "volumes", "x-gpu-memory"]
+    assert list(new) == ["environment", "gpus", "image", "labels", "volumes", "x-gpu-memory"]
 
 
 def test_services_of_different_profiles_are_not_counted_together() -> None:
@@ -153,14 +162,26 @@ def test_services_of_different_profiles_are_not_counted_together() -> None:
     ]
 
 
-def test_services_sharing_ipc_get_a_ledger_of_their_own() -> None:
+def test_every_container_keeps_its_ledger_on_a_tmpfs_of_its_own_whatever_its_ipc() -> None:
     plans = plan(
         {"a": svc(ipc="host"), "b": svc(ipc="service:a"), "c": svc(), "d": svc(ipc="shareable")}, default=0.2
     )
-    dirs = {name: additions({}, p, LIB)["environment"]["GPUMEM_STATE_DIR"] for name, p in plans.items()}
-    assert dirs == {
-        "a": "/dev/shm/gpumem-a",
-        "b": "/dev/shm/gpumem-b",
-        "c": "/dev/shm/gpumem",
-        "d": "/dev/shm/gpumem",
-    }
+    for p in plans.values():
+        added = additions({}, p, LIB)
+        assert added["environment"]["GPUMEM_STATE_DIR"] == "/run/gpumem"
+        assert {"type": "tmpfs", "target": "/run/gpumem"} in added["volumes"]
+
+
+def test_existing_labels_are_kept_and_ours_added() -> None:
+    service = svc(labels={"team": "ml"}, **{"x-gpu-memory": "8GiB"})
+    new = inject_service(service, plan({"a": service})["a"], LIB)
+    assert new["labels"]["team"] == "ml"
+    assert new["labels"]["io.gpumem.promise"] == "all=8GiB"
+
+
+def test_replicas_count_each_container_and_are_named_in_the_overcommit_check() -> None:
+    for extra in ({"deploy": {"replicas": 2}}, {"scale": 2}):
+        plans = plan({"trainer": svc(**extra, **{"x-gpu-memory": 0.6})})
+        assert [s.service for s in all_shares(plans)] == ["trainer-1", "trainer-2"]
+        with pytest.raises(Overcommit, match=r"120% .*trainer-1=0\.6, trainer-2=0\.6"):
+            check_overcommit(all_shares(plans))

@@ -70,7 +70,7 @@ def test_fraction_goes_to_the_task_as_written_to_resolve_on_its_gpu() -> None:
     env = out["services"]["t"]["environment"]
     assert env["GPUMEM_LIMIT"] == "0.3"
     assert env["LD_PRELOAD"] == "/opt/gpumem/libgpumem.so"
-    assert env["GPUMEM_STATE_DIR"] == "/dev/shm/gpumem"
+    assert env["GPUMEM_STATE_DIR"] == "/run/gpumem"
     assert "x-gpu-memory" not in out and "x-gpu-memory" not in out["services"]["t"]
 
 

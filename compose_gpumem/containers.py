@@ -1,0 +1,290 @@
+"""What a capped container is, as the engine knows it: one contract for admission, ``top`` and
+``doctor``.
+
+Every container the tools cap carries these labels (``gpumem-compose`` writes them into the
+service, ``gpumem-docker run`` passes them with ``--label``):
+
+================================  ===========================================================
+``io.gpumem.version``             ``1``: the layout of the labels below
+``io.gpumem.limit``               the cap's form, as the library gets it: container device
+                                  index (``all``: every device) ``=`` the value as written,
+                                  comma-separated: ``all=0.3``, ``0=0.5,1=8GiB``
+``io.gpumem.promise``             what the container was promised per host GPU: the GPU's
+                                  UUID (where NVML could tell when it was created), else its
+                                  index as the host numbers it, else ``all`` (every GPU of the
+                                  host), ``=`` the cap: ``GPU-8f...=0.3,GPU-1c...=0.3``
+``io.gpumem.enforce``             how the cap is enforced: ``library`` (libgpumem.so)
+``io.gpumem.state-dir``           where its ledger lives inside the container (``/run/gpumem``,
+                                  a tmpfs of its own; see :mod:`compose_gpumem.inject`)
+================================  ===========================================================
+
+Plain ``key=value`` lists rather than JSON: a value never holds ``,`` or ``=``, ``docker ps
+--filter label=...`` and ``docker inspect`` show them as they are, and Compose prints them
+without quotes.
+
+:func:`inventory` reads every container of the engine once (``docker ps`` and one ``docker
+inspect``) and sorts them into :class:`Capped` containers and :class:`Uncapped` GPU users.
+:func:`gpu_key` names a GPU the one way that sums compare: the UUID where NVML knows it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .errors import GpumemError
+from .validate import Limit, parse_value
+
+PREFIX = "io.gpumem."
+VERSION = PREFIX + "version"
+LIMIT = PREFIX + "limit"
+PROMISE = PREFIX + "promise"
+ENFORCE = PREFIX + "enforce"
+STATE_DIR = PREFIX + "state-dir"
+LABELS_VERSION = "1"
+#: Every GPU of the host (a container given ``all``, where NVML could not list them).
+ALL = "all"
+DOCKER_TIMEOUT = 30.0
+
+
+def labels(
+    limits: Mapping[int | None, Limit],
+    promise: Mapping[str, Limit],
+    *,
+    state_dir: str,
+    enforce: str = "library",
+) -> dict[str, str]:
+    """The labels of one capped container (sorted: stable text)."""
+    form = {ALL if index is None else str(index): limit.text for index, limit in limits.items()}
+    return {
+        ENFORCE: enforce,
+        LIMIT: _compact(form),
+        PROMISE: _compact({gpu: limit.text for gpu, limit in promise.items()}),
+        STATE_DIR: state_dir,
+        VERSION: LABELS_VERSION,
+    }
+
+
+def _compact(data: Mapping[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(data.items()))
+
+
+@dataclass(frozen=True)
+class GpuNames:
+    """The host's GPUs as NVML numbers them: index -> UUID, and each GPU's memory in bytes.
+    Empty where NVML cannot tell (no driver): GPUs then keep the names they were given."""
+
+    uuids: Mapping[str, str] = field(default_factory=dict)
+    totals: Mapping[str, int] = field(default_factory=dict)  # by UUID
+
+    def key(self, gpu: str) -> str:
+        """``gpu`` (an index, a UUID or ``all``) as sums compare it: the UUID where known."""
+        return self.uuids.get(gpu, gpu)
+
+    def every(self) -> list[str]:
+        """Every GPU of the host by UUID, in NVML's order; empty when NVML cannot tell."""
+        return list(self.uuids.values())
+
+    def total(self, gpu: str) -> int | None:
+        return self.totals.get(self.key(gpu))
+
+
+def gpu_names() -> GpuNames:
+    """The host's GPUs per :func:`compose_gpumem.hostfacts.nvml` (empty without a driver)."""
+    from . import hostfacts
+
+    found = hostfacts.nvml()
+    return GpuNames(
+        {str(g.index): g.uuid for g in found.gpus}, {g.uuid: g.total for g in found.gpus if g.total}
+    )
+
+
+def promise(shares: Iterable[tuple[str, Limit]], names: GpuNames) -> dict[str, Limit]:
+    """Host GPU -> cap for labels: by UUID where ``names`` knows the GPU, ``all`` spread over
+    every GPU NVML lists (kept as ``all`` when it lists none)."""
+    out: dict[str, Limit] = {}
+    for gpu, limit in shares:
+        if gpu in (ALL, "*") and names.every():
+            for uuid in names.every():
+                out[uuid] = limit
+        else:
+            out[ALL if gpu == "*" else names.key(gpu)] = limit
+    return out
+
+
+@dataclass(frozen=True)
+class Capped:
+    """A container with our labels, as the engine reports it."""
+
+    id: str
+    name: str
+    status: str  # the engine's: created, running, paused, restarting, exited, dead
+    pid: int  # its first process on the host; 0 when not running
+    limit: dict[str, Limit]  # container device index ("all": every device) -> cap
+    promise: dict[str, Limit]  # host GPU (UUID, index or "all") -> cap
+    enforce: str
+    state_dir: str
+    project: str = ""
+    service: str = ""
+    oneoff: bool = False
+    problem: str = ""  # labels that could not be read: its promise is unknown
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused", "restarting")
+
+    @property
+    def ledger_dir(self) -> str:
+        """Its ledger directory seen from the host, through its root (needs the container's
+        user or root; works for images with no shell at all); ``""`` when it is not running."""
+        return f"/proc/{self.pid}/root{self.state_dir}" if self.pid else ""
+
+
+@dataclass(frozen=True)
+class Uncapped:
+    """A container that asks for GPUs without a cap of ours: it can take the card."""
+
+    id: str
+    name: str
+    status: str
+    gpus: tuple[str, ...]  # host GPUs as the container names them; ("all",) for all
+    project: str = ""
+    service: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.status in ("running", "paused", "restarting")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    capped: tuple[Capped, ...] = ()
+    uncapped: tuple[Uncapped, ...] = ()
+
+
+def inventory(*, everything: bool = False, docker: str = "docker") -> Inventory:
+    """The engine's containers that hold or use GPUs (running ones; ``everything``: any state)."""
+    ids = _docker([docker, "ps", "-q", "--no-trunc", *(["--all"] if everything else [])]).split()
+    if not ids:
+        return Inventory()
+    try:
+        described = json.loads(
+            _docker([docker, "inspect", "--type", "container", *ids], gone_ok=True) or "[]"
+        )
+    except ValueError as error:
+        raise GpumemError(f"`docker inspect` printed no JSON: {error}") from error
+    return sort(described)
+
+
+def _docker(argv: list[str], *, gone_ok: bool = False) -> str:
+    try:
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=DOCKER_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except FileNotFoundError as error:
+        raise GpumemError(f"cannot run {argv[0]}: {error.strerror}") from error
+    except subprocess.TimeoutExpired as error:
+        raise GpumemError(f"`{' '.join(argv[:2])}` did not answer within {DOCKER_TIMEOUT:.0f}s") from error
+    # a container removed between `ps` and `inspect` makes inspect exit 1 with the others printed
+    if done.returncode != 0 and not (gone_ok and done.stdout.strip().startswith("[")):
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise GpumemError(
+            f"`{' '.join(argv[:2])}` failed: {lines[-1] if lines else f'exit {done.returncode}'}"
+        )
+    return done.stdout
+
+
+def sort(described: Iterable[dict[str, Any]]) -> Inventory:
+    """``docker inspect`` output sorted into capped containers and uncapped GPU users."""
+    capped: list[Capped] = []
+    uncapped: list[Uncapped] = []
+    for item in described:
+        found = read_capped(item)
+        if found is not None:
+            capped.append(found)
+            continue
+        gpus = gpu_use(item)
+        if gpus:
+            uncapped.append(_uncapped(item, gpus))
+    return Inventory(tuple(capped), tuple(uncapped))
+
+
+def _common(item: dict[str, Any]) -> dict[str, Any]:
+    config = item.get("Config") or {}
+    state = item.get("State") or {}
+    names = config.get("Labels") or {}
+    return {
+        "id": str(item.get("Id", "")),
+        "name": str(item.get("Name", "")).lstrip("/"),
+        "status": str(state.get("Status", "")),
+        "project": str(names.get("com.docker.compose.project", "")),
+        "service": str(names.get("com.docker.compose.service", "")),
+    }
+
+
+def _uncapped(item: dict[str, Any], gpus: tuple[str, ...]) -> Uncapped:
+    return Uncapped(gpus=gpus, **_common(item))
+
+
+def read_capped(item: dict[str, Any]) -> Capped | None:
+    """One ``docker inspect`` entry as a :class:`Capped`; ``None`` without our labels; with
+    ``problem`` set when they are there but unreadable."""
+    given = (item.get("Config") or {}).get("Labels") or {}
+    if VERSION not in given:
+        return None
+    common = _common(item)
+    state = item.get("State") or {}
+    pid = int(state.get("Pid") or 0) if common["status"] in ("running", "paused", "restarting") else 0
+    base = {
+        **common,
+        "pid": pid,
+        "enforce": str(given.get(ENFORCE, "library")),
+        "state_dir": str(given.get(STATE_DIR, "")),
+        "oneoff": str(given.get("com.docker.compose.oneoff", "")).lower() == "true",
+    }
+    try:
+        if given[VERSION] != LABELS_VERSION:
+            raise ValueError(f"{VERSION}={given[VERSION]!r}; this tool reads {LABELS_VERSION}")
+        limit = _limits(given.get(LIMIT))
+        promised = _limits(given.get(PROMISE))
+    except (ValueError, GpumemError) as error:
+        return Capped(limit={}, promise={}, problem=f"labels unreadable: {error}", **base)
+    return Capped(limit=limit, promise=promised, **base)
+
+
+def _limits(text: Any) -> dict[str, Limit]:
+    out: dict[str, Limit] = {}
+    for item in str(text or "").split(","):
+        gpu, equals, value = item.partition("=")
+        if not equals or not gpu.strip():
+            raise ValueError(f"{text!r} is not a list of GPU=cap")
+        out[gpu.strip()] = parse_value(value.strip())[None]
+    return out
+
+
+def gpu_use(item: dict[str, Any]) -> tuple[str, ...]:
+    """The host GPUs a container asks the engine for (``("all",)``: all), ``()`` for none:
+    ``--gpus`` / device reservations, CDI devices ``nvidia.com/gpu=...``, ``--runtime nvidia``."""
+    host = item.get("HostConfig") or {}
+    found: list[str] = []
+    for request in host.get("DeviceRequests") or ():
+        capabilities = {c for group in request.get("Capabilities") or () for c in group or ()}
+        ids = [str(i) for i in request.get("DeviceIDs") or ()]
+        if request.get("Driver") == "cdi" or any(i.startswith("nvidia.com/gpu=") for i in ids):
+            found += [i.split("=", 1)[1] for i in ids if i.startswith("nvidia.com/gpu=")]
+        elif "gpu" in capabilities or request.get("Driver") == "nvidia":
+            count = int(request.get("Count") or 0)
+            found += ids or ([ALL] if count < 0 else [str(i) for i in range(count)])
+    if host.get("Runtime") == "nvidia":
+        env = dict(str(e).split("=", 1) for e in (item.get("Config") or {}).get("Env") or () if "=" in str(e))
+        visible = env.get("NVIDIA_VISIBLE_DEVICES", "all").strip()
+        if visible not in ("", "none", "void"):
+            found += [ALL] if visible == "all" else [v.strip() for v in visible.split(",")]
+    return tuple(dict.fromkeys(found))
