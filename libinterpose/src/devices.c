@@ -146,7 +146,10 @@ static void give_back(struct gdev *d, uint64_t size, int pooled)
         size = credit.bytes - max;
         credit.bytes = max;
     }
-    ledger_release(d->ldev, size);
+    /* the pool keeps what its free handed back (up to its release threshold): still charged,
+     * until a refusal trims the pool (pools.c) */
+    if (pooled && d->ord >= 0 && !d->bad && __atomic_load_n(&d->ctx_charged, __ATOMIC_ACQUIRE)) pools_keep(d->ord, size);
+    else ledger_release(d->ldev, size);
 }
 
 /* ---------------------------------------------------------------- init and fork */
@@ -524,6 +527,16 @@ static int reserve(struct gdev *d, uint64_t size, const char *fn)
         r = ledger_reserve(d->ldev, size, d->cap, &used);
         if (r == 0) return 0;
     }
+    if (r == -1 && d->ord >= 0) {   /* then what our pools keep unused: trimmed, and ask again */
+        uint64_t back = pools_trim(d->ord, d->handle);
+        if (back) {
+            char h[64];
+            LOG(LOG_INFO, "trimmed the pools of device %d: %s given back", d->ord, gpumem_human(back, h, sizeof h));
+            ledger_release(d->ldev, back);
+            r = ledger_reserve(d->ldev, size, d->cap, &used);
+            if (r == 0) return 0;
+        }
+    }
     log_oom(d, size, used, r == -2 ? NO_SLOT : NULL, fn);
     return -1;
 }
@@ -541,6 +554,8 @@ static void ctx_uncharge_if_idle_locked(struct gdev *d)
 {
     if (d->ctx_charged && d->nctx == 0 && d->nprimary == 0) {
         if (ctx_reserve) ledger_release(d->ldev, ctx_reserve);
+        uint64_t kept = pools_drop(d->ord);   /* the pools went with the contexts */
+        if (kept) ledger_release(d->ldev, kept);
         d->ctx_charged = 0;
         credit_void_all();
     }
@@ -550,7 +565,7 @@ CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size
 {
     int pooled = (kind & TK_POOLED) != 0;
     *c = (struct charge){ NULL, size, kind & ~TK_POOLED, pooled, ctx, fn };
-    if (!d) return CUDA_SUCCESS;   /* a pooled one reaches here only when credit could not pay (hooks.c) */
+    if (!d) return CUDA_SUCCESS;   /* a pooled one reaches here only when credit could not pay (allocs.c) */
     if (__builtin_expect(!registered(d), 0) && !d->bad) register_again(d);
     if (!__atomic_load_n(&d->ctx_charged, __ATOMIC_ACQUIRE) && !d->bad) {   /* first allocation */
         pthread_mutex_lock(&dev_mu);
@@ -558,10 +573,31 @@ CUresult charge_begin(struct charge *c, struct gdev *d, void *ctx, uint64_t size
         pthread_mutex_unlock(&dev_mu);
         if (e) return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    if (reserve(d, size, fn) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (!(pooled && pools_take(d->ord, size)) && reserve(d, size, fn) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     c->d = d;
     return CUDA_SUCCESS;
 }
+
+/* charges that are no allocation (limits, modules, graphs): the shape above without a record */
+CUresult dev_reserve_bytes(struct gdev *d, uint64_t size, const char *fn)
+{
+    struct charge c;
+    return charge_begin(&c, d, NULL, size, TK_MEM, fn);
+}
+
+void dev_release_bytes(struct gdev *d, uint64_t size)
+{
+    if (d && size && registered(d)) ledger_release(d->ldev, size);
+}
+
+/* bytes of a record (its device's index) no longer held */
+void dev_release_ord(int ord, uint64_t size)
+{
+    if (ord >= 0 && ord < ndevs) dev_release_bytes(&devs[ord], size);
+}
+
+int dev_ord(const struct gdev *d) { return d->ord; }
+CUdevice dev_handle(const struct gdev *d) { return d->handle; }
 
 void charge_settle(struct charge *c, uint64_t actual)
 {
@@ -597,21 +633,35 @@ void uncharge_end(int took, struct track_rec *rec, CUresult r)
 
 /* ---------------------------------------------------------------- contexts */
 
-CUresult ctx_create_begin(CUdevice h, struct gdev **dout, const char *fn)
+/* A context: the first of the process on a device is the context reserve (charged once, also
+ * by a first allocation); every other one alive beside it costs one more reserve (a context took
+ * 518-524 MiB on an H200, tests/gpu/RESULTS.md), recorded under the context itself so that its
+ * teardown gives it back. */
+CUresult ctx_create_begin(CUdevice h, int primary, struct gdev **dout, uint64_t *extra, const char *fn)
 {
+    *extra = 0;
     struct gdev *d = *dout = dev_by_handle(h);
     if (!d || d->bad) return CUDA_SUCCESS;
     pthread_mutex_lock(&dev_mu);
     register_locked(d);   /* unregistered: try again; without it, a reserve to charge is refused */
+    int another = primary ? d->nprimary == 0 && d->nctx > 0 : d->nctx + (d->nprimary > 0) > 0;
     int e = ctx_charge_locked(d, fn);
+    if (!e && another && ctx_reserve) {
+        e = reserve(d, ctx_reserve, fn);
+        if (!e) *extra = ctx_reserve;
+    }
     pthread_mutex_unlock(&dev_mu);
     return e ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_SUCCESS;
 }
 
-void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary)
+void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary, uint64_t extra)
 {
     if (r == CUDA_SUCCESS) dev_memo_forget();
     if (!d) return;
+    if (extra) {
+        if (r == CUDA_SUCCESS) track_add((uintptr_t)ctx, TK_CTX, extra, d->ord, ctx);
+        else ledger_release(d->ldev, extra);
+    }
     pthread_mutex_lock(&dev_mu);
     if (r == CUDA_SUCCESS) {
         if (primary) {
@@ -687,6 +737,8 @@ void ctx_primary_reset(CUdevice h)
     pthread_mutex_lock(&dev_mu);
     if (d->ctx_charged && d->nctx == 0) {   /* the context's own memory is gone until next use */
         if (ctx_reserve) ledger_release(d->ldev, ctx_reserve);
+        uint64_t kept = pools_drop(d->ord);
+        if (kept) ledger_release(d->ldev, kept);
         d->ctx_charged = 0;
         credit_void_all();
     }
@@ -715,6 +767,10 @@ int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t 
     if (!last || now - last > 50000000ULL) {
         __atomic_store_n(&last_reclaim_ns, now, __ATOMIC_RELAXED);
         ledger_reclaim();
+    }
+    if (d->ord >= 0 && pools_kept(d->ord)) {   /* what the pools gave back since */
+        uint64_t back = pools_settle(d->ord, d->handle);
+        if (back) ledger_release(d->ldev, back);
     }
     uint64_t used = ledger_usage(d->ldev);
     uint64_t f = d->cap > used ? d->cap - used : 0;

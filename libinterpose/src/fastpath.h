@@ -1,4 +1,4 @@
-/* The stream-ordered pair's fast path, inlined into its hooks (hooks.c).  A pool's alloc+free
+/* The stream-ordered pair's fast path, inlined into its hooks (allocs.c).  A pool's alloc+free
  * takes the driver about 0.6 us on an H100, so the hooks' whole budget (5%) is some 30 ns: here
  * a pair is a few loads and stores of this thread's own state and one CAS, no lock and no call.  Whatever
  * this path declines (another device, a full slot, a record made elsewhere) takes the one

@@ -20,6 +20,9 @@ typedef void *CUarray;
 typedef void *CUmipmappedArray;
 typedef void *CUmemoryPool;
 typedef unsigned long long CUmemGenericAllocationHandle;
+typedef void *CUgraph;
+typedef void *CUgraphExec;
+typedef void *CUgraphNode;
 typedef struct { char bytes[16]; } CUuuid;
 typedef struct { size_t Width, Height; int Format; unsigned int NumChannels; } CUDA_ARRAY_DESCRIPTOR;
 typedef struct { unsigned int Width, Height; int Format; unsigned int NumChannels; } CUDA_ARRAY_DESCRIPTOR_v1;
@@ -33,6 +36,24 @@ typedef struct {
     void *win32HandleMetaData;
     unsigned char allocFlags[8];
 } CUmemAllocationProp;
+
+/* cuMemPoolCreate's properties (CUmemPoolProps) and cuGraphMemAllocNodeGetParams's
+ * (CUDA_MEM_ALLOC_NODE_PARAMS_v1): the leading fields we read */
+typedef struct {
+    int allocType, handleTypes;
+    CUmemLocation location;
+    void *win32SecurityAttributes;
+    size_t maxSize;
+    unsigned short usage;
+    unsigned char reserved[54];
+} CUmemPoolProps;
+typedef struct {
+    CUmemPoolProps poolProps;
+    const void *accessDescs;
+    size_t accessDescCount;
+    size_t bytesize;
+    CUdeviceptr dptr;
+} CUDA_MEM_ALLOC_NODE_PARAMS;
 
 #define CUDA_SUCCESS 0
 #define CUDA_ERROR_INVALID_VALUE 1
@@ -102,7 +123,9 @@ GPUMEM_HIDDEN void ledger_fork_prepare(void);   /* no fork in the middle of our 
 GPUMEM_HIDDEN void ledger_fork_parent(void);
 
 /* ---- track.c: per-process allocation table ---- */
-enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM };
+/* TK_CTX: a context's own reserve, TK_LIMIT: a cuCtxSetLimit charge, TK_MODULE: a module's
+ * globals, TK_GRAPH: an executable graph's allocation nodes; every record dies with its context */
+enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM, TK_CTX, TK_LIMIT, TK_MODULE, TK_GRAPH };
 /* or'ed into the kind given to charge_begin/uncharge_begin by the stream-ordered hooks: their
  * small frees stay charged to the thread as credit for its next one (devices.c) */
 #define TK_POOLED 0x100
@@ -115,6 +138,23 @@ GPUMEM_HIDDEN void track_after_fork_child(void);
 GPUMEM_HIDDEN void track_fork_prepare(void);
 GPUMEM_HIDDEN void track_fork_parent(void);
 
+/* ---- pools.c: what the process's stream-ordered and graph pools keep after frees, by device index */
+GPUMEM_HIDDEN void pools_keep(int ord, uint64_t bytes);     /* a pooled free: still charged, the pool keeps it */
+GPUMEM_HIDDEN int pools_take(int ord, uint64_t bytes);      /* 1: a pooled allocation paid from kept bytes */
+GPUMEM_HIDDEN void graphs_keep(int ord, uint64_t bytes);    /* a destroyed graph's: the graph pool keeps them */
+GPUMEM_HIDDEN void graphs_live(int ord, uint64_t bytes, int add);   /* charged to live executable graphs */
+GPUMEM_HIDDEN void pools_created(CUmemoryPool pool, int ord);
+GPUMEM_HIDDEN void pools_destroyed(CUmemoryPool pool);
+GPUMEM_HIDDEN uint64_t pools_trim(int ord, CUdevice h);     /* trim them; the kept bytes no longer held */
+GPUMEM_HIDDEN uint64_t pools_settle(int ord, CUdevice h);   /* the same, without trimming */
+GPUMEM_HIDDEN uint64_t pools_drop(int ord);                 /* the device's contexts went: all kept bytes */
+GPUMEM_HIDDEN uint64_t pools_kept(int ord);
+
+/* ---- graphs.c: captures under way (a stream-ordered allocation they capture is not charged:
+ * the graph's instantiation is) */
+GPUMEM_HIDDEN extern unsigned gpumem_captures;
+GPUMEM_HIDDEN int graphs_capturing(CUstream s, int ptsz);
+
 /* ---- resolve.c: the one place real symbols come from ---- */
 enum { LIB_CUDA = 0, LIB_NVML = 1 };
 typedef void *(*dlsym_fn)(void *, const char *);
@@ -123,7 +163,7 @@ GPUMEM_HIDDEN void *resolve_real_dlsym(void *handle, const char *name);
 GPUMEM_HIDDEN void *resolve_symbol(int lib, const char *name);
 GPUMEM_HIDDEN extern __thread int gpumem_in_resolve;
 
-/* ---- hooks.c: the table ---- */
+/* ---- table.c: the table (table.h) ---- */
 GPUMEM_HIDDEN void *hooks_find_ours(const char *name);  /* for dlsym: our function or NULL */
 GPUMEM_HIDDEN int hooks_is_ours(void *fn);
 
@@ -146,12 +186,19 @@ GPUMEM_HIDDEN void charge_end(struct charge *c, CUresult r, uint64_t key);
 GPUMEM_HIDDEN int uncharge_begin(uint64_t key, int kind, struct track_rec *rec);
 GPUMEM_HIDDEN void uncharge_end(int took, struct track_rec *rec, CUresult r);
 /* contexts: charge GPUMEM_CONTEXT_RESERVE per (process, device) while it holds one */
-GPUMEM_HIDDEN CUresult ctx_create_begin(CUdevice h, struct gdev **d, const char *fn);
-GPUMEM_HIDDEN void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary);
+GPUMEM_HIDDEN CUresult ctx_create_begin(CUdevice h, int primary, struct gdev **d, uint64_t *extra, const char *fn);
+GPUMEM_HIDDEN void ctx_create_end(struct gdev *d, CUresult r, CUcontext ctx, int primary, uint64_t extra);
 GPUMEM_HIDDEN void ctx_destroyed(CUcontext ctx);
 GPUMEM_HIDDEN void dev_memo_forget(void);   /* a context or stream came or went */
 GPUMEM_HIDDEN void ctx_primary_released(CUdevice h);
 GPUMEM_HIDDEN void ctx_primary_reset(CUdevice h);
+/* charges that are no allocation (limits, modules, graphs): reserve (non-zero = refuse with that
+ * code) and give back; a record's bytes by its device index */
+GPUMEM_HIDDEN CUresult dev_reserve_bytes(struct gdev *d, uint64_t size, const char *fn);
+GPUMEM_HIDDEN void dev_release_bytes(struct gdev *d, uint64_t size);
+GPUMEM_HIDDEN void dev_release_ord(int ord, uint64_t size);
+GPUMEM_HIDDEN int dev_ord(const struct gdev *d);
+GPUMEM_HIDDEN CUdevice dev_handle(const struct gdev *d);
 /* reported memory: returns 1 when d is capped and the outputs were set */
 GPUMEM_HIDDEN int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t *total_out, uint64_t *used_out);
 #endif

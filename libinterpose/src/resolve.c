@@ -62,10 +62,6 @@ void *resolve_symbol(int lib, const char *name)
     gpumem_in_resolve++;
     void *p = get_real_dlsym()(h, name);
     gpumem_in_resolve--;
-    if (p && hooks_is_ours(p)) {
-        LOG(LOG_ERROR, "%s from %s resolved to our own hook; treating it as missing", name, lib_names[lib][0]);
-        p = NULL;
-    }
     if (!p) LOG(LOG_DEBUG, "%s not found in %s", name, lib_names[lib][0]);
     return p;
 }

@@ -50,6 +50,28 @@
   X(LIB_CUDA, cuDevicePrimaryCtxReset_v2,   cuDevicePrimaryCtxReset, 11000, 0, (CUdevice dev)) \
   X(LIB_CUDA, cuStreamDestroy,              cuStreamDestroy,         0,     0, (CUstream s)) \
   X(LIB_CUDA, cuStreamDestroy_v2,           cuStreamDestroy,         4000,  0, (CUstream s)) \
+  X(LIB_CUDA, cuCtxSetLimit,                cuCtxSetLimit,           0,     0, (int limit, size_t value)) \
+  X(LIB_CUDA, cuModuleLoad,                 cuModuleLoad,            0,     0, (void **mod, const char *path)) \
+  X(LIB_CUDA, cuModuleLoadData,             cuModuleLoadData,        0,     0, (void **mod, const void *image)) \
+  X(LIB_CUDA, cuModuleLoadDataEx,           cuModuleLoadDataEx,      0,     0, (void **mod, const void *image, unsigned int n, void *opts, void **vals)) \
+  X(LIB_CUDA, cuModuleLoadFatBinary,        cuModuleLoadFatBinary,   0,     0, (void **mod, const void *fatbin)) \
+  X(LIB_CUDA, cuModuleUnload,               cuModuleUnload,          0,     0, (void *mod)) \
+  X(LIB_CUDA, cuLibraryGetModule,           cuLibraryGetModule,      0,     0, (void **mod, void *lib)) \
+  X(LIB_CUDA, cuKernelGetFunction,          cuKernelGetFunction,     0,     0, (void **fn, void *kernel)) \
+  X(LIB_CUDA, cuLibraryGetGlobal,           cuLibraryGetGlobal,      0,     0, (CUdeviceptr *dptr, size_t *bytes, void *lib, const char *name)) \
+  X(LIB_CUDA, cuMemPoolCreate,              cuMemPoolCreate,         0,     0, (CUmemoryPool *pool, const CUmemPoolProps *props)) \
+  X(LIB_CUDA, cuMemPoolDestroy,             cuMemPoolDestroy,        0,     0, (CUmemoryPool pool)) \
+  X(LIB_CUDA, cuStreamBeginCapture,         cuStreamBeginCapture,    0,     0, (CUstream s, int mode)) \
+  X(LIB_CUDA, cuStreamBeginCapture_v2,      cuStreamBeginCapture,    10010, 0, (CUstream s, int mode)) \
+  X(LIB_CUDA, cuStreamBeginCapture_ptsz,    cuStreamBeginCapture,    10010, 1, (CUstream s, int mode)) \
+  X(LIB_CUDA, cuStreamBeginCaptureToGraph,  cuStreamBeginCaptureToGraph, 0, 0, (CUstream s, CUgraph g, const void *deps, const void *edges, size_t n, int mode)) \
+  X(LIB_CUDA, cuStreamBeginCaptureToGraph_ptsz, cuStreamBeginCaptureToGraph, 0, 1, (CUstream s, CUgraph g, const void *deps, const void *edges, size_t n, int mode)) \
+  X(LIB_CUDA, cuStreamEndCapture,           cuStreamEndCapture,      0,     0, (CUstream s, CUgraph *g)) \
+  X(LIB_CUDA, cuStreamEndCapture_ptsz,      cuStreamEndCapture,      0,     1, (CUstream s, CUgraph *g)) \
+  X(LIB_CUDA, cuGraphInstantiateWithFlags,  cuGraphInstantiateWithFlags, 0, 0, (CUgraphExec *exec, CUgraph g, unsigned long long flags)) \
+  X(LIB_CUDA, cuGraphInstantiateWithParams, cuGraphInstantiateWithParams, 0, 0, (CUgraphExec *exec, CUgraph g, void *params)) \
+  X(LIB_CUDA, cuGraphInstantiateWithParams_ptsz, cuGraphInstantiateWithParams, 0, 1, (CUgraphExec *exec, CUgraph g, void *params)) \
+  X(LIB_CUDA, cuGraphExecDestroy,           cuGraphExecDestroy,      0,     0, (CUgraphExec exec)) \
   X(LIB_NVML, nvmlDeviceGetMemoryInfo,      nvmlDeviceGetMemoryInfo, 0,     0, (nvmlDevice_t dev, nvmlMemory_t *mem)) \
   X(LIB_NVML, nvmlDeviceGetMemoryInfo_v2,   nvmlDeviceGetMemoryInfo_v2, 0,  0, (nvmlDevice_t dev, nvmlMemory_v2_t *mem))
 
@@ -76,7 +98,10 @@ struct hook {
     void *seed;   /* what cuGetProcAddress handed out first (preferred once known) */
 };
 
+GPUMEM_HIDDEN extern struct hook gpumem_table[H_COUNT];
 GPUMEM_HIDDEN void *hooks_real(int idx);
+GPUMEM_HIDDEN int hooks_find(const char *name);   /* entry of that name, or -1 */
+GPUMEM_HIDDEN int hooks_proc_lookup(const char *sym, int ver, uint64_t flags);
 GPUMEM_HIDDEN void *hooks_real_slow(int idx);
 /* inlined into every hook: one load once the entry is resolved, no call */
 static inline void *hooks_real_fast(struct hook *table, int i)
@@ -87,6 +112,9 @@ static inline void *hooks_real_fast(struct hook *table, int i)
 /* the real function of an entry, or return `err` from the hook when the driver lacks it */
 #define REAL(name, err) \
     uint64_t t_entry_ __attribute__((unused)) = STATS_NOW(); \
-    fn_##name real_ = (fn_##name)hooks_real_fast(table, H_##name); \
+    fn_##name real_ = (fn_##name)hooks_real_fast(gpumem_table, H_##name); \
     if (!real_) return (err)
+/* the limited device of the current context (or of a stream's), and that context */
+#define CURRENT_DEV() void *ctx_; struct gdev *dev_ = dev_current(&ctx_)
+#define STREAM_DEV(s, ptsz) void *ctx_; struct gdev *dev_ = dev_of_stream((s), (ptsz), &ctx_)
 #endif

@@ -11,6 +11,10 @@
  *   alloc=SIZE free  pitch=W,H  managed=SIZE  async=SIZE  pool=SIZE  freeasync  vmm=SIZE vmmfree
  *   stream   (a stream in the current context; async/pool/freeasync then use it)  streamdestroy
  *   array=W,H  array3d=W,H,D  arrayfree  mipmap=W,H,LEVELS  mipmapfree
+ *   limit=L,VALUE (cuCtxSetLimit)  module=SIZE modunload (cuModuleLoadData of "globals=SIZE")
+ *   library=SIZE (cuLibraryLoadData, then cuLibraryGetModule: its lazy load)  poolkeep (the
+ *   device's default pool keeps what is freed: release threshold UINT64_MAX)
+ *   capture endcapture instantiate launch execdestroy   (a graph of the stream's capture)
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE[,self]  bench=N,SIZE  openclose=PATH
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
@@ -148,6 +152,9 @@ static void load(void)
     API(LOAD)
 }
 
+/* entry points of the classes of driver memory (issue 12), reached the same way as the rest */
+static void *api(const char *base, const char *v2) { return get(base, v2, dlsym(RTLD_DEFAULT, v2)); }
+
 static unsigned long long size_arg(const char *s)
 {
     char *end;
@@ -169,6 +176,7 @@ static void *mips[STACK]; static int nmip;
 static CUcontext ctxs[64]; static int nctx;
 static CUdevice dev;
 static void *stream;   /* the last one made by `stream`; NULL is the default stream */
+static void *module, *graph, *gexec;   /* the last module loaded, graph captured, graph instantiated */
 #define MAX_FILL 65536   /* the tests lower RLIMIT_NOFILE well below this */
 static int filled[MAX_FILL]; static int nfilled;   /* fill_fds's descriptors */
 
@@ -342,6 +350,56 @@ static int run_cmds(int from, int argc, char **argv)
             res(name, r);
         } else if (!strcmp(name, "arrayfree")) res("arrayfree", narray ? A.cuArrayDestroy(arrays[--narray]) : 1);
         else if (!strcmp(name, "mipmapfree")) res("mipmapfree", nmip ? A.cuMipmappedArrayDestroy(mips[--nmip]) : 1);
+        else if (!strcmp(name, "limit")) {
+            CUresult (*f)(int, size_t) = (CUresult (*)(int, size_t))api("cuCtxSetLimit", "cuCtxSetLimit");
+            char *comma = strchr(v, ',');
+            res("limit", f && comma ? f(atoi(v), (size_t)size_arg(comma + 1)) : 1);
+        } else if (!strcmp(name, "module") || !strcmp(name, "library")) {
+            char image[64];
+            snprintf(image, sizeof image, "globals=%llu", size_arg(v));
+            if (!strcmp(name, "module")) {
+                CUresult (*f)(void **, const void *) = (CUresult (*)(void **, const void *))api("cuModuleLoadData", "cuModuleLoadData");
+                void *m = NULL;
+                CUresult r = f ? f(&m, image) : 1;
+                if (!r) module = m;
+                res("module", r);
+            } else {
+                CUresult (*load_lib)(void **, const void *, void *, void *, unsigned, void *, void *, unsigned) =
+                    (CUresult (*)(void **, const void *, void *, void *, unsigned, void *, void *, unsigned))api("cuLibraryLoadData", "cuLibraryLoadData");
+                CUresult (*getmod)(void **, void *) = (CUresult (*)(void **, void *))api("cuLibraryGetModule", "cuLibraryGetModule");
+                void *l = NULL, *m = NULL;
+                CUresult r = load_lib && getmod ? load_lib(&l, image, NULL, NULL, 0, NULL, NULL, 0) : 1;
+                res("library", r ? r : getmod(&m, l));
+            }
+        } else if (!strcmp(name, "modunload")) {
+            CUresult (*f)(void *) = (CUresult (*)(void *))api("cuModuleUnload", "cuModuleUnload");
+            res("modunload", f && module ? f(module) : 1);
+            module = NULL;
+        } else if (!strcmp(name, "poolkeep")) {
+            CUresult (*getpool)(void **, CUdevice) = (CUresult (*)(void **, CUdevice))api("cuDeviceGetDefaultMemPool", "cuDeviceGetDefaultMemPool");
+            CUresult (*setattr)(void *, int, void *) = (CUresult (*)(void *, int, void *))api("cuMemPoolSetAttribute", "cuMemPoolSetAttribute");
+            void *pool = NULL;
+            unsigned long long keep = ~0ULL;
+            CUresult r = getpool && setattr ? getpool(&pool, dev) : 1;
+            res("poolkeep", r ? r : setattr(pool, 4 /* CU_MEMPOOL_ATTR_RELEASE_THRESHOLD */, &keep));
+        } else if (!strcmp(name, "capture")) {
+            CUresult (*f)(void *, int) = (CUresult (*)(void *, int))api("cuStreamBeginCapture", "cuStreamBeginCapture_v2");
+            res("capture", f ? f(stream, 0) : 1);
+        } else if (!strcmp(name, "endcapture")) {
+            CUresult (*f)(void *, void **) = (CUresult (*)(void *, void **))api("cuStreamEndCapture", "cuStreamEndCapture");
+            res("endcapture", f ? f(stream, &graph) : 1);
+        } else if (!strcmp(name, "instantiate")) {
+            CUresult (*f)(void **, void *, unsigned long long) =
+                (CUresult (*)(void **, void *, unsigned long long))api("cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags");
+            res("instantiate", f ? f(&gexec, graph, 0) : 1);
+        } else if (!strcmp(name, "launch")) {
+            CUresult (*f)(void *, void *) = (CUresult (*)(void *, void *))api("cuGraphLaunch", "cuGraphLaunch");
+            res("launch", f ? f(gexec, stream) : 1);
+        } else if (!strcmp(name, "execdestroy")) {
+            CUresult (*f)(void *) = (CUresult (*)(void *))api("cuGraphExecDestroy", "cuGraphExecDestroy");
+            res("execdestroy", f && gexec ? f(gexec) : 1);
+            gexec = NULL;
+        }
         else if (!strcmp(name, "info")) {
             size_t f = 0, t = 0;
             CUresult r = A.cuMemGetInfo(&f, &t);

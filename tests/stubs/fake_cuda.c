@@ -11,6 +11,15 @@
  *   FAKE_CUDA_CTX_BYTES  physical bytes a context takes (default 0)
  *   FAKE_CUDA_INIT_FAIL  1: cuInit fails with CUDA_ERROR_NO_DEVICE (100)
  *   FAKE_CUDA_UUID_DELAY_MS  cuDeviceGetUuid sleeps this long (a slow driver call at start-up)
+ * Classes of driver memory outside allocations (issue 12), each taking physical bytes:
+ *   cuCtxSetLimit: the stack costs every byte once per resident thread (4 SMs x 256 threads,
+ *     cuDeviceGetAttribute), the printf FIFO and malloc heap their size, taken when set;
+ *   cuModuleLoadData(image "globals=SIZE"), cuModuleLoad(file holding that): SIZE at load;
+ *     cuLibraryLoadData: lazily, at its first cuLibraryGetModule;
+ *   stream-ordered pools (cuDeviceGetDefaultMemPool): a release threshold above 0
+ *     (cuMemPoolSetAttribute) keeps freed bytes until cuMemPoolTrimTo;
+ *   graphs: cuMemAllocAsync on a capturing stream adds an allocation node; cuGraphLaunch takes
+ *     the graph pool's bytes, kept until cuDeviceGraphMemTrim.
  *   FAKE_CUDA_REUSE      1: a freed address is handed out again to the next allocation of its size,
  *                        from any thread, as a real pool does (by default addresses only grow)
  * Like the real driver, cuGetProcAddress(_v2) hands out INTERNAL functions (not the exported
@@ -51,7 +60,7 @@ typedef struct { int type, requestedHandleTypes; struct { int type, id; } locati
 #define MAXDEV 64
 #define EXPORT __attribute__((visibility("default")))
 
-struct fctx { int magic, dev, primary, alive; };
+struct fctx { int magic, dev, primary, alive; size_t limits[3]; };
 typedef struct fctx *CUcontext;
 
 static int g_init, g_ndev = 1, g_init_fails;
@@ -89,7 +98,7 @@ static void setup(void)
             close(fd);
         }
     }
-    for (int i = 0; i < MAXDEV; i++) g_primary[i] = (struct fctx){ 0xC7C7, i, 1, 0 };
+    for (int i = 0; i < MAXDEV; i++) g_primary[i] = (struct fctx){ 0xC7C7, i, 1, 0, { 0 } };
 }
 
 static int phys_take(int dev, uint64_t n)
@@ -118,6 +127,7 @@ static void rec_add(uint64_t key, int kind, uint64_t size, int dev, struct fctx 
 }
 
 static void reuse_put(uint64_t key, uint64_t size, int kind);
+static void pool_put(int dev, uint64_t n);
 
 static int rec_del(uint64_t key, int kind)
 {
@@ -127,8 +137,9 @@ static int rec_del(uint64_t key, int kind)
             struct rec *r = *p;
             *p = r->next;
             pthread_mutex_unlock(&g_mu);
-            phys_give(r->dev, r->size);
-            reuse_put(r->key, r->size, r->kind);
+            if (r->kind == 5) pool_put(r->dev, r->size);
+            else phys_give(r->dev, r->size);
+            reuse_put(r->key, r->size, r->kind == 5 ? 1 : r->kind);
             free(r);
             return OK;
         }
@@ -182,12 +193,32 @@ static uint64_t next_key(uint64_t size, int small)
 
 /* streams belong to the context current at their creation; NULL, 1 (legacy) and 2 (per-thread)
  * stand for the current context's default stream */
-struct fstream { int magic; struct fctx *ctx; };
+struct fgraph;
+struct fstream { int magic; struct fctx *ctx; struct fgraph *capture; };
 static struct fctx *stream_ctx(CUstream s)
 {
     if ((uintptr_t)s <= 2) return t_cur;
     struct fstream *st = s;
     return st->magic == 0x5757 ? st->ctx : NULL;
+}
+
+/* stream-ordered pools: one per device, kind 5 records; freed bytes kept under a threshold */
+static uint64_t g_pool_used[MAXDEV], g_pool_free[MAXDEV], g_pool_thresh[MAXDEV];
+static void pool_put(int dev, uint64_t n)
+{
+    __atomic_sub_fetch(&g_pool_used[dev], n, __ATOMIC_ACQ_REL);
+    if (g_pool_thresh[dev]) __atomic_add_fetch(&g_pool_free[dev], n, __ATOMIC_ACQ_REL);
+    else phys_give(dev, n);
+}
+static int pool_get(int dev, uint64_t n)
+{
+    uint64_t f = __atomic_load_n(&g_pool_free[dev], __ATOMIC_ACQUIRE);
+    while (f >= n)
+        if (__atomic_compare_exchange_n(&g_pool_free[dev], &f, f - n, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) goto got;
+    if (phys_take(dev, n)) return -1;
+got:
+    __atomic_add_fetch(&g_pool_used[dev], n, __ATOMIC_ACQ_REL);
+    return 0;
 }
 
 /* the one allocation path of the stub */
@@ -197,7 +228,7 @@ static CUresult do_alloc_in(struct fctx *c, uint64_t *out, uint64_t size, int ki
     int dev = dev_override >= 0 ? dev_override : (c ? c->dev : -1);
     if (dev < 0) return E_INVALID_CONTEXT;
     if (!out || !size) return E_INVALID_VALUE;
-    if (phys_take(dev, size)) return E_OOM;
+    if (kind == 5 ? pool_get(dev, size) : phys_take(dev, size)) return E_OOM;
     uint64_t key = kind == 4 ? __atomic_fetch_add(&g_next_handle, 1, __ATOMIC_RELAXED) : next_key(size, small);
     rec_add(key, kind, size, dev, dev_override >= 0 ? NULL : c);
     *out = key;
@@ -253,7 +284,7 @@ static CUresult ctx_new(CUcontext *pc, CUdevice d)
      * context -> device must notice) */
     struct fctx *c = __atomic_exchange_n(&g_freed_ctx, NULL, __ATOMIC_ACQ_REL);
     if (!c) c = calloc(1, sizeof *c);
-    *c = (struct fctx){ 0xC7C7, d, 0, 1 };
+    *c = (struct fctx){ 0xC7C7, d, 0, 1, { 0 } };
     *pc = c;
     t_cur = c;
     return OK;
@@ -336,19 +367,27 @@ static CUresult i_cuMemAllocPitch(CUdeviceptr_v1 *p, unsigned *pitch, unsigned w
     if (!r) { *p = (CUdeviceptr_v1)k; *pitch = pt; }
     return r;
 }
-static CUresult i_cuMemFree_v2(CUdeviceptr p) { if (!g_init) return E_NOT_INIT; return p ? rec_del(p, 1) : OK; }
+static CUresult i_cuMemFree_v2(CUdeviceptr p) { if (!g_init) return E_NOT_INIT; return !p || rec_del(p, 1) == OK ? OK : rec_del(p, 5); }
 static CUresult i_cuMemFree(CUdeviceptr_v1 p) { return i_cuMemFree_v2(p); }
-static CUresult i_cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) { return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
-static CUresult i_cuMemAllocAsync_ptsz(CUdeviceptr *p, size_t n, CUstream s) { return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
-static CUresult i_cuMemAllocFromPoolAsync(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
-static CUresult i_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; return do_alloc_in(stream_ctx(s), (uint64_t *)p, n, 1, 0, -1); }
+static CUresult graph_node_add(struct fgraph *g, uint64_t *out, uint64_t n, int dev);
+static CUresult async_alloc(CUstream s, uint64_t *out, uint64_t n)
+{
+    struct fstream *st = (uintptr_t)s > 2 ? s : NULL;
+    struct fctx *c = stream_ctx(s);
+    if (st && st->capture) return graph_node_add(st->capture, out, n, c ? c->dev : 0);
+    return do_alloc_in(c, out, n, 5, 0, -1);
+}
+static CUresult i_cuMemAllocAsync(CUdeviceptr *p, size_t n, CUstream s) { return async_alloc(s, (uint64_t *)p, n); }
+static CUresult i_cuMemAllocAsync_ptsz(CUdeviceptr *p, size_t n, CUstream s) { return async_alloc(s, (uint64_t *)p, n); }
+static CUresult i_cuMemAllocFromPoolAsync(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; return async_alloc(s, (uint64_t *)p, n); }
+static CUresult i_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr *p, size_t n, CUmemoryPool m, CUstream s) { (void)m; return async_alloc(s, (uint64_t *)p, n); }
 static CUresult i_cuStreamCreate(CUstream *ps, unsigned f)
 {
     (void)f;
     if (!g_init) return E_NOT_INIT;
     if (!t_cur) return E_INVALID_CONTEXT;
     struct fstream *st = malloc(sizeof *st);
-    *st = (struct fstream){ 0x5757, t_cur };
+    *st = (struct fstream){ 0x5757, t_cur, NULL };
     *ps = st;
     return OK;
 }
@@ -357,8 +396,14 @@ static CUresult i_cuStreamGetCtx(CUstream s, CUcontext *pc) { struct fctx *c = s
 static CUresult i_cuStreamGetCtx_ptsz(CUstream s, CUcontext *pc) { return i_cuStreamGetCtx(s, pc); }
 /* nothing is ever queued here: a stream is always done */
 static CUresult i_cuStreamSynchronize(CUstream s) { return (uintptr_t)s <= 2 || stream_ctx(s) ? OK : E_INVALID_VALUE; }
-static CUresult i_cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; return i_cuMemFree_v2(p); }
-static CUresult i_cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s) { (void)s; return i_cuMemFree_v2(p); }
+static CUresult free_async(CUdeviceptr p, CUstream s)
+{
+    struct fstream *st = (uintptr_t)s > 2 ? s : NULL;
+    if (st && st->capture) return OK;   /* a free node: the graph's own memory */
+    return i_cuMemFree_v2(p);
+}
+static CUresult i_cuMemFreeAsync(CUdeviceptr p, CUstream s) { return free_async(p, s); }
+static CUresult i_cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream s) { return free_async(p, s); }
 static CUresult i_cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const MemProp *prop, unsigned long long f)
 {
     (void)f;
@@ -381,6 +426,223 @@ static CUresult i_cuMipmappedArrayCreate(void **a, const AD3 *d, unsigned lv)
 }
 static CUresult i_cuMipmappedArrayDestroy(void *a) { return rec_del((uintptr_t)a, 3); }
 static CUresult i_cuGetErrorString(CUresult e, const char **s) { (void)e; *s = "fake cuda error"; return OK; }
+
+/* ---- issue 12: limits, modules, pools, graphs ---- */
+static CUresult i_cuDeviceGetAttribute(int *v, int a, CUdevice d)
+{
+    (void)d;
+    *v = a == 16 ? 4 : a == 39 ? 256 : 0;   /* multiprocessors, threads per multiprocessor */
+    return OK;
+}
+static const size_t limit_default[3] = { 1024, 1 << 20, 8 << 20 };
+static CUresult i_cuCtxGetLimit(size_t *v, int l)
+{
+    if (!t_cur) return E_INVALID_CONTEXT;
+    if (l < 0 || l > 2) { *v = 0; return OK; }
+    *v = t_cur->limits[l] ? t_cur->limits[l] : limit_default[l];
+    return OK;
+}
+static CUresult i_cuCtxSetLimit(int l, size_t v)
+{
+    size_t cur;
+    if (!t_cur) return E_INVALID_CONTEXT;
+    if (l < 0 || l > 2) return OK;
+    i_cuCtxGetLimit(&cur, l);
+    uint64_t per = l == 0 ? 4 * 256 : 1;
+    if (v > cur && phys_take(t_cur->dev, (v - cur) * per)) return E_OOM;
+    if (v < cur) phys_give(t_cur->dev, (cur - v) * per);
+    t_cur->limits[l] = v;
+    return OK;
+}
+
+struct fmod { int magic, dev, loaded; uint64_t size; };
+static uint64_t image_globals(const void *image) { const char *g = image ? strstr(image, "globals=") : NULL; return g ? strtoull(g + 8, NULL, 0) : 0; }
+static CUresult i_cuModuleLoadData(struct fmod **m, const void *image)
+{
+    if (!t_cur) return E_INVALID_CONTEXT;
+    uint64_t n = image_globals(image);
+    if (n && phys_take(t_cur->dev, n)) return E_OOM;
+    *m = malloc(sizeof **m);
+    **m = (struct fmod){ 0x30D, t_cur->dev, 1, n };
+    return OK;
+}
+static CUresult i_cuModuleLoadDataEx(struct fmod **m, const void *image, unsigned n, void *o, void **v) { (void)n; (void)o; (void)v; return i_cuModuleLoadData(m, image); }
+static CUresult i_cuModuleLoad(struct fmod **m, const char *path)
+{
+    char buf[256] = "";
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f) return 301;   /* CUDA_ERROR_FILE_NOT_FOUND */
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    buf[got] = 0;
+    fclose(f);
+    return i_cuModuleLoadData(m, buf);
+}
+static CUresult i_cuModuleUnload(struct fmod *m)
+{
+    if (!m || m->magic != 0x30D) return E_INVALID_VALUE;
+    if (m->loaded && m->size) phys_give(m->dev, m->size);
+    m->magic = 0;
+    free(m);
+    return OK;
+}
+static CUresult i_cuLibraryLoadData(struct fmod **l, const void *code, void *a, void *b, unsigned n, void *c, void *d, unsigned k)
+{
+    (void)a; (void)b; (void)n; (void)c; (void)d; (void)k;
+    *l = malloc(sizeof **l);
+    **l = (struct fmod){ 0x31B, 0, 0, image_globals(code) };
+    return OK;
+}
+static CUresult i_cuLibraryGetModule(struct fmod **m, struct fmod *l)
+{
+    if (!l || l->magic != 0x31B || !t_cur) return E_INVALID_VALUE;
+    if (!l->loaded) {   /* the lazy load into the current context */
+        if (l->size && phys_take(t_cur->dev, l->size)) return E_OOM;
+        l->loaded = 1;
+        l->dev = t_cur->dev;
+    }
+    *m = l;
+    return OK;
+}
+static CUresult i_cuLibraryUnload(struct fmod *l)
+{
+    if (!l || l->magic != 0x31B) return E_INVALID_VALUE;
+    if (l->loaded && l->size) phys_give(l->dev, l->size);
+    l->magic = 0;
+    free(l);
+    return OK;
+}
+
+static CUresult i_cuDeviceGetDefaultMemPool(CUmemoryPool *p, CUdevice d) { *p = (void *)(uintptr_t)(0x7000 + d); return OK; }
+static int pool_dev(CUmemoryPool p) { uintptr_t v = (uintptr_t)p; return v >= 0x7000 && v < 0x7000 + MAXDEV ? (int)(v - 0x7000) : -1; }
+static CUresult i_cuMemPoolTrimTo(CUmemoryPool p, size_t keep)
+{
+    int d = pool_dev(p);
+    if (d < 0) return E_INVALID_VALUE;
+    uint64_t f = __atomic_load_n(&g_pool_free[d], __ATOMIC_ACQUIRE);
+    while (f > keep && !__atomic_compare_exchange_n(&g_pool_free[d], &f, keep, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {}
+    if (f > keep) phys_give(d, f - keep);
+    return OK;
+}
+static CUresult i_cuMemPoolGetAttribute(CUmemoryPool p, int a, void *v)
+{
+    int d = pool_dev(p);
+    if (d < 0) return E_INVALID_VALUE;
+    uint64_t *out = v;
+    *out = a == 4 ? g_pool_thresh[d] : a == 5 ? g_pool_used[d] + g_pool_free[d] : a == 7 ? g_pool_used[d] : 0;
+    return OK;
+}
+static CUresult i_cuMemPoolSetAttribute(CUmemoryPool p, int a, void *v)
+{
+    int d = pool_dev(p);
+    if (d < 0) return E_INVALID_VALUE;
+    if (a == 4) g_pool_thresh[d] = *(uint64_t *)v;
+    return OK;
+}
+
+/* graphs: allocation nodes made by capture; launch takes the graph pool's bytes */
+#define MAXNODES 16
+typedef struct { struct { int allocType, handleTypes; struct { int type, id; } location; void *w; size_t maxSize; unsigned short usage; unsigned char r[54]; } pool;
+                 const void *acc; size_t naccess; size_t bytesize; CUdeviceptr dptr; } AllocParams;
+struct fnode { struct fgraph *g; int i; };
+struct fgraph { int magic, dev, n; uint64_t sizes[MAXNODES]; struct fnode nodes[MAXNODES]; };
+struct fexec { int magic; struct fgraph *g; };
+static uint64_t g_graph_reserved[MAXDEV];
+static CUresult graph_node_add(struct fgraph *g, uint64_t *out, uint64_t n, int dev)
+{
+    if (g->n >= MAXNODES) return E_INVALID_VALUE;
+    g->dev = dev;
+    g->sizes[g->n] = n;
+    g->nodes[g->n] = (struct fnode){ g, g->n };
+    g->n++;
+    *out = next_key(n, 0);
+    return OK;
+}
+static CUresult i_cuStreamBeginCapture_v2(CUstream s, int mode)
+{
+    (void)mode;
+    struct fstream *st = s;
+    if ((uintptr_t)s <= 2 || st->magic != 0x5757 || st->capture) return E_INVALID_VALUE;
+    st->capture = calloc(1, sizeof *st->capture);
+    st->capture->magic = 0x6A6A;
+    return OK;
+}
+static CUresult i_cuStreamIsCapturing(CUstream s, int *status)
+{
+    struct fstream *st = s;
+    *status = (uintptr_t)s > 2 && st->magic == 0x5757 && st->capture ? 1 : 0;
+    return OK;
+}
+static CUresult i_cuStreamEndCapture(CUstream s, struct fgraph **g)
+{
+    struct fstream *st = s;
+    if ((uintptr_t)s <= 2 || st->magic != 0x5757 || !st->capture) return 900;   /* CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED */
+    *g = st->capture;
+    st->capture = NULL;
+    return OK;
+}
+static CUresult i_cuGraphGetNodes(struct fgraph *g, struct fnode **nodes, size_t *n)
+{
+    if (!g || g->magic != 0x6A6A) return E_INVALID_VALUE;
+    if (nodes) for (int i = 0; i < g->n && (size_t)i < *n; i++) nodes[i] = &g->nodes[i];
+    *n = (size_t)g->n;
+    return OK;
+}
+static CUresult i_cuGraphNodeGetType(struct fnode *node, int *type) { (void)node; *type = 10; return OK; }
+static CUresult i_cuGraphMemAllocNodeGetParams(struct fnode *node, AllocParams *p)
+{
+    memset(p, 0, sizeof *p);
+    p->pool.location.type = 1;
+    p->pool.location.id = node->g->dev;
+    p->bytesize = node->g->sizes[node->i];
+    return OK;
+}
+static CUresult i_cuGraphInstantiateWithFlags(struct fexec **e, struct fgraph *g, unsigned long long f)
+{
+    (void)f;
+    if (!g || g->magic != 0x6A6A) return E_INVALID_VALUE;
+    *e = malloc(sizeof **e);
+    **e = (struct fexec){ 0x6E6E, g };
+    return OK;
+}
+static CUresult i_cuGraphLaunch(struct fexec *e, CUstream s)
+{
+    (void)s;
+    if (!e || e->magic != 0x6E6E) return E_INVALID_VALUE;
+    uint64_t need = 0;
+    for (int i = 0; i < e->g->n; i++) need += e->g->sizes[i];
+    int d = e->g->dev;
+    if (need > g_graph_reserved[d]) {
+        if (phys_take(d, need - g_graph_reserved[d])) return E_OOM;
+        g_graph_reserved[d] = need;
+    }
+    return OK;
+}
+static CUresult i_cuGraphExecDestroy(struct fexec *e) { if (!e || e->magic != 0x6E6E) return E_INVALID_VALUE; e->magic = 0; free(e); return OK; }
+static CUresult i_cuDeviceGraphMemTrim(CUdevice d) { phys_give(d, g_graph_reserved[d]); g_graph_reserved[d] = 0; return OK; }
+static CUresult i_cuDeviceGetGraphMemAttribute(CUdevice d, int a, void *v) { *(uint64_t *)v = a == 2 || a == 3 ? g_graph_reserved[d] : 0; return OK; }
+
+/* the rest of the hooked entry points, simply */
+static CUresult i_cuModuleLoadFatBinary(struct fmod **m, const void *fatbin) { return i_cuModuleLoadData(m, fatbin); }
+static CUresult i_cuKernelGetFunction(void **f, void *k) { *f = k; return OK; }
+static CUresult i_cuLibraryGetGlobal(CUdeviceptr *p, size_t *n, struct fmod *l, const char *name)
+{
+    struct fmod *m;
+    (void)name;
+    CUresult r = i_cuLibraryGetModule(&m, l);   /* loads it, as the real one does */
+    if (r) return r;
+    if (p) *p = 0;
+    if (n) *n = l->size;
+    return OK;
+}
+static CUresult i_cuMemPoolCreate(CUmemoryPool *p, const void *props) { (void)props; return i_cuDeviceGetDefaultMemPool(p, 0); }
+static CUresult i_cuMemPoolDestroy(CUmemoryPool p) { return pool_dev(p) < 0 ? E_INVALID_VALUE : OK; }
+static CUresult i_cuStreamBeginCaptureToGraph(CUstream s, void *g, const void *d, const void *e, size_t n, int mode)
+{
+    (void)g; (void)d; (void)e; (void)n;
+    return i_cuStreamBeginCapture_v2(s, mode);
+}
+static CUresult i_cuGraphInstantiateWithParams(struct fexec **e, struct fgraph *g, void *params) { (void)params; return i_cuGraphInstantiateWithFlags(e, g, 0); }
+
 static CUresult i_cuGetProcAddress(const char *sym, void **pfn, int ver, uint64_t flags);
 static CUresult i_cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, int *status);
 
@@ -417,6 +679,29 @@ static const struct { const char *base; int ver, ptsz; void *fn; } procs[] = {
     P(cuStreamCreate, 2000, 0, i_cuStreamCreate) P(cuStreamDestroy, 0, 0, i_cuStreamDestroy_v2) P(cuStreamDestroy, 4000, 0, i_cuStreamDestroy_v2)
     P(cuStreamGetCtx, 9020, 0, i_cuStreamGetCtx) P(cuStreamGetCtx, 9020, 1, i_cuStreamGetCtx_ptsz)
     P(cuStreamSynchronize, 2000, 0, i_cuStreamSynchronize)
+    P(cuDeviceGetAttribute, 2000, 0, i_cuDeviceGetAttribute)
+    P(cuCtxGetLimit, 3010, 0, i_cuCtxGetLimit) P(cuCtxSetLimit, 3010, 0, i_cuCtxSetLimit)
+    P(cuModuleLoad, 2000, 0, i_cuModuleLoad) P(cuModuleLoadData, 2000, 0, i_cuModuleLoadData)
+    P(cuModuleLoadDataEx, 2010, 0, i_cuModuleLoadDataEx) P(cuModuleUnload, 2000, 0, i_cuModuleUnload)
+    P(cuLibraryLoadData, 12000, 0, i_cuLibraryLoadData) P(cuLibraryGetModule, 12000, 0, i_cuLibraryGetModule)
+    P(cuLibraryUnload, 12000, 0, i_cuLibraryUnload)
+    P(cuDeviceGetDefaultMemPool, 11020, 0, i_cuDeviceGetDefaultMemPool) P(cuDeviceGetMemPool, 11020, 0, i_cuDeviceGetDefaultMemPool)
+    P(cuMemPoolTrimTo, 11020, 0, i_cuMemPoolTrimTo)
+    P(cuMemPoolGetAttribute, 11020, 0, i_cuMemPoolGetAttribute) P(cuMemPoolSetAttribute, 11020, 0, i_cuMemPoolSetAttribute)
+    P(cuStreamBeginCapture, 10010, 0, i_cuStreamBeginCapture_v2) P(cuStreamIsCapturing, 10000, 0, i_cuStreamIsCapturing)
+    P(cuStreamEndCapture, 10000, 0, i_cuStreamEndCapture)
+    P(cuGraphGetNodes, 10000, 0, i_cuGraphGetNodes) P(cuGraphNodeGetType, 10000, 0, i_cuGraphNodeGetType)
+    P(cuGraphMemAllocNodeGetParams, 11040, 0, i_cuGraphMemAllocNodeGetParams)
+    P(cuGraphInstantiateWithFlags, 11040, 0, i_cuGraphInstantiateWithFlags) P(cuGraphLaunch, 10000, 0, i_cuGraphLaunch)
+    P(cuGraphExecDestroy, 10000, 0, i_cuGraphExecDestroy)
+    P(cuModuleLoadFatBinary, 2000, 0, i_cuModuleLoadFatBinary) P(cuKernelGetFunction, 12000, 0, i_cuKernelGetFunction)
+    P(cuLibraryGetGlobal, 12000, 0, i_cuLibraryGetGlobal)
+    P(cuMemPoolCreate, 11020, 0, i_cuMemPoolCreate) P(cuMemPoolDestroy, 11020, 0, i_cuMemPoolDestroy)
+    P(cuStreamBeginCapture, 10010, 1, i_cuStreamBeginCapture_v2) P(cuStreamEndCapture, 10000, 1, i_cuStreamEndCapture)
+    P(cuStreamIsCapturing, 10000, 1, i_cuStreamIsCapturing)
+    P(cuStreamBeginCaptureToGraph, 12030, 0, i_cuStreamBeginCaptureToGraph) P(cuStreamBeginCaptureToGraph, 12030, 1, i_cuStreamBeginCaptureToGraph)
+    P(cuGraphInstantiateWithParams, 12000, 0, i_cuGraphInstantiateWithParams) P(cuGraphInstantiateWithParams, 12000, 1, i_cuGraphInstantiateWithParams)
+    P(cuDeviceGraphMemTrim, 11040, 0, i_cuDeviceGraphMemTrim) P(cuDeviceGetGraphMemAttribute, 11040, 0, i_cuDeviceGetGraphMemAttribute)
 #undef P
 };
 
@@ -501,5 +786,44 @@ FWD(CUresult, cuStreamDestroy_v2, (CUstream s), (s))
 FWD(CUresult, cuStreamSynchronize, (CUstream s), (s))
 FWD(CUresult, cuStreamGetCtx, (CUstream s, CUcontext *c), (s, c))
 FWD(CUresult, cuStreamGetCtx_ptsz, (CUstream s, CUcontext *c), (s, c))
+FWD(CUresult, cuDeviceGetAttribute, (int *v, int a, CUdevice d), (v, a, d))
+FWD(CUresult, cuCtxGetLimit, (size_t *v, int l), (v, l))
+FWD(CUresult, cuCtxSetLimit, (int l, size_t v), (l, v))
+FWD(CUresult, cuModuleLoad, (struct fmod **m, const char *p), (m, p))
+FWD(CUresult, cuModuleLoadData, (struct fmod **m, const void *i), (m, i))
+FWD(CUresult, cuModuleLoadDataEx, (struct fmod **m, const void *i, unsigned n, void *o, void **v), (m, i, n, o, v))
+FWD(CUresult, cuModuleUnload, (struct fmod *m), (m))
+FWD(CUresult, cuLibraryLoadData, (struct fmod **l, const void *c, void *a, void *b, unsigned n, void *x, void *y, unsigned k), (l, c, a, b, n, x, y, k))
+FWD(CUresult, cuLibraryGetModule, (struct fmod **m, struct fmod *l), (m, l))
+FWD(CUresult, cuLibraryUnload, (struct fmod *l), (l))
+FWD(CUresult, cuDeviceGetDefaultMemPool, (CUmemoryPool *p, CUdevice d), (p, d))
+EXPORT CUresult cuDeviceGetMemPool(CUmemoryPool *p, CUdevice d) { return i_cuDeviceGetDefaultMemPool(p, d); }
+FWD(CUresult, cuMemPoolTrimTo, (CUmemoryPool p, size_t k), (p, k))
+FWD(CUresult, cuMemPoolGetAttribute, (CUmemoryPool p, int a, void *v), (p, a, v))
+FWD(CUresult, cuMemPoolSetAttribute, (CUmemoryPool p, int a, void *v), (p, a, v))
+EXPORT CUresult cuStreamBeginCapture(CUstream s, int m) { return i_cuStreamBeginCapture_v2(s, m); }
+FWD(CUresult, cuStreamBeginCapture_v2, (CUstream s, int m), (s, m))
+FWD(CUresult, cuStreamIsCapturing, (CUstream s, int *st), (s, st))
+FWD(CUresult, cuStreamEndCapture, (CUstream s, struct fgraph **g), (s, g))
+FWD(CUresult, cuGraphGetNodes, (struct fgraph *g, struct fnode **n, size_t *c), (g, n, c))
+FWD(CUresult, cuGraphNodeGetType, (struct fnode *n, int *t), (n, t))
+FWD(CUresult, cuGraphMemAllocNodeGetParams, (struct fnode *n, AllocParams *p), (n, p))
+FWD(CUresult, cuGraphInstantiateWithFlags, (struct fexec **e, struct fgraph *g, unsigned long long f), (e, g, f))
+FWD(CUresult, cuGraphLaunch, (struct fexec *e, CUstream s), (e, s))
+FWD(CUresult, cuGraphExecDestroy, (struct fexec *e), (e))
+FWD(CUresult, cuDeviceGraphMemTrim, (CUdevice d), (d))
+FWD(CUresult, cuModuleLoadFatBinary, (struct fmod **m, const void *f), (m, f))
+FWD(CUresult, cuKernelGetFunction, (void **f, void *k), (f, k))
+FWD(CUresult, cuLibraryGetGlobal, (CUdeviceptr *p, size_t *n, struct fmod *l, const char *name), (p, n, l, name))
+FWD(CUresult, cuMemPoolCreate, (CUmemoryPool *p, const void *props), (p, props))
+FWD(CUresult, cuMemPoolDestroy, (CUmemoryPool p), (p))
+EXPORT CUresult cuStreamBeginCapture_ptsz(CUstream s, int m) { return i_cuStreamBeginCapture_v2(s, m); }
+EXPORT CUresult cuStreamEndCapture_ptsz(CUstream s, struct fgraph **g) { return i_cuStreamEndCapture(s, g); }
+EXPORT CUresult cuStreamIsCapturing_ptsz(CUstream s, int *st) { return i_cuStreamIsCapturing(s, st); }
+FWD(CUresult, cuStreamBeginCaptureToGraph, (CUstream s, void *g, const void *d, const void *e, size_t n, int m), (s, g, d, e, n, m))
+EXPORT CUresult cuStreamBeginCaptureToGraph_ptsz(CUstream s, void *g, const void *d, const void *e, size_t n, int m) { return i_cuStreamBeginCaptureToGraph(s, g, d, e, n, m); }
+FWD(CUresult, cuGraphInstantiateWithParams, (struct fexec **e, struct fgraph *g, void *p), (e, g, p))
+EXPORT CUresult cuGraphInstantiateWithParams_ptsz(struct fexec **e, struct fgraph *g, void *p) { return i_cuGraphInstantiateWithParams(e, g, p); }
+FWD(CUresult, cuDeviceGetGraphMemAttribute, (CUdevice d, int a, void *v), (d, a, v))
 
 __attribute__((constructor)) static void fake_cuda_init(void) { setup(); }

@@ -1,0 +1,136 @@
+"""Memory the driver takes outside the allocation calls (issue 12) is charged, capped and given
+back: context limits, modules, extra contexts, pools that keep freed memory, graph memory.  The
+stand-in driver takes physical bytes for each class as the real one does (tests/stubs/fake_cuda.c),
+so `peak` (the most the stand-in card ever held) shows the cap held physically."""
+
+from libgpumem_support import GiB, MiB
+
+CAP = 2 * GiB
+NORES = dict(GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE=0)
+START = ["init", "dev=0", "primary"]
+THREADS = 4 * 256  # the stand-in's multiprocessors x threads per multiprocessor
+STACK_DEFAULT = 1024
+
+
+def counter(r, name, n=0):
+    """The stand-in's physical counters: `peak` (the most its card held) and `used`, in bytes."""
+    return int(r.line(name, n).split()[1])
+
+
+def test_stack_limit_is_charged_per_resident_thread_and_given_back_when_lowered(gpu):
+    r = gpu.run(*START, "limit=0,64K", "info", "limit=0,4M", "info", "limit=0,1K", "info", "peak", **NORES)
+    assert r.results("limit") == ["ok", "err=2", "ok"]
+    assert r.field("info", "free", 0) == CAP - (64 * 1024 - STACK_DEFAULT) * THREADS
+    assert r.field("info", "free", 1) == CAP - (64 * 1024 - STACK_DEFAULT) * THREADS  # refused: unchanged
+    assert r.field("info", "free", 2) == CAP
+    assert counter(r, "peak") <= CAP
+
+
+def test_heap_and_printf_limits_are_charged_past_their_defaults(gpu):
+    r = gpu.run(*START, "limit=2,1G", "limit=1,9M", "info", "alloc=1025M", "peak", **NORES)
+    assert r.results("limit") == ["ok", "ok"]
+    assert r.field("info", "free") == CAP - (1 * GiB - 8 * MiB) - (9 * MiB - 1 * MiB)
+    assert r.results("alloc") == ["err=2"]
+    assert counter(r, "peak") <= CAP
+
+
+def test_limits_die_with_their_context(gpu):
+    r = gpu.run("init", "dev=0", "ctx", "limit=2,1G", "destroy", "ctx", "info", **NORES)
+    assert r.field("info", "free") == CAP
+
+
+def test_module_globals_are_charged_and_a_load_past_the_cap_is_undone(gpu):
+    r = gpu.run(*START, "module=1G", "info", "module=1536M", "used", "modunload", "info", "peak", **NORES)
+    assert r.results("module") == ["ok", "err=2"]
+    assert r.field("info", "free", 0) == CAP - 1 * GiB
+    assert counter(r, "used") == 1 * GiB  # the refused load was unloaded
+    assert r.field("info", "free", 1) == CAP
+    # the measure sees what the load took: a refused one passed the cap only inside the call
+    assert counter(r, "peak") == 1 * GiB + 1536 * MiB
+
+
+def test_a_librarys_lazy_load_is_charged(gpu):
+    r = gpu.run(*START, "library=1G", "info", "alloc=1536M", "peak", **NORES)
+    assert r.results("library") == ["ok"]
+    assert r.field("info", "free") == CAP - 1 * GiB
+    assert r.results("alloc") == ["err=2"]
+    assert counter(r, "peak") <= CAP
+
+
+def test_every_context_beyond_the_first_is_charged_a_reserve(gpu):
+    env = dict(GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE="512MiB", FAKE_CUDA_CTX_BYTES=512 * MiB)
+    r = gpu.run(*START, "ctx", "ctx", "ctx", "info", "ctx", "destroy", "current=0", "info", "peak", **env)
+    assert r.results("ctx") == ["ok", "ok", "ok", "err=2"]
+    assert r.field("info", "free", 0) == 0  # the primary and three more, 512 MiB each
+    assert r.field("info", "free", 1) == 512 * MiB
+    assert counter(r, "peak") <= CAP
+
+
+def test_a_pool_that_keeps_freed_memory_stays_charged_until_trimmed(gpu):
+    r = gpu.run(
+        *START,
+        "poolkeep",
+        "stream",
+        "async=1G",
+        "freeasync",
+        "info",
+        "used",
+        "alloc=1536M",
+        "used",
+        "peak",
+        **NORES,
+    )
+    assert r.results("poolkeep") == ["ok"]
+    assert r.field("info", "free") == CAP - 1 * GiB  # the pool still holds it
+    assert counter(r, "used", 0) == 1 * GiB
+    assert r.results("alloc") == ["ok"]  # refused first, then the pool was trimmed and it was asked again
+    assert counter(r, "used", 1) == 1536 * MiB
+    assert counter(r, "peak") <= CAP
+
+
+def test_a_pool_that_gives_memory_back_is_not_charged_for_it(gpu):
+    r = gpu.run(*START, "stream", "async=1G", "freeasync", "info", **NORES)
+    assert r.field("info", "free") == CAP
+
+
+def test_pool_memory_kept_by_one_process_holds_the_cap_for_another(gpu, tmp_path):
+    phys = tmp_path / "phys"
+    env = dict(NORES, FAKE_CUDA_PHYS_FILE=phys)
+    r = gpu.run(
+        *START,
+        "poolkeep",
+        "stream",
+        "async=1536M",
+        "freeasync",
+        "fork",
+        "init",
+        "dev=0",
+        "primary",
+        "alloc=1G",
+        "peak",
+        "endfork",
+        **env,
+    )
+    assert r.results("alloc") == ["err=2"]
+    assert counter(r, "peak") <= CAP
+
+
+def test_graph_allocation_nodes_are_charged_at_instantiation_and_kept_by_the_graph_pool(gpu):
+    r = gpu.run(
+        *START, "stream", "capture", "async=1G", "freeasync", "endcapture", "info",
+        "instantiate", "info", "launch", "execdestroy", "info", "used", "alloc=1536M", "peak",
+        **NORES,
+    )  # fmt: skip
+    assert r.results("async") == ["ok"]  # captured: not charged
+    assert r.field("info", "free", 0) == CAP
+    assert r.results("instantiate") == ["ok"]
+    assert r.field("info", "free", 1) == CAP - 1 * GiB
+    assert r.field("info", "free", 2) == CAP - 1 * GiB  # destroyed: the graph pool keeps it
+    assert counter(r, "used") == 1 * GiB
+    assert r.results("alloc") == ["ok"]  # the graph pool was trimmed
+    assert counter(r, "peak") <= CAP
+
+
+def test_a_graph_past_the_cap_is_refused_at_instantiation(gpu):
+    r = gpu.run(*START, "stream", "capture", "async=3G", "endcapture", "instantiate", **NORES)
+    assert r.results("instantiate") == ["err=2"]
