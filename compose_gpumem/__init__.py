@@ -10,8 +10,8 @@ for one container.
 
 Install and use::
 
-    pip install .                          # builds libinterpose with the system C compiler
-    sudo gpumem-compose install-lib        # once per host: /usr/local/lib/gpumem/libgpumem.so
+    pip install '.[compose]'               # builds libinterpose; the extra brings Compose v2
+    gpumem-compose install-lib             # once per host, as root: /usr/local/lib/gpumem/libgpumem.so
     gpumem-compose up -d                   # any Compose command; the caps are injected
     gpumem-compose config                  # what Compose is given (--format yaml|json)
     gpumem-docker run --gpus all --gpu-memory 0.3 IMAGE CMD

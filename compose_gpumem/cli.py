@@ -188,6 +188,27 @@ def override_command(settings: Settings, /, output: str, check: bool, **values: 
     return 0
 
 
+@main.command("version")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--short", is_flag=True, help="Our version alone.")
+@click.pass_obj
+def version_command(settings: Settings, /, fmt: str, short: bool) -> int:
+    """Print our version, the library's (packaged and installed) and the Compose that runs."""
+    from . import versions
+
+    if short:
+        click.echo(__version__)
+        return 0
+    info = versions.gather(settings.options.compose_bin)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(info, indent=2))
+    else:
+        click.echo(versions.render(info), nl=False)
+    return 0
+
+
 @main.command("install-lib")
 @click.option(
     "--dir",
