@@ -2,20 +2,27 @@
 
 ``make -C libinterpose`` builds ``libinterpose/build/libgpumem.so`` with the system C compiler;
 the file is copied to ``compose_gpumem/lib/libgpumem.so`` inside the build so the wheel carries
-it as package data.  ``GPUMEM_SKIP_LIB=1`` builds without it (a wheel for tooling only:
+it as package data, in a wheel tagged for this machine (:class:`PlatformWheel`).
+``GPUMEM_SKIP_LIB=1`` builds without it (a wheel for tooling only, ``py3-none-any``:
 ``gpumem-compose install-lib`` then says the library is missing).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
+
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools before 70.1
+    from wheel.bdist_wheel import bdist_wheel  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parent
 LIBDIR = ROOT / "libinterpose"
@@ -53,4 +60,30 @@ class BuildPyWithLibrary(build_py):
             shutil.copy2(built, target / "libgpumem.so")
 
 
-setup(cmdclass={"build_py": BuildPyWithLibrary})
+class PlatformWheel(bdist_wheel):  # type: ignore[misc]
+    """A wheel that carries libgpumem.so is for one machine: ``py3-none-manylinux_2_17_<arch>``.
+
+    No Python ABI is involved (the library is loaded by containers, not by Python); the library
+    needs nothing newer than GLIBC_2.17 (tests/lib/test_build.py checks it), which is the
+    manylinux2014 baseline.  ``GPUMEM_SKIP_LIB=1`` gives a wheel without it: ``py3-none-any``.
+    """
+
+    def get_tag(self) -> tuple[str, str, str]:
+        if self.root_is_pure:
+            return super().get_tag()
+        arch = platform.machine()
+        return "py3", "none", f"manylinux_2_17_{arch}.manylinux2014_{arch}"
+
+
+class LibraryDistribution(Distribution):
+    """Counts as holding native code (files go to platlib, the wheel is not pure) unless built
+    with ``GPUMEM_SKIP_LIB=1``."""
+
+    def has_ext_modules(self) -> bool:
+        return os.environ.get("GPUMEM_SKIP_LIB") != "1"
+
+
+setup(
+    cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
+    distclass=LibraryDistribution,
+)
