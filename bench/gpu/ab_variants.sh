@@ -19,9 +19,10 @@ variants=("nullhook=$tmp/libnullhook.so" "gpumem-nolimit=$lib" "gpumem-limit=$li
 for t in $(seq "$trials"); do
     for v in "${variants[@]}"; do
         name=${v%%=*} path=${v#*=}
-        for mode in async alloc info nvml; do
+        for mode in async alloc info nvml launch; do
             case $mode in
                 async) args=(1048576 21 20000) ;;
+                launch) args=(0 21 20000) ;;
                 alloc) args=(1048576 21 300) ;;
                 *) args=(0 21 3000) ;;
             esac

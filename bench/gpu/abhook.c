@@ -10,6 +10,7 @@
  *     MODE alloc   cuMemAlloc_v2 + cuMemFree_v2 pairs
  *          async   cuMemAllocAsync + cuMemFreeAsync pairs on one stream
  *          info    cuMemGetInfo_v2 calls
+ *          launch  cuLaunchKernel of an empty kernel (1 block of 1 thread) on one stream
  *          nvml    nvmlDeviceGetMemoryInfo calls on device 0 (libnvidia-ml.so.1 dlopen'ed)
  *          rmw     the driver's async pair alone, against the same with one locked
  *                  read-modify-write after each call (what a hook's atomics add; LIB unused)
@@ -41,6 +42,14 @@ CUresult cuMemFree_v2(CUdeviceptr);
 CUresult cuMemAllocAsync(CUdeviceptr *, size_t, CUstream);
 CUresult cuMemFreeAsync(CUdeviceptr, CUstream);
 CUresult cuMemGetInfo_v2(size_t *, size_t *);
+CUresult cuModuleLoadData(void **, const void *);
+CUresult cuModuleGetFunction(void **, void *, const char *);
+CUresult cuLaunchKernel(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **, void **);
+typedef CUresult (*launch_fn)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **, void **);
+
+/* an empty kernel, as PTX the driver compiles for whatever GPU it finds */
+static const char empty_ptx[] = ".version 8.0\n.target sm_50\n.address_size 64\n.visible .entry empty()\n{\n\tret;\n}\n";
+static void *empty_fn;
 
 typedef int nvmlReturn_t;
 typedef void *nvmlDevice_t;
@@ -53,6 +62,7 @@ struct calls {   /* one side of the comparison */
     CUresult (*free_async)(CUdeviceptr, CUstream);
     CUresult (*info)(size_t *, size_t *);
     nvmlReturn_t (*nvml_info)(nvmlDevice_t, nvmlMemory_t *);
+    launch_fn launch;
     int rmw;   /* one locked read-modify-write after each call */
 };
 
@@ -87,6 +97,8 @@ static double block(const struct calls *c, const char *mode, size_t bytes, int i
             check(c->free_(p), "free");
         } else if (!strcmp(mode, "info")) {
             check(c->info(&fr, &tot), "info");
+        } else if (!strcmp(mode, "launch")) {
+            check(c->launch(empty_fn, 1, 1, 1, 1, 1, 1, 0, stream, NULL, NULL), "launch");
         } else if (!strcmp(mode, "nvml")) {
             nvmlMemory_t m;
             check(c->nvml_info(nvml_dev, &m), "nvml info");
@@ -126,7 +138,7 @@ static void *hook(void *lib, const char *name)
 int main(int argc, char **argv)
 {
     if (argc != 6) {
-        fprintf(stderr, "usage: abhook LIB alloc|async|info|nvml|rmw BYTES BLOCKS ITERS\n");
+        fprintf(stderr, "usage: abhook LIB alloc|async|info|launch|nvml|rmw BYTES BLOCKS ITERS\n");
         return 2;
     }
     const char *mode = argv[2];
@@ -153,7 +165,12 @@ int main(int argc, char **argv)
     check(cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
     check(cuStreamCreate(&stream, 0), "cuStreamCreate");
 
-    struct calls a = { cuMemAlloc_v2, cuMemFree_v2, cuMemAllocAsync, cuMemFreeAsync, cuMemGetInfo_v2, NULL, 0 };
+    struct calls a = { cuMemAlloc_v2, cuMemFree_v2, cuMemAllocAsync, cuMemFreeAsync, cuMemGetInfo_v2, NULL, cuLaunchKernel, 0 };
+    if (!strcmp(mode, "launch")) {
+        void *mod;
+        check(cuModuleLoadData(&mod, empty_ptx), "cuModuleLoadData");
+        check(cuModuleGetFunction(&empty_fn, mod, "empty"), "cuModuleGetFunction");
+    }
     if (!strcmp(mode, "nvml")) {   /* NVML as nvidia-smi or pynvml reach it: dlopen'ed */
         void *nv = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
         nvmlReturn_t (*init)(void) = nv ? (nvmlReturn_t(*)(void))dlsym(nv, "nvmlInit_v2") : NULL;
@@ -174,6 +191,7 @@ int main(int argc, char **argv)
         b.alloc_async = (CUresult(*)(CUdeviceptr *, size_t, CUstream))hook(lib, "cuMemAllocAsync");
         b.free_async = (CUresult(*)(CUdeviceptr, CUstream))hook(lib, "cuMemFreeAsync");
         b.info = (CUresult(*)(size_t *, size_t *))hook(lib, "cuMemGetInfo_v2");
+        b.launch = (launch_fn)hook(lib, "cuLaunchKernel");
         if (a.nvml_info) b.nvml_info = (nvmlReturn_t(*)(nvmlDevice_t, nvmlMemory_t *))hook(lib, "nvmlDeviceGetMemoryInfo");
     }
     block(&a, mode, bytes, iters);   /* warm-up: pools, the library's first-call work */

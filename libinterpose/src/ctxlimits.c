@@ -75,9 +75,34 @@ int cuCtxSetLimit(int limit, size_t value)
         }
     }
     CUresult r = real_(limit, value);
+    if (limit == LIMIT_STACK_SIZE) __atomic_add_fetch(&gpumem_launch_epoch, 1, __ATOMIC_RELEASE);   /* launch.c's memos */
     uint64_t keep = r == CUDA_SUCCESS ? want : have;
     if (want > have && r != CUDA_SUCCESS) dev_release_bytes(dev_, want - have);
     if (r == CUDA_SUCCESS && want < have) dev_release_bytes(dev_, have - want);
     if (keep) track_add(key, TK_LIMIT, keep, dev_ord(dev_), ctx_);
     return r;
+}
+
+/* A launch of a kernel whose local memory needs `need` bytes of stack a thread: the driver grows
+ * the context's stack to that by itself (a 16 KiB-local kernel took 3960 MiB on an H200, at its
+ * first launch, kept after), so it is charged as a cuCtxSetLimit to `need` would be, before the
+ * launch; refused, the launch is. */
+CUresult limits_stack_need(struct gdev *d, void *ctx, uint64_t need)
+{
+    uint64_t key = limit_key(ctx, LIMIT_STACK_SIZE), base = limit_base(ctx, LIMIT_STACK_SIZE);
+    uint64_t per = resident_threads(dev_handle(d));
+    struct track_rec old = { 0 };
+    int had = track_remove(key, TK_LIMIT, &old);
+    uint64_t have = had ? old.size : 0;
+    if (need <= base + have / per) {
+        if (had) track_add(key, TK_LIMIT, have, dev_ord(d), ctx);
+        return CUDA_SUCCESS;
+    }
+    uint64_t want = (need - base) * per;
+    if (dev_reserve_bytes(d, want - have, "kernel launch (stack for its local memory)") != CUDA_SUCCESS) {
+        if (had) track_add(key, TK_LIMIT, have, dev_ord(d), ctx);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    track_add(key, TK_LIMIT, want, dev_ord(d), ctx);
+    return CUDA_SUCCESS;
 }

@@ -64,7 +64,8 @@ static fn_streamctx p_cuStreamGetCtx, p_cuStreamGetCtx_ptsz;
  * H100, before this memo: cuMemGetInfo +0.47 us, a cudaMallocAsync+cudaFreeAsync pair +0.4 us;
  * bench/RESULTS.md).  Any context or stream coming or going bumps memo_epoch, so a handle that
  * the driver reuses for another device is never answered from a stale memo. */
-static unsigned memo_epoch;
+unsigned gpumem_memo_epoch;
+#define memo_epoch gpumem_memo_epoch
 static __thread struct { CUcontext ctx; unsigned epoch; struct gdev *dev; } ctx_memo;
 static __thread struct { CUstream s; int ptsz; unsigned epoch; CUcontext ctx; struct gdev *dev; } stream_memo;
 

@@ -8,6 +8,7 @@
 #define GPUMEM_EXPORT __attribute__((visibility("default")))
 #define GPUMEM_NO_SANITIZE __attribute__((no_sanitize_address))
 #define GPUMEM_MAX_DEV 32
+struct gdev;   /* a device of this process (devices.c) */
 
 /* ---- the few CUDA driver types we touch (from cuda.h, declared here: no toolkit needed) ---- */
 typedef int CUresult;
@@ -154,6 +155,11 @@ GPUMEM_HIDDEN uint64_t pools_kept(int ord);
  * the graph's instantiation is) */
 GPUMEM_HIDDEN extern unsigned gpumem_captures;
 GPUMEM_HIDDEN int graphs_capturing(CUstream s, int ptsz);
+
+/* ---- ctxlimits.c, launch.c: a launch needing more stack is charged before it */
+GPUMEM_HIDDEN extern unsigned gpumem_launch_epoch;   /* bumped when a stack limit is set */
+GPUMEM_HIDDEN extern unsigned gpumem_memo_epoch;     /* bumped when a context or stream comes or goes */
+GPUMEM_HIDDEN CUresult limits_stack_need(struct gdev *d, void *ctx, uint64_t need);
 
 /* ---- resolve.c: the one place real symbols come from ---- */
 enum { LIB_CUDA = 0, LIB_NVML = 1 };

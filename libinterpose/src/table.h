@@ -72,6 +72,12 @@
   X(LIB_CUDA, cuGraphInstantiateWithParams, cuGraphInstantiateWithParams, 0, 0, (CUgraphExec *exec, CUgraph g, void *params)) \
   X(LIB_CUDA, cuGraphInstantiateWithParams_ptsz, cuGraphInstantiateWithParams, 0, 1, (CUgraphExec *exec, CUgraph g, void *params)) \
   X(LIB_CUDA, cuGraphExecDestroy,           cuGraphExecDestroy,      0,     0, (CUgraphExec exec)) \
+  X(LIB_CUDA, cuLaunchKernel,               cuLaunchKernel,          4000,  0, (void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params, void **extra)) \
+  X(LIB_CUDA, cuLaunchKernel_ptsz,          cuLaunchKernel,          7000,  1, (void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params, void **extra)) \
+  X(LIB_CUDA, cuLaunchKernelEx,             cuLaunchKernelEx,        11060, 0, (const void *config, void *f, void **params, void **extra)) \
+  X(LIB_CUDA, cuLaunchKernelEx_ptsz,        cuLaunchKernelEx,        11060, 1, (const void *config, void *f, void **params, void **extra)) \
+  X(LIB_CUDA, cuLaunchCooperativeKernel,    cuLaunchCooperativeKernel, 9000, 0, (void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params)) \
+  X(LIB_CUDA, cuLaunchCooperativeKernel_ptsz, cuLaunchCooperativeKernel, 9000, 1, (void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shmem, CUstream s, void **params)) \
   X(LIB_NVML, nvmlDeviceGetMemoryInfo,      nvmlDeviceGetMemoryInfo, 0,     0, (nvmlDevice_t dev, nvmlMemory_t *mem)) \
   X(LIB_NVML, nvmlDeviceGetMemoryInfo_v2,   nvmlDeviceGetMemoryInfo_v2, 0,  0, (nvmlDevice_t dev, nvmlMemory_v2_t *mem))
 

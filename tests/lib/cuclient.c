@@ -15,6 +15,7 @@
  *   library=SIZE (cuLibraryLoadData, then cuLibraryGetModule: its lazy load)  poolkeep (the
  *   device's default pool keeps what is freed: release threshold UINT64_MAX)
  *   capture endcapture instantiate launch execdestroy   (a graph of the stream's capture)
+ *   kernel=LOCAL (a function of LOCAL bytes of local memory a thread)  launchk (cuLaunchKernel of it)
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE[,self]  bench=N,SIZE  openclose=PATH
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
@@ -176,7 +177,7 @@ static void *mips[STACK]; static int nmip;
 static CUcontext ctxs[64]; static int nctx;
 static CUdevice dev;
 static void *stream;   /* the last one made by `stream`; NULL is the default stream */
-static void *module, *graph, *gexec;   /* the last module loaded, graph captured, graph instantiated */
+static void *module, *graph, *gexec, *kernel;   /* the last module loaded, graph captured, graph instantiated */
 #define MAX_FILL 65536   /* the tests lower RLIMIT_NOFILE well below this */
 static int filled[MAX_FILL]; static int nfilled;   /* fill_fds's descriptors */
 
@@ -375,6 +376,15 @@ static int run_cmds(int from, int argc, char **argv)
             CUresult (*f)(void *) = (CUresult (*)(void *))api("cuModuleUnload", "cuModuleUnload");
             res("modunload", f && module ? f(module) : 1);
             module = NULL;
+        } else if (!strcmp(name, "kernel")) {
+            CUresult (*f)(void **, void *, const char *) = (CUresult (*)(void **, void *, const char *))api("cuModuleGetFunction", "cuModuleGetFunction");
+            char fname[64];
+            snprintf(fname, sizeof fname, "local=%llu", size_arg(v));
+            res("kernel", f ? f(&kernel, module, fname) : 1);
+        } else if (!strcmp(name, "launchk")) {
+            CUresult (*f)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *, void **, void **) =
+                (CUresult (*)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, void *, void **, void **))api("cuLaunchKernel", "cuLaunchKernel");
+            res("launchk", f && kernel ? f(kernel, 1, 1, 1, 1, 1, 1, 0, stream, NULL, NULL) : 1);
         } else if (!strcmp(name, "poolkeep")) {
             CUresult (*getpool)(void **, CUdevice) = (CUresult (*)(void **, CUdevice))api("cuDeviceGetDefaultMemPool", "cuDeviceGetDefaultMemPool");
             CUresult (*setattr)(void *, int, void *) = (CUresult (*)(void *, int, void *))api("cuMemPoolSetAttribute", "cuMemPoolSetAttribute");

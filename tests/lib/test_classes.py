@@ -26,6 +26,22 @@ def test_stack_limit_is_charged_per_resident_thread_and_given_back_when_lowered(
     assert counter(r, "peak") <= CAP
 
 
+def test_a_launch_that_grows_the_stack_is_charged_first_and_refused_past_the_cap(gpu):
+    r = gpu.run(
+        *START, "kernel=16K", "launchk", "launchk", "info", "kernel=4M", "launchk", "used", "peak", **NORES
+    )
+    assert r.results("launchk") == ["ok", "ok", "err=2"]
+    assert r.field("info", "free") == CAP - (16 * 1024 - STACK_DEFAULT) * THREADS
+    assert counter(r, "used") == (16 * 1024 - STACK_DEFAULT) * THREADS  # the refused launch never ran
+    assert counter(r, "peak") <= CAP
+
+
+def test_a_lowered_stack_is_charged_again_at_the_next_launch(gpu):
+    r = gpu.run(*START, "kernel=16K", "launchk", "limit=0,1K", "info", "launchk", "info", **NORES)
+    assert r.field("info", "free", 0) == CAP
+    assert r.field("info", "free", 1) == CAP - (16 * 1024 - STACK_DEFAULT) * THREADS
+
+
 def test_heap_and_printf_limits_are_charged_past_their_defaults(gpu):
     r = gpu.run(*START, "limit=2,1G", "limit=1,9M", "info", "alloc=1025M", "peak", **NORES)
     assert r.results("limit") == ["ok", "ok"]

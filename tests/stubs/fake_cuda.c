@@ -18,6 +18,7 @@
  *     cuLibraryLoadData: lazily, at its first cuLibraryGetModule;
  *   stream-ordered pools (cuDeviceGetDefaultMemPool): a release threshold above 0
  *     (cuMemPoolSetAttribute) keeps freed bytes until cuMemPoolTrimTo;
+ *   kernels: cuModuleGetFunction(name "local=N"): its launch grows the stack to N (as set above);
  *   graphs: cuMemAllocAsync on a capturing stream adds an allocation node; cuGraphLaunch takes
  *     the graph pool's bytes, kept until cuDeviceGraphMemTrim.
  *   FAKE_CUDA_REUSE      1: a freed address is handed out again to the next allocation of its size,
@@ -643,6 +644,42 @@ static CUresult i_cuStreamBeginCaptureToGraph(CUstream s, void *g, const void *d
 }
 static CUresult i_cuGraphInstantiateWithParams(struct fexec **e, struct fgraph *g, void *params) { (void)params; return i_cuGraphInstantiateWithFlags(e, g, 0); }
 
+/* kernels: cuModuleGetFunction(name "local=N") gives one of N bytes of local memory a thread; its
+ * launch grows the context's stack to N as the real driver does, taking (N - stack) per thread */
+struct ffunc { int magic; size_t local; };
+static CUresult i_cuModuleGetFunction(struct ffunc **f, void *m, const char *name)
+{
+    (void)m;
+    const char *l = name ? strstr(name, "local=") : NULL;
+    *f = malloc(sizeof **f);
+    **f = (struct ffunc){ 0xF00F, l ? (size_t)strtoull(l + 6, NULL, 0) : 0 };
+    return OK;
+}
+static CUresult i_cuFuncGetAttribute(int *v, int a, struct ffunc *f)
+{
+    if (!f || f->magic != 0xF00F) return E_INVALID_VALUE;
+    *v = a == 3 ? (int)f->local : 0;
+    return OK;
+}
+static CUresult launch(struct ffunc *f)
+{
+    size_t cur;
+    if (!f || f->magic != 0xF00F) return E_INVALID_VALUE;
+    if (!t_cur) return E_INVALID_CONTEXT;
+    i_cuCtxGetLimit(&cur, 0);
+    return f->local > cur ? i_cuCtxSetLimit(0, f->local) : OK;
+}
+static CUresult i_cuLaunchKernel(struct ffunc *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, CUstream s, void **p, void **e)
+{
+    (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz; (void)sh; (void)s; (void)p; (void)e;
+    return launch(f);
+}
+static CUresult i_cuLaunchKernelEx(const void *cfg, struct ffunc *f, void **p, void **e) { (void)cfg; (void)p; (void)e; return launch(f); }
+static CUresult i_cuLaunchCooperativeKernel(struct ffunc *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, CUstream s, void **p)
+{
+    return i_cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sh, s, p, NULL);
+}
+
 static CUresult i_cuGetProcAddress(const char *sym, void **pfn, int ver, uint64_t flags);
 static CUresult i_cuGetProcAddress_v2(const char *sym, void **pfn, int ver, uint64_t flags, int *status);
 
@@ -701,6 +738,10 @@ static const struct { const char *base; int ver, ptsz; void *fn; } procs[] = {
     P(cuStreamIsCapturing, 10000, 1, i_cuStreamIsCapturing)
     P(cuStreamBeginCaptureToGraph, 12030, 0, i_cuStreamBeginCaptureToGraph) P(cuStreamBeginCaptureToGraph, 12030, 1, i_cuStreamBeginCaptureToGraph)
     P(cuGraphInstantiateWithParams, 12000, 0, i_cuGraphInstantiateWithParams) P(cuGraphInstantiateWithParams, 12000, 1, i_cuGraphInstantiateWithParams)
+    P(cuModuleGetFunction, 2000, 0, i_cuModuleGetFunction) P(cuFuncGetAttribute, 2020, 0, i_cuFuncGetAttribute)
+    P(cuLaunchKernel, 4000, 0, i_cuLaunchKernel) P(cuLaunchKernel, 7000, 1, i_cuLaunchKernel)
+    P(cuLaunchKernelEx, 11060, 0, i_cuLaunchKernelEx) P(cuLaunchKernelEx, 11060, 1, i_cuLaunchKernelEx)
+    P(cuLaunchCooperativeKernel, 9000, 0, i_cuLaunchCooperativeKernel) P(cuLaunchCooperativeKernel, 9000, 1, i_cuLaunchCooperativeKernel)
     P(cuDeviceGraphMemTrim, 11040, 0, i_cuDeviceGraphMemTrim) P(cuDeviceGetGraphMemAttribute, 11040, 0, i_cuDeviceGetGraphMemAttribute)
 #undef P
 };
@@ -812,6 +853,14 @@ FWD(CUresult, cuGraphInstantiateWithFlags, (struct fexec **e, struct fgraph *g, 
 FWD(CUresult, cuGraphLaunch, (struct fexec *e, CUstream s), (e, s))
 FWD(CUresult, cuGraphExecDestroy, (struct fexec *e), (e))
 FWD(CUresult, cuDeviceGraphMemTrim, (CUdevice d), (d))
+FWD(CUresult, cuModuleGetFunction, (struct ffunc **f, void *m, const char *n), (f, m, n))
+FWD(CUresult, cuFuncGetAttribute, (int *v, int a, struct ffunc *f), (v, a, f))
+FWD(CUresult, cuLaunchKernel, (struct ffunc *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, CUstream s, void **p, void **e), (f, gx, gy, gz, bx, by, bz, sh, s, p, e))
+EXPORT CUresult cuLaunchKernel_ptsz(struct ffunc *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, CUstream s, void **p, void **e) { return i_cuLaunchKernel(f, gx, gy, gz, bx, by, bz, sh, s, p, e); }
+FWD(CUresult, cuLaunchKernelEx, (const void *c, struct ffunc *f, void **p, void **e), (c, f, p, e))
+EXPORT CUresult cuLaunchKernelEx_ptsz(const void *c, struct ffunc *f, void **p, void **e) { return i_cuLaunchKernelEx(c, f, p, e); }
+FWD(CUresult, cuLaunchCooperativeKernel, (struct ffunc *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, CUstream s, void **p), (f, gx, gy, gz, bx, by, bz, sh, s, p))
+EXPORT CUresult cuLaunchCooperativeKernel_ptsz(struct ffunc *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, CUstream s, void **p) { return i_cuLaunchCooperativeKernel(f, gx, gy, gz, bx, by, bz, sh, s, p); }
 FWD(CUresult, cuModuleLoadFatBinary, (struct fmod **m, const void *f), (m, f))
 FWD(CUresult, cuKernelGetFunction, (void **f, void *k), (f, k))
 FWD(CUresult, cuLibraryGetGlobal, (CUdeviceptr *p, size_t *n, struct fmod *l, const char *name), (p, n, l, name))
