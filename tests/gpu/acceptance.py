@@ -284,6 +284,142 @@ def check_cudart_async(env):
     return cudart_fill(env, "shared", "async")
 
 
+# ---- issue 12: each class of driver memory, physical use read from outside ------------------
+
+PHYS_TOLERANCE = 0.02  # of the cap: physical use (plain nvidia-smi, no preload) may pass it by this much
+
+
+def native_env():
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
+def phys_used_mib(pids) -> int:
+    """What plain nvidia-smi (no preload) says these processes hold on the card, in MiB."""
+    p = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        env=native_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    used = 0
+    for line in p.stdout.splitlines():
+        fields = [x.strip() for x in line.split(",")]
+        if len(fields) == 2 and fields[0].isdigit() and int(fields[0]) in pids:
+            used += int(fields[1])
+    return used
+
+
+def classes_exe(env: Env, globals_=False):
+    exe = env.work / ("classes_g" if globals_ else "classes")
+    if not exe.exists():
+        flags = ["-DWITH_GLOBALS"] if globals_ else []
+        rc, _, err = run(
+            env,
+            ["nvcc", "-O2", "-arch=sm_90", *flags, "-o", exe, HERE / "classes.cu", "-lcuda"],
+            native_env(),
+        )
+        if rc != 0:
+            raise RuntimeError(f"nvcc failed: {err.strip()[:80]}")
+    return exe
+
+
+def module_cubin(env: Env):
+    cubin = env.work / "module_globals.cubin"
+    if not cubin.exists():
+        rc, _, err = run(
+            env, ["nvcc", "-arch=sm_90", "-cubin", "-o", cubin, HERE / "module_globals.cu"], native_env()
+        )
+        if rc != 0:
+            raise RuntimeError(f"nvcc -cubin failed: {err.strip()[:80]}")
+    return cubin
+
+
+def hold_and_measure(env: Env, name, argvs, environ):
+    """Start the programs one after the other (each holding once ready), read their physical use
+    from outside, then let them go.  Returns (MiB used together, their outputs)."""
+    procs = []
+    go = env.work / f"{name}.go"
+    for i, argv in enumerate(argvs):
+        ready = env.work / f"{name}.{i}.ready"
+        proc = start(env, [*argv[:1], argv[1], ready, go, *argv[2:]], environ)
+        procs.append(proc)
+        if not wait_for(ready, proc):
+            break
+    used = phys_used_mib({p.pid for p in procs})
+    go.touch()
+    outs = [finish(env, p)[1].strip() for p in procs]
+    return used, outs
+
+
+def class_row(env: Env, name, argvs, globals_=False):
+    environ = env.environ("8GiB", env.state_dir(name))
+    exe = classes_exe(env, globals_)
+    used, outs = hold_and_measure(env, name, [[exe, *a] for a in argvs], environ)
+    cap_mib = CAP // MIB
+    limit = cap_mib * (1 + PHYS_TOLERANCE)
+    filled = all("held=" in o for o in outs)
+    passed = filled and 0 < used <= limit
+    return passed, f"physical {used} MiB of cap {cap_mib} (<= {limit:.0f}, 2%); " + " | ".join(outs)
+
+
+def check_class_stack(env):
+    return class_row(env, "stack", [["stack"]])
+
+
+def check_class_stack64(env):
+    return class_row(env, "stack64", [["stack64"]])
+
+
+def check_class_local(env):
+    return class_row(env, "local", [["local"]])
+
+
+def check_class_local64(env):
+    return class_row(env, "local64", [["local64"]])
+
+
+def check_class_heap(env):
+    return class_row(env, "heap", [["heap"]])
+
+
+def check_class_module(env):
+    return class_row(env, "module", [["module", module_cubin(env)]])
+
+
+def check_class_globals(env):
+    return class_row(env, "globals", [["globals"]], globals_=True)
+
+
+def check_class_contexts(env):
+    return class_row(env, "contexts", [["contexts"]])
+
+
+def check_class_graph(env):
+    return class_row(env, "graph", [["graph"]])
+
+
+def check_class_pool(env):
+    # a pool that keeps 6 GiB after its free, then a second process of the container fills
+    return class_row(env, "pool", [["pool"], ["fill"]])
+
+
+def torch_graph_row(env: Env, name, conf):
+    environ = env.environ("8GiB", env.state_dir(name), PYTORCH_CUDA_ALLOC_CONF=conf)
+    rc, out, err = run(env, [sys.executable, str(HERE / "torch_graph.py")], environ)
+    r = last_json(out)
+    passed = rc == 0 and r.get("ok") is True
+    return passed, f"replayed 3x, max error {r.get('max_err')}; rc {rc} {err.strip()[-80:] if rc else ''}"
+
+
+def check_torch_graph_default(env):
+    return torch_graph_row(env, "tgraph-default", None)
+
+
+def check_torch_graph_async(env):
+    return torch_graph_row(env, "tgraph-async", "backend:cudaMallocAsync")
+
+
 CHECKS = [
     ("nvidia-smi pass-through", check_nvsmi_passthrough),
     ("nvidia-smi cap and used", check_nvsmi_cap_and_used),
@@ -298,6 +434,18 @@ CHECKS = [
     ("cudart static", check_cudart_static),
     ("cudart shared", check_cudart_shared),
     ("cudart cudaMallocAsync", check_cudart_async),
+    ("class: stack limit 16 KiB, fill", check_class_stack),
+    ("class: stack limit 64 KiB, fill", check_class_stack64),
+    ("class: 16 KiB local kernel, fill", check_class_local),
+    ("class: 64 KiB local kernel, fill", check_class_local64),
+    ("class: malloc heap 6 GiB, fill", check_class_heap),
+    ("class: module 6 GiB globals, fill", check_class_module),
+    ("class: cudart 1.5 GiB __device__, fill", check_class_globals),
+    ("class: 12 contexts, fill", check_class_contexts),
+    ("class: graph 6 GiB alloc node, fill", check_class_graph),
+    ("class: pool keeps 6 GiB + 2nd fills", check_class_pool),
+    ("torch CUDA graph, default allocator", check_torch_graph_default),
+    ("torch CUDA graph, cudaMallocAsync", check_torch_graph_async),
 ]
 
 
