@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 import sys
 import tempfile
 
@@ -38,15 +39,42 @@ def render(project: Project, options: compose.Options, output: str | None = None
 
 
 def write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a reader sees the old file or the new one)."""
-    directory = os.path.dirname(os.path.abspath(path))
+    """Write ``text`` to the file the user named, through it: ``-`` is stdout; a special file
+    (``/dev/stdout``, a FIFO) is written in place; a symlink is followed and its target
+    replaced atomically (a reader sees the old file or the new one), keeping the target's mode,
+    or giving a new file the mode the umask allows (as ``>`` in a shell would)."""
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".gpumem.", dir=directory)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
+        try:
+            info: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            info = None
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            with open(path, "w", encoding="utf-8") as out:  # /proc's magic links: open, not realpath
+                out.write(text)
+            return
+        real = os.path.realpath(path)
+        mode = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=".gpumem.", dir=os.path.dirname(real))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+                os.fchmod(out.fileno(), mode)
+            os.replace(tmp, real)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as error:
         raise GpumemError(f"cannot write: {error.strerror}", file=path) from error
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def check(path: str, text: str) -> None:
