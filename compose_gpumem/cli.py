@@ -105,7 +105,7 @@ def _passthrough(name: str) -> click.Command:
     def callback(settings: Settings, args: tuple[str, ...]) -> int:
         from . import compose
 
-        if name in compose.NO_PROJECT or _asks_help(args):
+        if name in compose.NO_PROJECT or name in compose.NEEDS_NO_CAP or _asks_help(args):
             return compose.passthrough(settings.options, [name, *args])
         resolved = _load(settings)
         if name in compose.STARTS_CONTAINERS and resolved.plans:

@@ -27,6 +27,12 @@ PLUGIN_DIRS = (
 STARTS_CONTAINERS = frozenset({"up", "run", "create", "start", "restart", "watch", "scale"})
 #: Commands that need no project at all.
 NO_PROJECT = frozenset({"version", "ls", "help"})
+#: Commands that act on containers already made (or read them): they go to Compose with the
+#: user's own files, so an invalid ``x-gpu-memory`` never keeps anyone from stopping a stack.
+NEEDS_NO_CAP = frozenset(
+    {"down", "stop", "kill", "rm", "ps", "logs", "top", "pause", "unpause", "port", "images", "events"}
+    | {"wait", "attach", "exec", "cp", "stats"}
+)
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 
 
@@ -216,13 +222,16 @@ class Resolving:
         self.returncode = os.waitstatus_to_exitcode(status)
         return b"".join(chunks[self.fds[0]]), b"".join(chunks[self.fds[1]])
 
-    def result(self) -> str:
-        """The resolved project as YAML; :class:`ComposeFailed` when Compose refused it."""
+    def result(self, *, quiet_failure: bool = False) -> str:
+        """The resolved project as YAML; :class:`ComposeFailed` when Compose refused it
+        (``quiet_failure``: without printing Compose's message, for a caller that tries again)."""
         out, err = self._collect()
+        code = self.returncode or 0
+        if quiet_failure and code != 0:
+            raise ComposeFailed("docker compose could not resolve the project", code)
         if err:
             sys.stderr.write(err.decode("utf-8", "replace"))
             sys.stderr.flush()
-        code = self.returncode or 0
         if code != 0:
             raise _explain_failure(self.cmd, 128 - code if code < 0 else code)
         return out.decode("utf-8")
@@ -259,6 +268,29 @@ def resolve(options: Options, extra: Sequence[str] = (), *, all_profiles: bool =
     return start_resolve(options, extra, all_profiles=all_profiles).result()
 
 
+def dotenv_value(options: Options, name: str) -> str | None:
+    """``name`` as Compose reads it for the project: the environment first, else the last
+    assignment in the ``--env-file`` files (or the project directory's ``.env``)."""
+    if name in os.environ:
+        return os.environ[name]
+    files = options.env_files or [os.path.join(options.directory(), ".env")]
+    found = None
+    for path in files:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as env_file:
+                lines = env_file.read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, eq, value = line.strip().removeprefix("export ").partition("=")
+            if eq and key.strip() == name:
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+                    value = value[1:-1]
+                found = value
+    return found
+
+
 def passthrough(options: Options, args: Sequence[str]) -> int:
     """Run a Compose command exactly as given, without a resolved file; its exit code."""
     cmd = command(options.compose_bin)
@@ -290,9 +322,16 @@ def run_resolved(options: Options, text: str, args: Sequence[str]) -> int:
         return _wait([*cmd, "-f", path, *rest.args(files=False), *args])
 
 
+#: ``si_code`` of a signal the kernel sent, such as the terminal's Ctrl-C (Linux ``SI_KERNEL``).
+_SI_KERNEL = 0x80
+
+
 def _wait(argv: list[str]) -> int:
-    """Run ``argv`` in the foreground: the terminal's Ctrl-C reaches it directly, and a
-    SIGTERM or SIGHUP sent to us is passed on; returns its exit code (128+N for a signal)."""
+    """Run ``argv`` in the foreground and return its exit code (128+N for a signal N).
+
+    The terminal's Ctrl-C reaches Compose directly (it is in our process group), so a SIGINT the
+    kernel sent is not sent again (Compose takes a second Ctrl-C as "kill now"); a SIGINT,
+    SIGTERM or SIGHUP that a process sent us (``kill -INT``) is passed on."""
     import signal
     import subprocess
 
@@ -300,19 +339,21 @@ def _wait(argv: list[str]) -> int:
         child = subprocess.Popen(argv)
     except OSError as error:
         raise ComposeNotFound(f"cannot run {argv[0]}: {error.strerror}") from error
-
-    def forward(signum: int, _frame: object) -> None:
-        child.send_signal(signum)
-
-    previous = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
-        signal.SIGHUP: signal.signal(signal.SIGHUP, forward),
-    }
+    forwarded = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    watched = forwarded | {signal.SIGCHLD}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
-        code = child.wait()
+        while child.poll() is None:
+            info = signal.sigtimedwait(watched, 1.0)
+            if info is None or info.si_signo not in forwarded:
+                continue
+            if info.si_signo == signal.SIGINT and info.si_code == _SI_KERNEL:
+                continue
+            child.send_signal(info.si_signo)
+        while signal.sigtimedwait(watched, 0) is not None:
+            pass  # the terminal's Ctrl-C went to Compose, which handled it: not ours to act on
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    code = child.returncode
     sys.stdout.flush()
     return 128 - code if code < 0 else code

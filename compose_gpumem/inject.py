@@ -99,7 +99,9 @@ def gpu_request(service: dict[str, Any]) -> GpuRequest | None:
     devices = (((deploy.get("resources") or {}).get("reservations") or {}).get("devices")) or []
     for device in devices:
         capabilities = [str(c) for c in _flatten(device.get("capabilities") or [])]
-        if "gpu" in capabilities:
+        # Docker hands a device request to the nvidia driver when it names that driver, whatever
+        # the capabilities (`[compute, utility]` alone gets the GPU), or when it asks for `gpu`.
+        if "gpu" in capabilities or device.get("driver") == "nvidia":
             ids = tuple(str(i) for i in device.get("device_ids") or ())
             requests.append(GpuRequest(ids, len(ids) if ids else _count(device.get("count"))))
     cdi = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from .compose import NO_PROJECT, Options, Resolving, start_resolve
+from .compose import NEEDS_NO_CAP, NO_PROJECT, Options, Resolving, start_resolve
 from .errors import GpumemError
 from .options import passed_args, prescan
 
@@ -27,7 +27,7 @@ def speculate(argv: Sequence[str]) -> Resolving | None:
     values, index = found
     if (
         index >= len(argv)
-        or argv[index] in NO_PROJECT
+        or argv[index] in NO_PROJECT | NEEDS_NO_CAP
         or argv[index] in ("install-lib", "stack", "install-plugin", "completion")
     ):
         return None

@@ -10,11 +10,11 @@ text; :meth:`Project.injected_document` gives the whole document (for ``--format
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from . import compose, containers, inject, library, yamlio
+from .errors import ComposeFailed
 from .validate import check_overcommit
 
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:", "nvidia.com/gpu=")
@@ -138,10 +138,19 @@ def load(
     (the CLI starts it before importing this module, so the two overlap).
     """
     running = running or compose.start_resolve(options, extra, all_profiles=all_profiles)
-    text = running.result()
+    try:
+        text = running.result(quiet_failure=all_profiles)
+    except ComposeFailed:
+        if not all_profiles:
+            raise
+        # Services of profiles never enabled together may clash (one `container_name` in
+        # two profiles): resolve the profiles that are enabled, as Compose will run them.
+        text = compose.resolve(options, extra)
+        all_profiles = False
     enabled = None
     if all_profiles:
-        enabled = [*options.profiles, *filter(None, os.environ.get("COMPOSE_PROFILES", "").split(","))]
+        from_env = compose.dotenv_value(options, "COMPOSE_PROFILES") or ""
+        enabled = [*options.profiles, *(p.strip() for p in from_env.split(",") if p.strip())]
     return from_text(
         text, label=options.label(), allow_overcommit=allow_overcommit, enabled=enabled, scale=scale
     )

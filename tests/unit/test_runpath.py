@@ -1,0 +1,178 @@
+"""The run path as users hit it: profiles, `.env`, stopping a broken stack, signals, drivers."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from unit_helpers import PACKAGE_ROOT, cli, write
+
+from compose_gpumem.yamlio import load
+
+
+@pytest.fixture
+def recorder(tmp_path: Path, compose_cmd: list[str]) -> Path:
+    """COMPOSE_BIN: `config` goes to the real Compose; any other command is recorded (its
+    arguments, and the file given with -f) and exits 7."""
+    record = tmp_path / "record"
+    script = tmp_path / "compose-recorder"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = config ] && exec {shlex.join(compose_cmd)} "$@"; done\n'
+        f'printf "%s\\n" "$@" > {record}\n'
+        f'prev=; for a in "$@"; do [ "$prev" = -f ] && cp "$a" {record}.yaml; prev=$a; done\n'
+        "exit 7\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def _recorded(recorder: Path) -> dict:
+    return load((recorder.parent / "record.yaml").read_text())
+
+
+SHARED_NAME = """\
+services:
+  ollama-cpu:
+    image: ollama/ollama
+    container_name: ollama
+    profiles: [cpu]
+  ollama-gpu:
+    image: ollama/ollama
+    container_name: ollama
+    profiles: [gpu-nvidia]
+    gpus: all
+    x-gpu-memory: 0.5
+"""
+
+
+@pytest.mark.parametrize("command", [["up", "-d"], ["run", "ollama-gpu"], ["create"]])
+def test_profiles_sharing_a_container_name_run(
+    tmp_path: Path, lib_dir: Path, recorder: Path, command: list[str]
+) -> None:
+    write(tmp_path / "compose.yaml", SHARED_NAME)
+    done = cli("--profile", "gpu-nvidia", *command, cwd=tmp_path, env={"COMPOSE_BIN": str(recorder)})
+    assert done.returncode == 7, done.stderr
+    assert _recorded(recorder)["services"]["ollama-gpu"]["environment"]["GPUMEM_LIMIT"] == "0.5"
+
+
+def test_profiles_sharing_a_container_name_get_an_override(tmp_path: Path, compose_cmd: list[str]) -> None:
+    write(tmp_path / "compose.yaml", SHARED_NAME)
+    done = cli("--profile", "gpu-nvidia", "override", "-o", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert load(done.stdout)["services"]["ollama-gpu"]["environment"]["GPUMEM_LIMIT"] == "0.5"
+
+
+TWO_PROFILES = """\
+services:
+  a:
+    image: x
+    profiles: [a]
+    x-gpu-memory: 0.6
+    deploy: {resources: {reservations: {devices: [{driver: nvidia, device_ids: ["0"], capabilities: [gpu]}]}}}
+  b:
+    image: x
+    profiles: [b]
+    x-gpu-memory: 0.6
+    deploy: {resources: {reservations: {devices: [{driver: nvidia, device_ids: ["0"], capabilities: [gpu]}]}}}
+"""
+
+
+@pytest.mark.parametrize("command", [["up", "-d"], ["config"]])
+def test_compose_profiles_in_dotenv_enable_profiles_for_the_overcommit_check(
+    tmp_path: Path, lib_dir: Path, recorder: Path, command: list[str]
+) -> None:
+    write(tmp_path / "compose.yaml", TWO_PROFILES)
+    write(tmp_path / ".env", "COMPOSE_PROFILES=a,b\n")
+    done = cli(*command, cwd=tmp_path, env={"COMPOSE_BIN": str(recorder)})
+    assert done.returncode == 1, done.stderr
+    assert "promised 120%" in done.stderr
+    assert not (recorder.parent / "record").exists()
+
+
+def test_compose_profiles_in_an_env_file_option_count_too(
+    tmp_path: Path, lib_dir: Path, recorder: Path
+) -> None:
+    write(tmp_path / "compose.yaml", TWO_PROFILES)
+    write(tmp_path / "gpu.env", "export COMPOSE_PROFILES='a,b'\n")
+    done = cli("--env-file", "gpu.env", "up", cwd=tmp_path, env={"COMPOSE_BIN": str(recorder)})
+    assert done.returncode == 1 and "promised 120%" in done.stderr
+
+
+@pytest.mark.parametrize("command", ["down", "stop", "ps", "logs", "kill", "rm"])
+def test_an_invalid_value_never_blocks_stopping_or_reading_a_stack(
+    tmp_path: Path, recorder: Path, command: str
+) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  t:\n    image: x\n    gpus: all\n    x-gpu-memory: 7\n")
+    done = cli(command, cwd=tmp_path, env={"COMPOSE_BIN": str(recorder)})
+    assert done.returncode == 7, done.stderr
+    assert (recorder.parent / "record").read_text().split("\n")[-2] == command
+
+
+def test_an_invalid_value_still_blocks_up(tmp_path: Path, recorder: Path, lib_dir: Path) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  t:\n    image: x\n    gpus: all\n    x-gpu-memory: 7\n")
+    done = cli("up", cwd=tmp_path, env={"COMPOSE_BIN": str(recorder)})
+    assert done.returncode == 1 and "x-gpu-memory 7" in done.stderr
+
+
+NVIDIA_DRIVER = """\
+services:
+  own:
+    image: x
+    x-gpu-memory: 0.25
+    deploy:
+      resources: {reservations: {devices: [{driver: nvidia, count: 1, capabilities: [compute, utility]}]}}
+  defaulted:
+    image: x
+    deploy: {resources: {reservations: {devices: [{driver: nvidia, capabilities: [utility, compute]}]}}}
+x-gpu-memory: 0.5
+"""
+
+
+def test_the_nvidia_driver_without_the_gpu_capability_is_a_gpu_request(
+    tmp_path: Path, compose_cmd: list[str], lib_dir: Path
+) -> None:
+    write(tmp_path / "compose.yaml", NVIDIA_DRIVER)
+    done = cli("config", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    services = load(done.stdout)["services"]
+    assert services["own"]["environment"]["GPUMEM_LIMIT"] == "0.25"
+    assert services["defaulted"]["environment"]["GPUMEM_LIMIT"] == "0.5"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_sent_to_the_wrapper_reaches_compose(
+    tmp_path: Path, lib_dir: Path, compose_cmd: list[str], signum: int
+) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  t:\n    image: x\n")
+    marker = tmp_path / "got"
+    started = tmp_path / "started"
+    script = write(
+        tmp_path / "compose-waits",
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = config ] && exec {shlex.join(compose_cmd)} "$@"; done\n'
+        f"trap 'echo INT > {marker}; exit 130' INT\n"
+        f"trap 'echo TERM > {marker}; exit 143' TERM\n"
+        f"touch {started}\n"
+        "i=0; while [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done\n",  # bounded: never left behind
+    )
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "COMPOSE_BIN": str(script)}
+    process = subprocess.Popen([sys.executable, "-m", "compose_gpumem", "up"], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signum)
+    try:
+        code = process.wait(timeout=10)
+    finally:
+        process.kill()
+    assert marker.read_text().strip() == signal.Signals(signum).name[3:]
+    assert code == 128 + signum
