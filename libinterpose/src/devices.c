@@ -538,6 +538,7 @@ static int reserve(struct gdev *d, uint64_t size, const char *fn)
             if (r == 0) return 0;
         }
     }
+    if (r == -1) ledger_denied();
     log_oom(d, size, used, r == -2 ? NO_SLOT : NULL, fn);
     return -1;
 }

@@ -116,6 +116,7 @@ GPUMEM_HIDDEN int ledger_device(const char *uuid, uint64_t total);
 GPUMEM_HIDDEN int ledger_lookup(const char *uuid, uint64_t *total); /* a device a CUDA process registered, or -1 */
 /* 0: reserved; -1: over the cap (*used_out: the usage that refused it); -2: no ledger slot */
 GPUMEM_HIDDEN int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out);
+GPUMEM_HIDDEN void ledger_denied(void);   /* count a refusal for the cap on this process's slot */
 GPUMEM_HIDDEN void ledger_release(int ldev, uint64_t bytes);
 GPUMEM_HIDDEN uint64_t ledger_usage(int ldev);
 GPUMEM_HIDDEN void ledger_reclaim(void);

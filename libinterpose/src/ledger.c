@@ -37,23 +37,9 @@
 #include <unistd.h>
 #include "gpumem.h"
 
-#define LEDGER_MAGIC 0x6770756d656d4c31ULL /* "gpumemL1" */
-#define LEDGER_VERSION 3
-#define LEDGER_SLOTS 1024
-#define LEDGER_NAME "ledger-v3"
+#include "ledger_layout.h"
 
-struct ldev { char uuid[64]; uint64_t used; uint64_t total; /* cuDeviceTotalMem, for NVML-only processes */ };
-struct lslot { int32_t pid; uint32_t in_use; uint32_t gen; uint32_t pad; uint64_t used[GPUMEM_MAX_DEV]; };
-struct ledger {
-    uint64_t magic;
-    uint32_t version, size;
-    uint32_t ndev, nslots;
-    uint32_t hiwater;        /* slots at or past this index were never used: scans stop here */
-    uint32_t owner;          /* the lock: 0 free, else OWNER(slot's generation, slot) */
-    char pad[64];
-    struct ldev dev[GPUMEM_MAX_DEV];
-    struct lslot slot[LEDGER_SLOTS];
-};
+_Static_assert(LEDGER_DEVS == GPUMEM_MAX_DEV, "one device table size");
 
 static struct ledger *L;          /* the mapping (shared file, or private fallback); NULL: none yet */
 static int L_fd = -1;             /* ledger file; never closed while we hold our slot lock */
@@ -410,9 +396,6 @@ static int reclaim_locked(void)
 
 /* ---- our slot */
 
-#define OWNER_SLOT_BITS 11   /* slot + 1 <= 1024 */
-#define OWNER_GEN_MASK 0x1fffffu
-#define OWNER(gen, slot) ((((gen) & OWNER_GEN_MASK) << OWNER_SLOT_BITS) | (uint32_t)((slot) + 1))
 
 /* a slot that changes hands gets a new generation, and with it a new owner word */
 static void take_slot(int i, int adopted)
@@ -423,6 +406,7 @@ static void take_slot(int i, int adopted)
     L_adopted = adopted;
     if (!adopted) {
         memset(s->used, 0, sizeof s->used);
+        s->denials = 0;
         s->pid = (int32_t)getpid();
     }
     __atomic_store_n(&L_slot, i, __ATOMIC_RELEASE);
@@ -582,6 +566,7 @@ static void settle_adopted_locked(void)
     struct lslot *s = &L->slot[L_slot];
     uncharge_slot_locked(s, "dead (slot adopted)");
     s->pid = (int32_t)getpid();
+    s->denials = 0;
     __atomic_store_n(&s->in_use, 1, __ATOMIC_RELEASE);   /* a reclaim may have cleared it meanwhile */
     L_adopted = 0;
 }
@@ -698,12 +683,22 @@ int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
         if (used <= cap && bytes <= cap - used) break;
         if (attempt > 0 || !reclaim_locked()) { unlock(); *used_out = used; return -1; }
     }
+    if (L->dev[ldev].cap != cap) L->dev[ldev].cap = cap;   /* for readers (gpumem-ledger) */
     if (s >= 0) L->slot[s].used[ldev] += bytes;       /* slot first, then the total */
     if (debug_sleep_us) debug_sleep("reserve", debug_sleep_us);
     __atomic_store_n(&L->dev[ldev].used, used + bytes, __ATOMIC_RELEASE);
     unlock();
     *used_out = used;
     return 0;
+}
+
+/* one refusal for the cap, counted on our slot for readers (`gpumem-compose top`): our own slot
+ * only, so an atomic add without the lock */
+void ledger_denied(void)
+{
+    struct ledger *l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
+    int s = __atomic_load_n(&L_slot, __ATOMIC_ACQUIRE);
+    if (l && s >= 0) __atomic_add_fetch(&l->slot[s].denials, 1, __ATOMIC_RELAXED);
 }
 
 void ledger_release(int ldev, uint64_t bytes)

@@ -85,15 +85,15 @@ def test_state_dir_is_created_usable_by_other_users(gpu):
     gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB")
     mode = gpu.state.stat().st_mode
     assert mode & stat.S_ISVTX and mode & 0o777 == 0o777
-    assert (gpu.state / "ledger-v3").stat().st_mode & 0o666 == 0o666
-    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v3"]  # no temp file left behind
+    assert (gpu.state / "ledger-v4").stat().st_mode & 0o666 == 0o666
+    assert [p.name for p in gpu.state.iterdir()] == ["ledger-v4"]  # no temp file left behind
 
 
 def test_state_dir_is_created_with_its_missing_parents(gpu, tmp_path):
     state = tmp_path / "a" / "b" / "state"
     r = gpu.run(*START, "alloc=1", GPUMEM_LIMIT="1GiB", GPUMEM_STATE_DIR=state)
     assert r.results("alloc") == ["ok"] and "unusable" not in r.err
-    assert (state / "ledger-v3").exists()
+    assert (state / "ledger-v4").exists()
 
 
 def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, tmp_path):
@@ -118,11 +118,11 @@ def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, 
 
 def test_ledger_of_another_layout_falls_back_instead_of_corrupting_it(gpu):
     gpu.state.mkdir()
-    (gpu.state / "ledger-v3").write_bytes(b"\0" * 64)
+    (gpu.state / "ledger-v4").write_bytes(b"\0" * 64)
     r = gpu.run(*START, "alloc=1536M", "alloc=1G", GPUMEM_LIMIT="2GiB", **NORES)
     assert r.results("alloc") == ["ok", "err=2"]
     assert "unusable" in r.err
-    assert (gpu.state / "ledger-v3").read_bytes() == b"\0" * 64
+    assert (gpu.state / "ledger-v4").read_bytes() == b"\0" * 64
 
 
 def test_sixteen_threads_never_exceed_the_cap_and_totals_return_to_zero(gpu):
@@ -307,7 +307,7 @@ def test_lock_holder_in_another_pid_namespace_killed_in_the_lock_is_detected(gpu
 def test_closing_another_descriptor_of_the_ledger_keeps_a_process_alive(gpu):
     # classic fcntl locks vanish when the process closes any descriptor of the file; OFD ones stay
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
-    a = hold(gpu, "alloc=3G", f"openclose={gpu.state / 'ledger-v3'}", **env)
+    a = hold(gpu, "alloc=3G", f"openclose={gpu.state / 'ledger-v4'}", **env)
     try:
         assert "openclose ok\n" in a.lines
         r = gpu.run(*START, "info", "alloc=3G", **env)
@@ -324,7 +324,7 @@ def test_a_descriptor_number_the_application_reuses_is_not_trusted(gpu):
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     a = hold(gpu, "alloc=1G", **env)
     try:
-        r = gpu.run(*START, "alloc=1M", "free", "clobber=ledger-v3", "info", "alloc=3G", **env)
+        r = gpu.run(*START, "alloc=1M", "free", "clobber=ledger-v4", "info", "alloc=3G", **env)
         assert r.line("clobber") == "clobber 1"
         assert r.field("info", "free") == 3 * GiB  # a's 1G still counted
         assert r.results("alloc") == ["ok", "ok"]
@@ -342,10 +342,10 @@ def test_the_ledgers_descriptor_stays_inside_the_table_a_process_starts_with(gpu
     r = gpu.run(
         *START,
         "alloc=1M",
-        "fdmax=ledger-v3",
-        "clobber=ledger-v3",
+        "fdmax=ledger-v4",
+        "clobber=ledger-v4",
         "info",
-        "fdmax=ledger-v3",
+        "fdmax=ledger-v4",
         GPUMEM_LIMIT="4GiB",
         **NORES,
     )
@@ -358,7 +358,7 @@ def test_a_forked_child_keeps_the_applications_descriptors(gpu):
     # the application's file now has our old descriptor's number: a child must not close it
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     r = gpu.run(
-        *START, "alloc=1M", "free", "clobber=ledger-v3", "fds=null", "fork", "fds=null", "endfork", **env
+        *START, "alloc=1M", "free", "clobber=ledger-v4", "fds=null", "fork", "fds=null", "endfork", **env
     )
     before, in_child = r.results("fds")
     assert int(before) >= 1 and in_child == before, r
@@ -368,7 +368,7 @@ def test_a_child_whose_descriptor_the_application_reuses_keeps_its_share(gpu):
     # its slot's lock must not hang on a descriptor the application can close
     env = dict(GPUMEM_LIMIT="4GiB", **NORES)
     parent = gpu.spawn(
-        *START, "forknowait", "clobber=ledger-v3", "alloc=1G", "clobber=ledger-v3", "hold", **env
+        *START, "forknowait", "clobber=ledger-v4", "alloc=1G", "clobber=ledger-v4", "hold", **env
     )
     lines = read_until(parent, lambda line, _: line.startswith("holding"))
     child = forked_child(lines)
@@ -562,7 +562,7 @@ def test_a_process_out_of_descriptors_before_it_opened_the_ledger_shares_it_once
     assert f"free={2 * GiB}" in info, (out, err)  # b saw a's share too
     (line,) = open_lines(err)  # said once, not once an allocation
     assert "Too many open files" in line and "refused until it can" in line, err
-    assert "ledger-v3" in line, err
+    assert "ledger-v4" in line, err
     assert err.count("opened the ledger") == 1, err
     assert "own ledger" not in err and "unusable" not in err, err
     assert "refused because this process holds no slot in the ledger" in err, err

@@ -87,7 +87,7 @@ def test_no_limit_is_a_pure_pass_through(gpu):
     assert r.field("info", "total") == TOTAL and r.field("info", "free") == TOTAL
     assert r.results("alloc") == ["ok", "err=2"]  # the stand-in driver's own out-of-memory
     assert "gpumem" not in r.err
-    assert not (gpu.state / "ledger-v3").exists()
+    assert not (gpu.state / "ledger-v4").exists()
 
 
 def test_per_device_limit_overrides_the_global_one(gpu):
