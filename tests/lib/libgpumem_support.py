@@ -81,6 +81,7 @@ def build_all():
     )
     return out, {
         "so": out / "gpumem" / "libgpumem.so",
+        "reader": out / "gpumem" / "gpumem-ledger",
         "make_log": make.stdout + make.stderr,
         "stub_warnings": warn,
         "stubs": stubs,
