@@ -1,10 +1,11 @@
 """Build hook: ``pip install .`` compiles libinterpose and ships libgpumem.so in the package.
 
-``make -C libinterpose`` builds ``libinterpose/build/libgpumem.so`` with the system C compiler;
-the file is copied to ``compose_gpumem/lib/libgpumem.so`` inside the build so the wheel carries
-it as package data, in a wheel tagged for this machine (:class:`PlatformWheel`).
-``GPUMEM_SKIP_LIB=1`` builds without it (a wheel for tooling only, ``py3-none-any``:
-``gpumem-compose install-lib`` then says the library is missing).
+``make -C libinterpose`` builds ``libinterpose/build/libgpumem.so`` and the ledger reader
+``libinterpose/build/gpumem-ledger`` with the system C compiler; both are copied to
+``compose_gpumem/lib/`` inside the build so the wheel carries them as package data, in a wheel
+tagged for this machine (:class:`PlatformWheel`).  ``GPUMEM_SKIP_LIB=1`` builds without them (a
+wheel for tooling only, ``py3-none-any``: ``gpumem-compose install-lib`` then says the library
+is missing).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ except ImportError:  # setuptools before 70.1
 ROOT = Path(__file__).resolve().parent
 LIBDIR = ROOT / "libinterpose"
 BUILT = LIBDIR / "build" / "libgpumem.so"
+#: shipped beside the library: ``gpumem-compose top`` reads ledgers through it
+READER = LIBDIR / "build" / "gpumem-ledger"
 
 
 def build_library() -> Path:
@@ -41,8 +44,9 @@ def build_library() -> Path:
     done = subprocess.run([make, "-C", str(LIBDIR)], check=False)
     if done.returncode != 0:
         sys.exit(f"compose_gpumem: `make -C libinterpose` failed (exit {done.returncode}); see above")
-    if not BUILT.is_file():
-        sys.exit(f"compose_gpumem: `make -C libinterpose` did not produce {BUILT}")
+    for built in (BUILT, READER):
+        if not built.is_file():
+            sys.exit(f"compose_gpumem: `make -C libinterpose` did not produce {built}")
     return BUILT
 
 
@@ -58,6 +62,7 @@ class BuildPyWithLibrary(build_py):
             target = base / "compose_gpumem" / "lib"
             target.mkdir(parents=True, exist_ok=True)
             shutil.copy2(built, target / "libgpumem.so")
+            shutil.copy2(READER, target / READER.name)
 
 
 class PlatformWheel(bdist_wheel):  # type: ignore[misc]

@@ -19,6 +19,7 @@ from .errors import LibraryMissing
 DEFAULT_DIR = "/usr/local/lib/gpumem"
 ENV_DIR = "GPUMEM_LIB_DIR"
 NAME = "libgpumem.so"
+READER_NAME = "gpumem-ledger"
 #: How a committed override names the directory: Compose interpolates it on each host.
 OVERRIDE_SOURCE = f"${{{ENV_DIR}:-{DEFAULT_DIR}}}"
 
@@ -31,6 +32,13 @@ def host_dir() -> str:
 def packaged() -> Path:
     """The library built into the package by ``pip install .``."""
     return Path(__file__).resolve().parent / "lib" / NAME
+
+
+def packaged_reader() -> Path:
+    """``gpumem-ledger``, built into the package beside the library: it prints a state dir's
+    ledger as JSON (libinterpose/README.md, "Reading a ledger"), so Python never parses the
+    binary layout."""
+    return Path(__file__).resolve().parent / "lib" / READER_NAME
 
 
 def require(directory: str | None = None) -> Path:
