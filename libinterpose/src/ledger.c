@@ -37,6 +37,8 @@
 #include <unistd.h>
 #include "gpumem.h"
 
+#include "ledger_file.h"
+#include "ledger_guard.h"
 #include "ledger_layout.h"
 
 _Static_assert(LEDGER_DEVS == GPUMEM_MAX_DEV, "one device table size");
@@ -62,45 +64,19 @@ static void debug_sleep(const char *what, unsigned us)
     usleep(us);
 }
 
-static void init_ledger(struct ledger *l)
-{
-    memset(l, 0, sizeof *l);
-    l->magic = LEDGER_MAGIC;
-    l->version = LEDGER_VERSION;
-    l->size = sizeof *l;
-    l->nslots = LEDGER_SLOTS;
-}
-
 static void use_private(const char *why, const char *dir)
 {
     if (why) LOG(LOG_WARN, "state dir %s unusable (%s): this process keeps its own ledger, so the cap "
-                 "is per process, not shared", dir, why);
+                 "is per process, not shared (GPUMEM_PRIVATE_LEDGER=1)", dir, why);
     void *p = mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {   /* last resort: a static ledger */
         static struct ledger fallback;
         p = &fallback;
     }
-    init_ledger(p);
+    ledger_layout_init(p);
     if (L_fd >= 0) close(L_fd);
     L_fd = -1;
     __atomic_store_n(&L, (struct ledger *)p, __ATOMIC_RELEASE);
-}
-
-/* mkdir -p: missing parents 0755, the state dir itself 1777 so every uid of the container can
- * use it */
-static int make_dirs(const char *dir)
-{
-    char p[4096];
-    if (snprintf(p, sizeof p, "%s", dir) >= (int)sizeof p) { errno = ENAMETOOLONG; return -1; }
-    for (char *c = p + 1; *c; c++) {
-        if (*c != '/') continue;
-        *c = 0;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) return -1;
-        *c = '/';
-    }
-    if (mkdir(p, 0777) == 0) chmod(p, 01777);
-    else if (errno != EEXIST) return -1;
-    return 0;
 }
 
 /* the file's identity, by the raw system call (glibc's fstat is fstat@GLIBC_2.33) */
@@ -144,42 +120,13 @@ static int byte_lock(int fd, int i, short type, int cmd_ofd, int cmd_posix, stru
 #define FAIL(e) do { int e_ = (e); *why = strerror(e_); return e_ > 0 ? e_ : -1; } while (0)
 static int open_shared(const char *dir, const char **why)
 {
-    char path[4096], tmp[4200];
+    char path[4096];
     if (snprintf(path, sizeof path, "%s/%s", dir, LEDGER_NAME) >= (int)sizeof path) { *why = "path too long"; return -1; }
-    if (make_dirs(dir) != 0) FAIL(errno);
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        snprintf(tmp, sizeof tmp, "%s/.%s.%d.%ld", dir, LEDGER_NAME, (int)getpid(), (long)ts.tv_nsec);
-        int t = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (t < 0) FAIL(errno);
-        fchmod(t, 0666);
-        int ok = ftruncate(t, sizeof(struct ledger)) == 0;
-        void *p = ok ? mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_SHARED, t, 0) : MAP_FAILED;
-        if (p != MAP_FAILED) {
-            init_ledger(p);
-            msync(p, sizeof(struct ledger), MS_SYNC);
-            munmap(p, sizeof(struct ledger));
-            if (link(tmp, path) != 0 && errno != EEXIST) ok = 0;
-        } else {
-            ok = 0;
-        }
-        int e = errno;
-        unlink(tmp);
-        close(t);
-        if (!ok) FAIL(e);
-        fd = open(path, O_RDWR | O_CLOEXEC);
-    }
-    if (fd < 0) FAIL(errno);
-    off_t end = lseek(fd, 0, SEEK_END);   /* not fstat: that is fstat@GLIBC_2.33 */
-    if (end < (off_t)sizeof(struct ledger)) { close(fd); *why = "ledger file has the wrong size"; return -1; }
+    int fd, e = ledger_file_open(dir, path, &fd, why);
+    if (e) return e;
     void *p = mmap(NULL, sizeof(struct ledger), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) { int e = errno; close(fd); FAIL(e); }
+    if (p == MAP_FAILED) { e = errno; close(fd); FAIL(e); }
     struct ledger *l = p;
-    if (l->magic != LEDGER_MAGIC || l->version != LEDGER_VERSION || l->size != sizeof *l || l->nslots != LEDGER_SLOTS) {
-        munmap(p, sizeof *l); close(fd); *why = "ledger file of another version"; return -1;
-    }
     /* liveness needs record locks: OFD ones (Linux 3.15+), else classic */
     L_ofd = 1;
     if (byte_lock(fd, 0, F_WRLCK, F_OFD_GETLK, F_GETLK, NULL) != 0) {
@@ -195,10 +142,15 @@ static int open_shared(const char *dir, const char **why)
     L_pin_ok = !(fstatfs(fd, &sfs) == 0 && (unsigned long)sfs.f_type == 0x794c7630UL);
     if (file_id(fd, &L_dev_id, &L_ino) != 0) { int e = errno; munmap(p, sizeof *l); close(fd); FAIL(e); }
     L_fd = move_high(fd);
+    ledger_guard_watch(l, sizeof *l);   /* before anyone touches it: a truncation faults SIGBUS */
     __atomic_store_n(&L, l, __ATOMIC_RELEASE);
     return 0;
 }
 #undef FAIL
+
+/* GPUMEM_PRIVATE_LEDGER=1: where the shared ledger cannot be used, each process keeps a ledger of
+ * its own (the cap becomes per process), instead of refusing allocations until it can be */
+static int private_ok;
 
 /* the state dir and the debug variables, read at the first try */
 static const char *L_dir;
@@ -216,6 +168,8 @@ static void ledger_config(void)
     if (s) debug_sleep_us = (unsigned)strtoul(s, NULL, 10);
     s = getenv("GPUMEM_DEBUG_RELEASE_SLEEP_US");
     if (s) debug_release_sleep_us = (unsigned)strtoul(s, NULL, 10);
+    s = getenv("GPUMEM_PRIVATE_LEDGER");
+    private_ok = s && !strcmp(s, "1");
     s = getenv("GPUMEM_DEBUG_SLOTS");
     if (s && atoi(s) > 0 && atoi(s) < LEDGER_SLOTS) debug_slots = atoi(s);
 }
@@ -224,7 +178,7 @@ static void ledger_config(void)
  * be for the process's whole life; refusing lasts until the next allocation that finds them. */
 static const int passing[] = { EMFILE, ENFILE, ENOMEM, EAGAIN, EINTR };
 #define NPASSING (int)(sizeof passing / sizeof passing[0])
-static int open_said[NPASSING];   /* each cause once a process, as the claim's */
+static int open_said[NPASSING + 1];   /* each cause once a process, as the claim's; last: the others */
 static int open_refused;          /* a try failed for one of them: say when one succeeds */
 
 static int passing_cause(int err)
@@ -233,7 +187,10 @@ static int passing_cause(int err)
     return -1;
 }
 
-/* under init_mu: one try at the shared ledger; a private one when the directory is unusable */
+/* under init_mu: one try at the shared ledger.  A passing want, or a ledger or directory that
+ * cannot be used (a damaged ledger live processes still hold, a full file system, a path that is
+ * no directory): allocations refused and the next one tries again, since a private ledger per
+ * process would multiply the cap silently; GPUMEM_PRIVATE_LEDGER=1 asks for that instead. */
 static void ledger_init(void)
 {
     uint64_t t0 = gpumem_startup_begin();
@@ -252,9 +209,14 @@ static void ledger_init(void)
         if (!open_said[cause]++)
             gpumem_log(LOG_ERROR, "cannot open the ledger %s/%s: %s; allocations on limited devices are refused until it can",
                        L_dir, LEDGER_NAME, why);
-    } else {
+    } else if (private_ok) {
         open_refused = 0;
         use_private(why, L_dir);
+    } else {
+        open_refused = 1;
+        if (!open_said[NPASSING]++)
+            gpumem_log(LOG_ERROR, "cannot use the ledger %s/%s: %s; allocations on limited devices are refused until it "
+                       "can be (GPUMEM_PRIVATE_LEDGER=1 gives each process a cap of its own instead)", L_dir, LEDGER_NAME, why);
     }
 }
 
@@ -355,16 +317,97 @@ static void note(int level, const char *fmt, ...)
     notes[notes_len++] = '\n';
 }
 
-static void recompute_totals(void)
+/* ---- recovery by the ledger's invariants: each slot's in_use is 0 or 1, hiwater covers every
+ * slot in use, a device's total is the sum of its in-use slots' bytes (a writer updates the slot
+ * before the total, both under the lock, so under the lock they always agree) */
+
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+
+/* A device entry: its name, a copy, and the name's hash; any one of the three damaged is outvoted by
+ * the two others.  DEV_LOST: two or more damaged, the entry names no device for sure */
+enum dev_state { DEV_OK, DEV_EMPTY, DEV_FIXED, DEV_LOST };
+static int L_lost;   /* an entry was lost at the last repair: refuse every reservation (fail closed) */
+
+static enum dev_state repair_dev(struct ldev *v)
 {
+    char *a = v->uuid, *b = v->uuid_copy;
+    const size_t n = sizeof v->uuid;
+    static const char zero[sizeof v->uuid];
+    if (!memcmp(a, zero, n) && !memcmp(b, zero, n) && !v->check) return DEV_EMPTY;   /* bytes on it: see the sums */
+    int a_ok = memchr(a, 0, n) && ledger_uuid_hash(a, n) == v->check;
+    int b_ok = memchr(b, 0, n) && ledger_uuid_hash(b, n) == v->check;
+    int same = !memcmp(a, b, n) && memchr(a, 0, n);
+    if (a_ok && same) return DEV_OK;
+    if (same) v->check = ledger_uuid_hash(a, n);   /* the two copies agree: the hash was hit */
+    else if (a_ok) memcpy(b, a, n);
+    else if (b_ok) memcpy(a, b, n);
+    else return DEV_LOST;
+    return DEV_FIXED;
+}
+
+/* under the lock: make the shared fields true again from what can be trusted (the slots' bytes,
+ * their locks); says once a process what it repaired.  A slot's garbage bytes stay counted while
+ * its owner lives (too much counted is refused, never granted) and go when it dies. */
+static void repair_locked(void)
+{
+    const char *what = NULL;
+    int lost = 0;
+    uint32_t ndev = 0;
+    for (uint32_t d = 0; d < GPUMEM_MAX_DEV; d++) {
+        switch (repair_dev(&L->dev[d])) {
+        case DEV_OK: break;
+        case DEV_EMPTY: continue;
+        case DEV_FIXED: what = "device name"; break;
+        case DEV_LOST: lost = 1; break;
+        }
+        ndev = d + 1;
+    }
+    if (L->ndev != ndev && (L->ndev > GPUMEM_MAX_DEV || L->ndev < ndev)) { L->ndev = ndev; what = "device count"; }
+    uint32_t top = 0;
+    for (uint32_t i = 0; i < LEDGER_SLOTS; i++) {
+        uint32_t u = __atomic_load_n(&L->slot[i].in_use, __ATOMIC_ACQUIRE);
+        if (u > 1) {   /* in use: reclaim decides by its lock */
+            __atomic_store_n(&L->slot[i].in_use, 1, __ATOMIC_RELEASE);
+            what = "slot state";
+        }
+        if (u) top = i + 1;
+    }
+    uint32_t hw = __atomic_load_n(&L->hiwater, __ATOMIC_ACQUIRE), want = hw > LEDGER_SLOTS ? LEDGER_SLOTS : hw;
+    if (want < top) want = top;
+    if (want != hw) {
+        __atomic_store_n(&L->hiwater, want, __ATOMIC_RELEASE);
+        what = "slot range";
+    }
     for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
         uint64_t sum = 0;
-        for (uint32_t i = 0; i < L->hiwater && i < LEDGER_SLOTS; i++) if (L->slot[i].in_use) sum += L->slot[i].used[d];
-        __atomic_store_n(&L->dev[d].used, sum, __ATOMIC_RELEASE);   /* ledger_usage reads without the lock */
+        for (uint32_t i = 0; i < top; i++) if (L->slot[i].in_use) sum = add_sat(sum, L->slot[i].used[d]);
+        if (L->dev[d].used != sum) {
+            __atomic_store_n(&L->dev[d].used, sum, __ATOMIC_RELEASE);   /* ledger_usage reads without the lock */
+            what = "device totals";
+        }
+        if (sum && !L->dev[d].uuid[0] && !L->dev[d].check) lost = 1;   /* bytes on a device nobody can name */
+    }
+    static int said;
+    if (what && !said++) note(LOG_WARN, "ledger %s was inconsistent (%s); repaired from its slots", L_path, what);
+    if (lost != L_lost) {
+        L_lost = lost;
+        if (lost) note(LOG_ERROR, "ledger %s holds a device entry it cannot repair while live processes use it: "
+                       "allocations on limited devices are refused until they exit and it is rebuilt", L_path);
     }
 }
 
-/* under the lock: take slot s's bytes out of the totals */
+/* the file shrank under us (truncated): stop using it, fail closed (said once) */
+static int check_size_locked(void)
+{
+    struct stat st;
+    int fd = __atomic_load_n(&L_fd, __ATOMIC_ACQUIRE);
+    if (fd < 0 || !is_ledger_file(fd) || ledger_fstat(fd, &st) != 0 || st.st_size >= (off_t)sizeof(struct ledger)) return 0;
+    ledger_guard_trip();
+    return 1;
+}
+
+/* under the lock: slot s's bytes out of the ledger (garbage bytes may take more than the total
+ * holds: repair_locked, after, sets the totals to the live slots' sums) */
 static void uncharge_slot_locked(struct lslot *s, const char *whose)
 {
     for (int d = 0; d < GPUMEM_MAX_DEV; d++) {
@@ -372,25 +415,30 @@ static void uncharge_slot_locked(struct lslot *s, const char *whose)
         if (!u) continue;
         char h[64];
         note(LOG_INFO, "reclaimed %s on ledger device %d from %s process %d", gpumem_human(u, h, sizeof h), d, whose, (int)s->pid);
+        s->used[d] = 0;
         uint64_t t = L->dev[d].used;
         __atomic_store_n(&L->dev[d].used, t >= u ? t - u : 0, __ATOMIC_RELEASE);
-        s->used[d] = 0;
     }
 }
 
-/* under the lock: give back the share of every slot whose owner died; returns slots freed */
+/* under the lock: give back the share of every slot whose owner died, and restore the invariants;
+ * returns slots freed */
 static int reclaim_locked(void)
 {
     int n = 0;
-    if (!ledger_fd_ok()) return 0;   /* cannot tell the dead: keep everyone */
-    for (int i = 0; i < (int)L->hiwater && i < LEDGER_SLOTS; i++) {
-        struct lslot *s = &L->slot[i];
-        if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || i == L_slot || slot_alive(i)) continue;
-        uncharge_slot_locked(s, "dead");
-        s->pid = 0;
-        __atomic_store_n(&s->in_use, 0, __ATOMIC_RELEASE);   /* last: a claimer may take it now */
-        n++;
+    if (check_size_locked()) return 0;
+    if (ledger_fd_ok()) {   /* else we cannot tell the dead: keep everyone */
+        uint32_t hw = __atomic_load_n(&L->hiwater, __ATOMIC_ACQUIRE);
+        for (int i = 0; i < (int)hw && i < LEDGER_SLOTS; i++) {
+            struct lslot *s = &L->slot[i];
+            if (!__atomic_load_n(&s->in_use, __ATOMIC_ACQUIRE) || i == L_slot || slot_alive(i)) continue;
+            uncharge_slot_locked(s, "dead");
+            s->pid = 0;
+            __atomic_store_n(&s->in_use, 0, __ATOMIC_RELEASE);   /* last: a claimer may take it now */
+            n++;
+        }
     }
+    repair_locked();
     return n;
 }
 
@@ -560,67 +608,129 @@ static enum claim claim_slot(void)
     return why;
 }
 
-/* under the lock, once: a slot adopted from a dead process still holds its bytes */
-static void settle_adopted_locked(void)
+/* under the lock, once a process: check the ledger it opened (and once a slot: a slot adopted
+ * from a dead process still holds its bytes) */
+static int L_checked;
+static void first_lock_locked(void)
 {
-    struct lslot *s = &L->slot[L_slot];
-    uncharge_slot_locked(s, "dead (slot adopted)");
-    s->pid = (int32_t)getpid();
-    s->denials = 0;
-    __atomic_store_n(&s->in_use, 1, __ATOMIC_RELEASE);   /* a reclaim may have cleared it meanwhile */
-    L_adopted = 0;
+    if (L_adopted) {
+        struct lslot *s = &L->slot[L_slot];
+        uncharge_slot_locked(s, "dead (slot adopted)");
+        s->pid = (int32_t)getpid();
+        s->denials = 0;
+        __atomic_store_n(&s->in_use, 1, __ATOMIC_RELEASE);   /* a reclaim may have cleared it meanwhile */
+        L_adopted = 0;
+    }
+    if (!L_checked) {
+        L_checked = 1;
+        reclaim_locked();   /* dead slots, field ranges, totals = sums */
+    } else {
+        repair_locked();   /* the adopted slot's bytes out of the totals */
+    }
 }
 
 /* ---- the lock */
 
-/* Is the holder named by owner word w still running?  Ours (another of our threads) is; a slot
- * that has changed hands since (another generation, ours included) is not; else its byte lock
- * tells. */
+/* how many of our threads hold the lock (0 or 1): a word naming our own slot that none of our
+ * threads holds is garbage, not another thread's */
+static int L_held;
+
+/* Is the holder named by owner word w still running?  Ours is when one of our threads holds it; a
+ * word that names no slot in use is garbage; a slot that has changed hands since (another
+ * generation, ours included) is not; else its byte lock tells. */
 static int owner_alive(uint32_t w)
 {
-    if (w == L_me) return 1;
-    int slot = (int)(w & ((1u << OWNER_SLOT_BITS) - 1)) - 1;
-    if (slot < 0 || slot >= LEDGER_SLOTS) return 1;   /* not a word we write: do not guess */
+    if (w == L_me) return __atomic_load_n(&L_held, __ATOMIC_ACQUIRE) != 0;
+    int slot = OWNER_SLOT(w);
+    if (slot < 0 || slot >= LEDGER_SLOTS || !__atomic_load_n(&L->slot[slot].in_use, __ATOMIC_ACQUIRE)) return 0;
     if ((__atomic_load_n(&L->slot[slot].gen, __ATOMIC_ACQUIRE) & OWNER_GEN_MASK) != w >> OWNER_SLOT_BITS) return 0;
     return !ledger_fd_ok() || slot_alive(slot);
 }
 
-/* Contended: spin briefly, then yield, then poll; every so often ask whether the holder died,
- * and if so take the lock over and repair what it may have left half-done. */
-static void lock_slow(uint32_t me)
+/* A live holder keeps the lock for microseconds.  Past this, it is stopped (a debugger, SIGSTOP),
+ * or the word is garbage that happens to name a live process: the call is refused rather than
+ * waiting on (the named process takes the word over at its own next lock, ending it). */
+#define LOCK_WAIT_NS (5ull * 1000000000ull)
+
+static uint64_t mono_ns(void)
 {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Contended: spin briefly, then yield, then poll; every so often ask whether the holder died,
+ * and if so take the lock over and repair what it may have left half-done.  0: ours; -1: waited
+ * LOCK_WAIT_NS (plus any debug sleep) on a live holder. */
+static uint32_t L_stuck;   /* the word of the last wait that ran out: refused at once while it stays */
+static int lock_slow(uint32_t me)
+{
+    uint64_t deadline = 0;
     for (unsigned spins = 1; ; spins++) {
         uint32_t cur = __atomic_load_n(&L->owner, __ATOMIC_RELAXED);
         if (cur == 0) {
-            if (__atomic_compare_exchange_n(&L->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+            if (__atomic_compare_exchange_n(&L->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return 0;
             continue;
         }
-        if (spins % 64 == 0 && !owner_alive(cur)) {
-            if (!__atomic_compare_exchange_n(&L->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) continue;
-            note(LOG_WARN, "a process died holding the ledger lock; recovering");
-            recompute_totals();
-            reclaim_locked();
-            return;
+        if (spins % 64 == 0) {
+            if (!owner_alive(cur)) {
+                if (!__atomic_compare_exchange_n(&L->owner, &cur, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) continue;
+                note(LOG_WARN, "a process died holding the ledger lock, or its word was damaged; recovering");
+                reclaim_locked();
+                return 0;
+            }
+            if (cur == __atomic_load_n(&L_stuck, __ATOMIC_RELAXED)) return -1;
+            uint64_t now = mono_ns();
+            if (!deadline) deadline = now + LOCK_WAIT_NS + 1000ull * (debug_sleep_us + debug_release_sleep_us);
+            else if (now > deadline) {
+                static int said;
+                if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
+                    gpumem_log(LOG_ERROR, "the ledger lock has been held for over %llu s by a live process (slot %d): "
+                               "this allocation is refused, not waited for", LOCK_WAIT_NS / 1000000000ull, OWNER_SLOT(cur));
+                __atomic_store_n(&L_stuck, cur, __ATOMIC_RELAXED);
+                return -1;
+            }
         }
         if (spins < 2048) sched_yield();
         else usleep(50);
     }
 }
 
+static void unlock(void);
+
+static void say_broken(void)
+{
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_ACQ_REL))
+        gpumem_log(LOG_ERROR, "the ledger %s shrank under this process (truncated by another program): allocations on "
+                   "limited devices are refused for the rest of its life", L_path);
+}
+
 static int lock(void)
 {
+    if (__builtin_expect(__atomic_load_n(&ledger_broken, __ATOMIC_ACQUIRE), 0)) { say_broken(); return -1; }
     /* no ledger yet: open it, again at every call until it opens (a failure may have passed) */
     if (__builtin_expect(!__atomic_load_n(&L, __ATOMIC_ACQUIRE), 0) && !ledger_open()) return -1;
     /* without a slot, claim one again at every call: a failure may have passed */
     if (__builtin_expect(__atomic_load_n(&L_slot, __ATOMIC_ACQUIRE) < 0, 0) && claim_slot() != CLAIM_OK) return -1;
     uint32_t me = L_me, free_ = 0;
-    if (!__atomic_compare_exchange_n(&L->owner, &free_, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) lock_slow(me);
-    if (__builtin_expect(L_adopted, 0)) settle_adopted_locked();
+    if (!__atomic_compare_exchange_n(&L->owner, &free_, me, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) && lock_slow(me) != 0)
+        return -1;
+    __atomic_store_n(&L_held, 1, __ATOMIC_RELAXED);
+    /* the file's last word: zero or a fault (SIGBUS, caught) once the file was cut short */
+    if (__builtin_expect(__atomic_load_n(&L->tail, __ATOMIC_RELAXED) != LEDGER_TAIL, 0)) ledger_guard_trip();
+    if (__builtin_expect(L_adopted | !L_checked, 0)) first_lock_locked();
+    if (__builtin_expect(__atomic_load_n(&ledger_broken, __ATOMIC_ACQUIRE), 0)) {   /* it tripped in there */
+        unlock();
+        say_broken();
+        return -1;
+    }
     return 0;
 }
 
 static void unlock(void)
 {
+    __atomic_store_n(&L_held, 0, __ATOMIC_RELAXED);
     if (__builtin_expect(!notes_len, 1)) {
         __atomic_store_n(&L->owner, 0, __ATOMIC_RELEASE);
         return;
@@ -645,11 +755,14 @@ int ledger_device(const char *uuid, uint64_t total)
     int found = -1;
     for (uint32_t d = 0; d < L->ndev && d < GPUMEM_MAX_DEV; d++)
         if (!strncmp(L->dev[d].uuid, uuid, sizeof L->dev[d].uuid - 1)) { found = (int)d; break; }
-    if (found < 0 && L->ndev < GPUMEM_MAX_DEV) {
-        found = (int)L->ndev;
-        snprintf(L->dev[found].uuid, sizeof L->dev[found].uuid, "%s", uuid);
-        L->dev[found].used = 0;
-        __atomic_store_n(&L->ndev, L->ndev + 1, __ATOMIC_RELEASE);
+    for (uint32_t d = L->ndev; found < 0 && d < GPUMEM_MAX_DEV; d++) {
+        struct ldev *v = &L->dev[d];
+        if (v->uuid[0] || v->uuid_copy[0] || v->check || v->used) continue;   /* not empty: damage, kept for repair */
+        found = (int)d;
+        snprintf(v->uuid, sizeof v->uuid, "%s", uuid);
+        memcpy(v->uuid_copy, v->uuid, sizeof v->uuid);
+        v->check = ledger_uuid_hash(v->uuid, sizeof v->uuid);
+        __atomic_store_n(&L->ndev, d + 1, __ATOMIC_RELEASE);
     }
     if (found >= 0 && total) L->dev[found].total = total;
     unlock();
@@ -680,7 +793,7 @@ int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
     uint64_t used = L->dev[ldev].used;
     for (int attempt = 0; ; attempt++) {
         used = L->dev[ldev].used;
-        if (used <= cap && bytes <= cap - used) break;
+        if (used <= cap && bytes <= cap - used && !L_lost) break;
         if (attempt > 0 || !reclaim_locked()) { unlock(); *used_out = used; return -1; }
     }
     if (L->dev[ldev].cap != cap) L->dev[ldev].cap = cap;   /* for readers (gpumem-ledger) */
@@ -720,7 +833,7 @@ uint64_t ledger_usage(int ldev)
     if (ldev < 0 || ldev >= GPUMEM_MAX_DEV) return 0;
     struct ledger *l = __atomic_load_n(&L, __ATOMIC_ACQUIRE);
     /* an index comes from an open ledger, so this cannot be; were it, nothing is free */
-    if (!l) return UINT64_MAX;
+    if (!l || __atomic_load_n(&ledger_broken, __ATOMIC_ACQUIRE)) return UINT64_MAX;
     return __atomic_load_n(&l->dev[ldev].used, __ATOMIC_ACQUIRE);
 }
 
@@ -739,6 +852,7 @@ void ledger_after_fork_child(void)
 {
     L_slot = -1;
     L_me = 0;
+    L_held = 0;
     L_adopted = 0;
     claim_mu = 0;
     init_mu = 0;
@@ -755,5 +869,5 @@ void ledger_after_fork_child(void)
         close(L_lock_fd);
         L_lock_fd = -1;
     }
-    if (L && L_fd < 0) init_ledger(L);
+    if (L && L_fd < 0) ledger_layout_init(L);
 }

@@ -10,13 +10,15 @@
 #define LEDGER_SLOTS 1024
 #define LEDGER_DEVS 32   /* = GPUMEM_MAX_DEV */
 #define LEDGER_NAME "ledger-v4"
+#define LEDGER_TAIL 0x6c6961744c6d6570ULL /* "pemLtail": the file's last word, gone when it is cut short */
 
-struct ldev {
+struct ldev {          /* empty (all zero) until a process registers a device here */
     char uuid[64];
     uint64_t used;    /* sum of the live slots' used[] for this device (the invariant recovery restores) */
     uint64_t total;   /* cuDeviceTotalMem, for NVML-only processes */
     uint64_t cap;     /* the cap of the last reservation on it (0: none yet): for readers */
-    uint64_t spare;
+    uint64_t check;   /* ledger_uuid_hash(uuid): with uuid_copy, any one damaged field is outvoted */
+    char uuid_copy[64];
 };
 struct lslot {
     int32_t pid;        /* as its owner sees itself (another pid namespace may number it otherwise) */
@@ -34,6 +36,7 @@ struct ledger {
     char pad[64];
     struct ldev dev[LEDGER_DEVS];
     struct lslot slot[LEDGER_SLOTS];
+    uint64_t tail;      /* LEDGER_TAIL: read at every lock, so a file truncated under us is seen */
 };
 
 /* the lock word: the holder's slot + 1 in the low bits, its generation above */
@@ -41,6 +44,14 @@ struct ledger {
 #define OWNER_GEN_MASK 0x1fffffu
 #define OWNER(gen, slot) ((((gen) & OWNER_GEN_MASK) << OWNER_SLOT_BITS) | (uint32_t)((slot) + 1))
 #define OWNER_SLOT(w) ((int)((w) & ((1u << OWNER_SLOT_BITS) - 1)) - 1)
+
+/* FNV-1a of a device's name, as stored in struct ldev's check */
+static inline uint64_t ledger_uuid_hash(const char *u, unsigned long max)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (unsigned long i = 0; i < max && u[i]; i++) h = (h ^ (unsigned char)u[i]) * 0x100000001b3ULL;
+    return h;
+}
 
 /* offset of slot i's first byte: its owner holds a write lock on it for life */
 #define SLOT_LOCK_OFFSET(i) ((long)__builtin_offsetof(struct ledger, slot) + (long)(i) * (long)sizeof(struct lslot))

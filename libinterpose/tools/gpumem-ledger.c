@@ -62,11 +62,13 @@ static int slot_locked(int fd, int i, int *known)
     return fl.l_type != F_UNLCK;
 }
 
-static int uuid_ok(const char *u)
+static int uuid_ok(const struct ldev *v)
 {
-    size_t n = strnlen(u, sizeof ((struct ldev *)0)->uuid);
-    if (n == 0 || n == sizeof ((struct ldev *)0)->uuid) return 0;
-    for (size_t i = 0; i < n; i++) if ((unsigned char)u[i] < 0x20 || (unsigned char)u[i] >= 0x7f) return 0;
+    size_t n = strnlen(v->uuid, sizeof v->uuid);
+    if (n == 0 || n == sizeof v->uuid || memcmp(v->uuid, v->uuid_copy, sizeof v->uuid) ||
+        ledger_uuid_hash(v->uuid, sizeof v->uuid) != v->check)
+        return 0;
+    for (size_t i = 0; i < n; i++) if ((unsigned char)v->uuid[i] < 0x20 || (unsigned char)v->uuid[i] >= 0x7f) return 0;
     return 1;
 }
 
@@ -78,6 +80,7 @@ static int header_ok(const struct ledger *l)
     if (l->version != LEDGER_VERSION) { problem("version %u, expected %u", l->version, LEDGER_VERSION); ok = 0; }
     if (l->size != sizeof *l) { problem("size field %u, expected %zu", l->size, sizeof *l); ok = 0; }
     if (l->nslots != LEDGER_SLOTS) { problem("nslots %u, expected %u", l->nslots, LEDGER_SLOTS); ok = 0; }
+    if (l->tail != LEDGER_TAIL) { problem("last word 0x%016llx, not the ledger's", (unsigned long long)l->tail); ok = 0; }
     return ok;
 }
 
@@ -90,7 +93,7 @@ static void fields_check(const struct ledger *l)
         problem("lock word 0x%08x names no slot", l->owner);
     uint32_t ndev = l->ndev <= LEDGER_DEVS ? l->ndev : LEDGER_DEVS;
     for (uint32_t d = 0; d < ndev; d++)
-        if (!uuid_ok(l->dev[d].uuid)) problem("device %u: uuid is not a printable string", d);
+        if (!uuid_ok(&l->dev[d])) problem("device %u: its name, copy and check disagree or are not printable", d);
     for (int i = 0; i < LEDGER_SLOTS; i++) {
         const struct lslot *s = &l->slot[i];
         if (s->in_use > 1) problem("slot %d: in_use %u", i, s->in_use);
