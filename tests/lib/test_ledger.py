@@ -96,7 +96,26 @@ def test_state_dir_is_created_with_its_missing_parents(gpu, tmp_path):
     assert (state / "ledger-v4").exists()
 
 
-def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, tmp_path):
+def test_unusable_state_dir_refuses_allocations_with_an_error(gpu, tmp_path):
+    # a ledger per process would multiply the cap by the number of processes: refuse instead
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = gpu.run(
+        *START,
+        "alloc=1G",
+        "alloc=1G",
+        GPUMEM_LIMIT="2GiB",
+        GPUMEM_STATE_DIR=blocker / "state",
+        GPUMEM_LOG="warn",
+        **NORES,
+    )
+    assert r.rc == 0, r
+    assert r.results("alloc") == ["err=2", "err=2"]
+    errors = [ln for ln in r.err.splitlines() if "cannot use the ledger" in ln]
+    assert len(errors) == 1 and "GPUMEM_PRIVATE_LEDGER=1" in errors[0], r.err
+
+
+def test_unusable_state_dir_falls_back_to_a_per_process_cap_when_asked(gpu, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     r = gpu.run(
@@ -107,6 +126,7 @@ def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, 
         GPUMEM_LIMIT="2GiB",
         GPUMEM_STATE_DIR=blocker / "state",
         GPUMEM_LOG="warn",
+        GPUMEM_PRIVATE_LEDGER=1,
         **NORES,
     )
     assert r.rc == 0, r
@@ -114,15 +134,6 @@ def test_unusable_state_dir_falls_back_to_a_per_process_cap_with_a_warning(gpu, 
     assert r.field("info", "total") == 2 * GiB
     warnings = [ln for ln in r.err.splitlines() if "unusable" in ln]
     assert len(warnings) == 1 and "per process" in warnings[0], r.err
-
-
-def test_ledger_of_another_layout_falls_back_instead_of_corrupting_it(gpu):
-    gpu.state.mkdir()
-    (gpu.state / "ledger-v4").write_bytes(b"\0" * 64)
-    r = gpu.run(*START, "alloc=1536M", "alloc=1G", GPUMEM_LIMIT="2GiB", **NORES)
-    assert r.results("alloc") == ["ok", "err=2"]
-    assert "unusable" in r.err
-    assert (gpu.state / "ledger-v4").read_bytes() == b"\0" * 64
 
 
 def test_sixteen_threads_never_exceed_the_cap_and_totals_return_to_zero(gpu):
