@@ -7,7 +7,9 @@
  * 2 no ledger in DIR; 3 usage error or the file cannot be read (one line on stderr, no JSON).
  * It never waits on the ledger: the file is opened non-blocking and not followed through a link,
  * read with pread into a copy (a shrunken file cannot fault it), the slot locks are only queried,
- * and an alarm ends it after ALARM_S whatever the file system does.  The JSON is documented in
+ * and an alarm ends it after ALARM_S whatever the file system does.  A host tool, built where it
+ * runs (pip install .): its symbols are pinned as the library's are, but an executable's start-up
+ * (__libc_start_main) is the building glibc's.  The JSON is documented in
  * libinterpose/README.md ("Reading a ledger"). */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include "../src/ledger_layout.h"
@@ -141,7 +144,7 @@ int main(int argc, char **argv)
     int readable = 0;
     if (fd < 0 && errno == ELOOP) problem("the ledger's path is a symbolic link");
     else if (fd < 0) { fprintf(stderr, "gpumem-ledger: cannot open %s: %s\n", path, strerror(errno)); return EXIT_ERROR; }
-    else if (fstat(fd, &st) != 0) { fprintf(stderr, "gpumem-ledger: cannot stat %s: %s\n", path, strerror(errno)); return EXIT_ERROR; }
+    else if (syscall(SYS_fstat, fd, &st) != 0) { fprintf(stderr, "gpumem-ledger: cannot stat %s: %s\n", path, strerror(errno)); return EXIT_ERROR; }
     else if (!S_ISREG(st.st_mode)) problem("the ledger's path is not a regular file");
     else if (st.st_size < (off_t)sizeof l) problem("file of %lld bytes, expected %zu", (long long)st.st_size, sizeof l);
     else readable = 1;
