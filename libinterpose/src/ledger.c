@@ -16,9 +16,12 @@
  *   dead holder from taking the lock from the slot's next owner;
  * - dead slots are reclaimed lazily: when a reservation would be refused, when memory is reported,
  *   when a slot is adopted;
- * - a file that cannot be opened for a passing want (descriptors, memory) is opened again at the
- *   next use, allocations on limited devices refused meanwhile; an unusable directory gives the
- *   process a ledger of its own. */
+ * - a file that cannot be opened (a passing want, a damaged ledger live processes hold, an unusable
+ *   directory) is tried again at the next use, allocations on limited devices refused meanwhile
+ *   (a ledger per process only with GPUMEM_PRIVATE_LEDGER=1); ledger_file.c judges, makes and
+ *   rebuilds the file, ledger_guard.c catches SIGBUS from a file cut short under us;
+ * - every shared field is checked under the lock before it is trusted (repair_locked), the totals
+ *   restored as the sums of the in-use slots; a wait on the lock is bounded. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -114,9 +117,8 @@ static int move_high(int fd)
 
 static int byte_lock(int fd, int i, short type, int cmd_ofd, int cmd_posix, struct flock *out);
 
-/* Open the ledger file, creating it atomically (initialised temp file, then link()).  0, else the
- * errno that failed it (-1: none, *why says what), for ledger_init to tell a passing want from an
- * unusable directory. */
+/* Open and map the ledger file (ledger_file.c finds, makes or rebuilds it).  0, else the errno that
+ * failed it (-1: none, *why says what), for ledger_init to tell a passing want from the rest. */
 #define FAIL(e) do { int e_ = (e); *why = strerror(e_); return e_ > 0 ? e_ : -1; } while (0)
 static int open_shared(const char *dir, const char **why)
 {
