@@ -107,12 +107,18 @@ def _passthrough(name: str) -> click.Command:
 
         if name in compose.NO_PROJECT or name in compose.NEEDS_NO_CAP or _asks_help(args):
             return compose.passthrough(settings.options, [name, *args])
+        from .enforce import take_option
+
+        mode, args = take_option(args) if name in compose.STARTS_CONTAINERS else (None, args)
         resolved = _load(settings)
+        text = None
         if name in compose.STARTS_CONTAINERS and resolved.plans:
+            from .enforce import enforced_yaml
             from .prereq import require_for_run, started
 
             require_for_run(started(resolved.services, resolved.plans, settings.options.profiles, args))
-        return compose.run_resolved(settings.options, resolved.injected_yaml(), [name, *args])
+            text = enforced_yaml(resolved, mode, settings.options.label())
+        return compose.run_resolved(settings.options, text or resolved.injected_yaml(), [name, *args])
 
     return click.Command(
         name,
@@ -186,6 +192,35 @@ def override_command(settings: Settings, /, output: str, check: bool, **values: 
         return 0
     override.write(output, text)
     return 0
+
+
+@main.command("doctor")
+@compose_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--enforce", type=click.Choice(["auto", "library", "driver", "both"]), help="Decide as if asked for."
+)
+@click.argument("services", nargs=-1)
+@click.pass_obj
+def doctor_command(
+    settings: Settings, /, fmt: str, enforce: str | None, services: tuple[str, ...], **values: Any
+) -> int:
+    """What this host offers each path (library, driver), and what each capped service gets."""
+    settings.update(values)
+    from . import compose, doctor
+
+    has_project = bool(settings.options.files or os.environ.get("COMPOSE_FILE")) or bool(
+        compose._find_default(settings.options.directory())
+    )
+    project = _load(settings) if has_project else None
+    data = doctor.run(project, override=enforce, only=services, file=settings.options.label())
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(doctor.render(data), nl=False)
+    return 0 if data["ok"] else 1
 
 
 @main.command("version")

@@ -257,6 +257,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     """Rewrite and exec docker; one line on stderr and an exit code for every error."""
     args = list(sys.argv[1:] if argv is None else argv)
     docker = os.environ.get("GPUMEM_DOCKER_BIN", "docker")
+    if args[:1] == ["doctor"]:
+        return _doctor(args[1:])
     if asks_for_help(args):
         sys.stdout.write(HELP_NOTE + "\n")
         sys.stdout.flush()  # before exec replaces us
@@ -275,6 +277,21 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: cannot run {docker}: {error.strerror}", file=sys.stderr)
         return 127
     return 0  # pragma: no cover - exec does not return
+
+
+def _doctor(args: list[str]) -> int:
+    """``gpumem-docker doctor [--format json]``: the host alone (see :mod:`doctor`)."""
+    from . import doctor
+
+    if args not in ([], ["--format", "json"], ["--format=json"], ["--format", "text"]):
+        print(f"{PROG}: usage: {PROG} doctor [--format text|json]", file=sys.stderr)
+        return 2
+    data = doctor.run(None)
+    if "json" in " ".join(args):
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        sys.stdout.write(doctor.render(data))
+    return 0 if data["ok"] else 1
 
 
 def entry() -> None:

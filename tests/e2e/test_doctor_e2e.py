@@ -1,0 +1,83 @@
+"""`gpumem-compose doctor` and `gpumem-docker doctor` on the real engine: what this CPU host offers
+each path, told truthfully, and the exit code that says whether every capped service will run
+capped as declared."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def doctor(argv, env, cwd):
+    return subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=120, stdin=subprocess.DEVNULL
+    )
+
+
+@pytest.mark.skipif(os.path.exists("/dev/nvidiactl"), reason="this host has an NVIDIA driver")
+def test_doctor_on_this_cpu_host_says_no_gpu_and_why_the_driver_path_is_absent(e2e):
+    env = dict(os.environ)
+    env.pop("GPUMEM_NVML_LIBRARY")  # this host's own NVML: none
+    done = doctor([e2e.gpumem_compose, "doctor", "--format", "json"], env, REPO / "samples" / "first-cap")
+    assert done.returncode == 1, done.stderr
+    data = json.loads(done.stdout)
+    assert data["ok"] is False
+    assert data["host"]["engine"]["reachable"] is True and "nvidia" in data["host"]["engine"]["runtimes"]
+    assert data["host"]["nvml"]["gpus"] == []
+    library = data["paths"]["library"]["missing"]
+    assert any(m.startswith("no NVIDIA GPU on this host (no /dev/nvidiactl") for m in library), library
+    driver = data["paths"]["driver"]["missing"]
+    assert "no NVIDIA driver answers (no /dev/nvidiactl: no NVIDIA driver is loaded)" in driver
+    assert "the engine does not resolve CDI devices (Docker 27 or later, CDI enabled)" in driver
+    assert data["services"]["cuda"]["enforce"] == "library"
+    text = doctor([e2e.gpumem_compose, "doctor"], env, REPO / "samples" / "first-cap").stdout
+    assert "  cuda: library (auto)" in text and "  driver: not ready" in text and text.endswith("not ok\n")
+
+
+def test_doctor_with_the_stand_in_gpu_and_a_runtime_service_is_ok(e2e, tmp_path):
+    (tmp_path / "compose.yaml").write_text(
+        json.dumps({"services": {"app": {"image": e2e.image, "runtime": "nvidia", "x-gpu-memory": "2GiB"}}})
+    )
+    done = doctor([e2e.gpumem_compose, "doctor", "--format", "json"], dict(os.environ), tmp_path)
+    data = json.loads(done.stdout)
+    assert done.returncode == 0, data["paths"]
+    assert data["host"]["nvml"]["driver"] == "580.159.04" and data["host"]["nvml"]["cuda_text"] == "13.0"
+    assert data["services"]["app"]["enforce"] == "library"
+    assert any("older than r615" in why for why in data["services"]["app"]["why"])
+    asked = doctor([e2e.gpumem_compose, "doctor", "--enforce", "driver"], dict(os.environ), tmp_path)
+    assert asked.returncode == 1 and "app: refused: " in asked.stdout and "older than r615" in asked.stdout
+
+
+def test_gpumem_docker_doctor_reports_the_host_alone(e2e, tmp_path):
+    done = doctor([e2e.gpumem_docker, "doctor", "--format", "json"], dict(os.environ), tmp_path)
+    data = json.loads(done.stdout)
+    assert data["services"] == {} and data["host"]["nvml"]["gpus"][0]["uuid"].startswith("GPU-")
+    assert done.returncode == 0, data["paths"]
+
+
+def test_up_with_enforce_driver_on_this_host_is_refused_naming_what_lacks(e2e, tmp_path):
+    (tmp_path / "compose.yaml").write_text(
+        json.dumps({"services": {"app": {"image": e2e.image, "runtime": "nvidia", "x-gpu-memory": "2GiB"}}})
+    )
+    project = f"gpumem-e2e-enforce-{os.getpid()}"
+    done = subprocess.run(
+        [e2e.gpumem_compose, "-p", project, "up", "-d", "--enforce", "driver"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(
+        "gpumem-compose: compose.yaml: service 'app': x-gpu-memory-enforce 'driver': the driver path needs"
+    )
+    assert "driver 580.159.04 (CUDA 13.0) is older than r615" in lines[0]
+    assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
