@@ -191,7 +191,7 @@ int main(int argc, char **argv)
         b.alloc_async = (CUresult(*)(CUdeviceptr *, size_t, CUstream))hook(lib, "cuMemAllocAsync");
         b.free_async = (CUresult(*)(CUdeviceptr, CUstream))hook(lib, "cuMemFreeAsync");
         b.info = (CUresult(*)(size_t *, size_t *))hook(lib, "cuMemGetInfo_v2");
-        b.launch = (launch_fn)hook(lib, "cuLaunchKernel");
+        if (!strcmp(mode, "launch")) b.launch = (launch_fn)hook(lib, "cuLaunchKernel");
         if (a.nvml_info) b.nvml_info = (nvmlReturn_t(*)(nvmlDevice_t, nvmlMemory_t *))hook(lib, "nvmlDeviceGetMemoryInfo");
     }
     block(&a, mode, bytes, iters);   /* warm-up: pools, the library's first-call work */

@@ -36,3 +36,6 @@ FORWARD(CUresult, CUDA, cuMemAllocAsync, (CUdeviceptr *p, size_t n, void *s), (p
 FORWARD(CUresult, CUDA, cuMemFreeAsync, (CUdeviceptr p, void *s), (p, s))
 FORWARD(CUresult, CUDA, cuMemGetInfo_v2, (size_t *f, size_t *t), (f, t))
 FORWARD(int, "libnvidia-ml.so.1", nvmlDeviceGetMemoryInfo, (void *h, void *m), (h, m))
+FORWARD(CUresult, CUDA, cuLaunchKernel,
+        (void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, void *s, void **p, void **e),
+        (f, gx, gy, gz, bx, by, bz, sh, s, p, e))

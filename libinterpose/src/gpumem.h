@@ -162,6 +162,10 @@ GPUMEM_HIDDEN extern unsigned gpumem_launch_epoch;   /* bumped when a stack limi
 GPUMEM_HIDDEN extern unsigned gpumem_memo_epoch;     /* bumped when a context or stream comes or goes */
 GPUMEM_HIDDEN CUresult limits_stack_need(struct gdev *d, void *ctx, uint64_t need);
 
+/* ---- modules.c: a lazy load measured from the driver's free memory before it */
+GPUMEM_HIDDEN uint64_t modules_device_free(void);
+GPUMEM_HIDDEN CUresult modules_charge_lazy(struct gdev *d, void *ctx, uint64_t before, const char *fn);
+
 /* ---- resolve.c: the one place real symbols come from ---- */
 enum { LIB_CUDA = 0, LIB_NVML = 1 };
 typedef void *(*dlsym_fn)(void *, const char *);

@@ -8,23 +8,36 @@
 #include "table.h"
 
 #define FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES 3
-#define MEMO_SLOTS 64
+#define MEMO_SLOTS 1024   /* 16 KiB a thread: a missed slot costs a driver query or two */
 
 unsigned gpumem_launch_epoch;   /* bumped when a stack limit is set: every memo is void */
 static __thread struct { void *fn; unsigned epoch; } memo[MEMO_SLOTS];
 
 typedef CUresult (*fn_funcattr)(int *, int, void *);
 
+/* A function's first launch from this thread.  libcudart 12/13 launches CUkernel handles of
+ * libraries it loaded lazily: the kernel's module loads into the context at its first use (a
+ * 1.5 GiB __device__ array, uncounted inside the launch, on an H200).  So the module is loaded
+ * here first, by asking its local size (cuFuncGetAttribute; for a CUkernel, cuKernelGetFunction
+ * first), with what that took measured and charged as a lazy load (modules.c); refused, so is
+ * the launch. */
 static CUresult first_launch(void *fn, unsigned slot, unsigned epoch)
 {
     static fn_funcattr attr;
+    static fn_cuKernelGetFunction getfn;
     if (!attr) attr = (fn_funcattr)resolve_symbol(LIB_CUDA, "cuFuncGetAttribute");
+    if (!getfn) getfn = (fn_cuKernelGetFunction)hooks_real(H_cuKernelGetFunction);
     int local = 0;
-    CUresult r = CUDA_SUCCESS;
-    if (attr && attr(&local, FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, fn) == CUDA_SUCCESS && local > 0) {
-        CURRENT_DEV();
-        if (dev_) r = limits_stack_need(dev_, ctx_, (uint64_t)local);
-    }
+    CURRENT_DEV();
+    if (!dev_ || !attr) return CUDA_SUCCESS;
+    uint64_t before = modules_device_free();
+    void *func = fn;
+    if (attr(&local, FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, fn) != CUDA_SUCCESS &&   /* a CUkernel */
+        (!getfn || getfn(&func, fn) != CUDA_SUCCESS || attr(&local, FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES, func) != CUDA_SUCCESS))
+        local = 0;
+    CUresult r = modules_charge_lazy(dev_, ctx_, before, "kernel launch (its module's lazy load)");
+    if (r != CUDA_SUCCESS) return r;
+    if (local > 0) r = limits_stack_need(dev_, ctx_, (uint64_t)local);
     if (r == CUDA_SUCCESS) {
         memo[slot].fn = fn;
         memo[slot].epoch = epoch;
@@ -44,8 +57,11 @@ static inline CUresult stack_covered(void *f)
 
 #define LAUNCH(f, call) do {                                                      \
         CUresult e_ = stack_covered(f);                                           \
-        if (e_ != CUDA_SUCCESS) return e_;                                        \
-        return (call);                                                            \
+        if (e_ != CUDA_SUCCESS) { STATS_DONE(0, 0); return e_; }                  \
+        uint64_t t0_ = STATS_NOW();                                               \
+        CUresult r_ = (call);                                                     \
+        STATS_DONE(t0_, STATS_NOW());                                             \
+        return r_;                                                                \
     } while (0)
 
 int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,

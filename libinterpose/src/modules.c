@@ -71,18 +71,23 @@ static int seen_before(void *handle, void *ctx)
     return 0;
 }
 
-/* what a lazy load took is charged under a key of its own; it stays until its context goes */
-static void lazy_charge(struct gdev *d, void *ctx, uint64_t took, const char *fn)
+/* What a lazy load took is charged under a key of its own; it stays until its context goes.
+ * Past the cap, the call that loaded it is answered CUDA_ERROR_OUT_OF_MEMORY (the driver keeps
+ * the module: a library is not unloaded behind its owner's back). */
+static CUresult lazy_charge(struct gdev *d, void *ctx, uint64_t took, const char *fn)
 {
     static uint64_t next_key = 1;
-    if (!took) return;
-    if (dev_reserve_bytes(d, took, fn) != CUDA_SUCCESS) {
-        char h[64];
-        LOG(LOG_WARN, "%s loaded %s of globals past the cap on device %d: charged when its context goes",
-            fn, gpumem_human(took, h, sizeof h), dev_ord(d));
-        return;
-    }
+    if (!took) return CUDA_SUCCESS;
+    if (dev_reserve_bytes(d, took, fn) != CUDA_SUCCESS) return CUDA_ERROR_OUT_OF_MEMORY;
     track_add((1ULL << 63) | __atomic_fetch_add(&next_key, 1, __ATOMIC_RELAXED), TK_MODULE, took, dev_ord(d), ctx);
+    return CUDA_SUCCESS;
+}
+
+/* a launch loaded its function's module (launch.c): what it took since `before` */
+uint64_t modules_device_free(void) { return device_free(); }
+CUresult modules_charge_lazy(struct gdev *d, void *ctx, uint64_t before, const char *fn)
+{
+    return lazy_charge(d, ctx, taken_since(before), fn);
 }
 
 #define LAZY_LOAD(fname, handle, call) do {                                       \
@@ -91,7 +96,8 @@ static void lazy_charge(struct gdev *d, void *ctx, uint64_t took, const char *fn
         if (!dev_ || seen_before((handle), ctx_)) return (call);                  \
         uint64_t before_ = device_free();                                         \
         CUresult r_ = (call);                                                     \
-        if (r_ == CUDA_SUCCESS) lazy_charge(dev_, ctx_, taken_since(before_), #fname); \
+        if (r_ == CUDA_SUCCESS) r_ = lazy_charge(dev_, ctx_, taken_since(before_), #fname); \
+        STATS_DONE(0, 0);                                                         \
         return r_;                                                                \
     } while (0)
 
