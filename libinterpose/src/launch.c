@@ -1,17 +1,22 @@
 /* Kernel launches: the one thing a launch can take is stack, which the driver grows by itself for
  * a kernel whose local memory needs more than the context's stack size (ctxlimits.c charges it).
- * A launch costs the driver 2-4 us, so the hook's budget (1%) is some 20 ns: a per-thread memo of
- * the functions already seen answers in a few loads; a function's first launch asks the driver
- * its local size (CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES) and charges what the stack must grow by.
- * The memo is keyed by function alone: a CUkernel launched from one thread in a second context is
- * charged in the first only.  Graph kernel nodes are not seen (their launch is the graph's). */
+ * A launch costs the driver 2-4 us, so the hook's budget (1%) is some 20 ns: a memo of the
+ * functions already seen answers in one load; a function's first launch asks the driver its local
+ * size (CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES) and charges what the stack must grow by.  The memo is
+ * process-wide (a thread's own would not fit the static TLS a dlopen'ed library may take) and
+ * keyed by function alone: a CUkernel launched in a second context is charged in the first only.
+ * Graph kernel nodes are not seen (their launch is the graph's). */
 #include "table.h"
 
 #define FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES 3
-#define MEMO_SLOTS 1024   /* 16 KiB a thread: a missed slot costs a driver query or two */
+#define MEMO_SLOTS 4096   /* a missed slot costs driver queries (some 15 us): room for many kernels */
 
 unsigned gpumem_launch_epoch;   /* bumped when a stack limit is set: every memo is void */
-static __thread struct { void *fn; unsigned epoch; } memo[MEMO_SLOTS];
+/* one word a slot, so no reader sees half an entry: the function's address (48 bits) and the
+ * epochs' sum in the top 16 */
+static uint64_t memo[MEMO_SLOTS];
+
+static inline uint64_t memo_word(void *fn, unsigned epoch) { return (uint64_t)(uintptr_t)fn ^ ((uint64_t)(epoch & 0xffff) << 48); }
 
 typedef CUresult (*fn_funcattr)(int *, int, void *);
 
@@ -38,10 +43,7 @@ static CUresult first_launch(void *fn, unsigned slot, unsigned epoch)
     CUresult r = modules_charge_lazy(dev_, ctx_, before, "kernel launch (its module's lazy load)");
     if (r != CUDA_SUCCESS) return r;
     if (local > 0) r = limits_stack_need(dev_, ctx_, (uint64_t)local);
-    if (r == CUDA_SUCCESS) {
-        memo[slot].fn = fn;
-        memo[slot].epoch = epoch;
-    }
+    if (r == CUDA_SUCCESS) __atomic_store_n(&memo[slot], memo_word(fn, epoch), __ATOMIC_RELAXED);
     return r;
 }
 
@@ -51,7 +53,7 @@ static inline CUresult stack_covered(void *f)
     if (!gpumem_active) return CUDA_SUCCESS;
     unsigned slot = (unsigned)(((uintptr_t)f >> 4) % MEMO_SLOTS);
     unsigned epoch = __atomic_load_n(&gpumem_launch_epoch, __ATOMIC_RELAXED) + __atomic_load_n(&gpumem_memo_epoch, __ATOMIC_RELAXED);
-    if (__builtin_expect(memo[slot].fn == f && memo[slot].epoch == epoch, 1)) return CUDA_SUCCESS;
+    if (__builtin_expect(__atomic_load_n(&memo[slot], __ATOMIC_RELAXED) == memo_word(f, epoch), 1)) return CUDA_SUCCESS;
     return first_launch(f, slot, epoch);
 }
 
