@@ -77,7 +77,10 @@ def test_layout_offsets_match_the_library(gpu):
 def small_tmpfs(tmp_path):
     mnt = tmp_path / "small"
     mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode
+    ):
         if os.environ.get("CI"):
             pytest.fail("cannot mount a tmpfs (CI runs as root)")
         pytest.skip("mounting a tmpfs needs root")
@@ -107,7 +110,9 @@ def test_a_sparse_ledger_on_a_full_tmpfs_is_never_mapped_unbacked(gpu, small_tmp
 
 
 def test_a_full_tmpfs_with_private_ledgers_asked_for_keeps_a_per_process_cap(gpu, small_tmpfs):
-    r = gpu.run(*START, "alloc=700M", "alloc=700M", GPUMEM_STATE_DIR=small_tmpfs, GPUMEM_PRIVATE_LEDGER=1, **ENV)
+    r = gpu.run(
+        *START, "alloc=700M", "alloc=700M", GPUMEM_STATE_DIR=small_tmpfs, GPUMEM_PRIVATE_LEDGER=1, **ENV
+    )
     assert r.rc == 0 and r.results("alloc") == ["ok", "err=2"], r
 
 
@@ -144,7 +149,9 @@ def test_a_ledger_truncated_while_a_process_holds_it_is_refused_then_rebuilt_aft
 # ---- a damaged or foreign ledger between runs: rebuilt when nobody holds it
 
 
-@pytest.mark.parametrize("damage", ["truncated", "version", "magic", "zeros", "fifo", "dev_zero_link", "directory"])
+@pytest.mark.parametrize(
+    "damage", ["truncated", "version", "magic", "zeros", "fifo", "dev_zero_link", "directory"]
+)
 def test_a_ledger_damaged_between_runs_is_rebuilt_and_the_cap_stays_shared(gpu, damage):
     path = made(gpu)
     if damage == "truncated":
@@ -266,7 +273,9 @@ def test_random_byte_flips_never_crash_hang_or_grant_past_the_cap(gpu):
     gpu.run(*START, "alloc=300M", **ENV)
     h = hold(gpu, "alloc=500M", **ENV)
     try:
-        doc = json.loads(subprocess.run([str(gpu.built["reader"]), str(gpu.state)], capture_output=True).stdout)
+        doc = json.loads(
+            subprocess.run([str(gpu.built["reader"]), str(gpu.state)], capture_output=True).stdout
+        )
         (mine,) = [p["slot"] for p in doc["processes"] if p["pid"] == h.pid]
         keep = range(slot_at(mine), slot_at(mine) + SLOT_SIZE)
         clean = ledger(gpu).read_bytes()
