@@ -92,6 +92,7 @@ def test_soak_of_100_processes_with_random_sigkills_never_holds_past_the_cap(gpu
             p.wait()
         held.close()
         os.close(fd)
+    print(f"soak: {WORKERS} workers, {kills} SIGKILLs, {len(samples)} samples, peak held {peak} of {CAP}")
     assert kills >= 100 and len(samples) >= 15, (kills, len(samples))
     assert peak > CAP // 2, f"the workers never came near the cap (peak {peak}): the soak proves nothing"
     # every share came back, and the ledger is whole
