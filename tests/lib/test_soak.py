@@ -1,6 +1,7 @@
 """Soak (issue 14): 100 processes allocate and free at random under one cap while random ones are
-SIGKILLed and replaced; at stop-the-world samples (every worker SIGSTOPped and seen stopped) the
-bytes they hold, counted by the workers themselves, never pass the cap.  Bounded: about 8 s."""
+SIGKILLed and replaced (128 times, one every 30 ms); at a stop-the-world sample every 8 kills
+(every worker SIGSTOPped and seen stopped) the bytes they hold, counted by the workers themselves,
+never pass the cap.  About 5-10 s."""
 
 import json
 import mmap
@@ -14,9 +15,9 @@ import pytest
 from libgpumem_support import CFLAGS, ROOT, GiB
 
 WORKERS = 100
-RUN_S = 6.0
+KILLS = 128
 KILL_EVERY_S = 0.03
-SAMPLE_EVERY_S = 0.25
+SAMPLE_EVERY_KILLS = 8
 CAP = 1 * GiB
 
 
@@ -61,17 +62,14 @@ def test_soak_of_100_processes_with_random_sigkills_never_holds_past_the_cap(gpu
     procs = [start(i) for i in range(WORKERS)]
     kills, samples, peak = 0, [], 0
     try:
-        t_end = time.monotonic() + RUN_S
-        next_sample = time.monotonic() + SAMPLE_EVERY_S
-        while time.monotonic() < t_end:
+        for k in range(KILLS):
             time.sleep(KILL_EVERY_S)
             i = rng.randrange(WORKERS)
             procs[i].send_signal(signal.SIGKILL)
             procs[i].wait()  # dead and reaped: what it held is gone
             kills += 1
             procs[i] = start(i)
-            if time.monotonic() >= next_sample:
-                next_sample += SAMPLE_EVERY_S
+            if k % SAMPLE_EVERY_KILLS == SAMPLE_EVERY_KILLS - 1:
                 for p in procs:
                     p.send_signal(signal.SIGSTOP)
                 deadline = time.monotonic() + 10
@@ -93,7 +91,6 @@ def test_soak_of_100_processes_with_random_sigkills_never_holds_past_the_cap(gpu
         held.close()
         os.close(fd)
     print(f"soak: {WORKERS} workers, {kills} SIGKILLs, {len(samples)} samples, peak held {peak} of {CAP}")
-    assert kills >= 100 and len(samples) >= 15, (kills, len(samples))
     assert peak > CAP // 2, f"the workers never came near the cap (peak {peak}): the soak proves nothing"
     # every share came back, and the ledger is whole
     r = gpu.run("init", "dev=0", "primary", "info", GPUMEM_LIMIT=CAP, GPUMEM_CONTEXT_RESERVE=0)
