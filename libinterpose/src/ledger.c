@@ -517,6 +517,20 @@ static enum claim no_fd(int *err)
     return *err ? CLAIM_NO_FD : CLAIM_NO_FILE;
 }
 
+/* Does the ledger's path still name the file we mapped?  A damaged ledger nobody held may have
+ * been rebuilt (ledger_file.c) between our open and our slot's lock: a slot in the old file would
+ * be a cap of its own.  Once our lock is taken, no rebuild can replace the file.  A path we cannot
+ * open now (out of descriptors) is trusted: its identity was checked at the open. */
+static int path_still_ours(void)
+{
+    if (__atomic_load_n(&L_fd, __ATOMIC_ACQUIRE) < 0) return 1;   /* a private ledger: no path */
+    int fd = open(L_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0) return errno != ENOENT && errno != ELOOP;
+    int ours = is_ledger_file(fd);
+    close(fd);
+    return ours;
+}
+
 /* A free slot: its byte first, then in_use 0 -> 1 (a slot whose byte is free but in_use still set
  * is a dead process's that reclaim has not cleared).  With none free: adopt a dead process's slot,
  * whose bytes our first lock takes out of the totals. */
@@ -540,6 +554,13 @@ static enum claim claim_slot_now(int *err)
             got = i;
             adopted = 1;
         }
+    if (got >= 0 && !path_still_ours()) {   /* rebuilt between our open and our lock: not the ledger */
+        *err = 0;
+        why = CLAIM_NO_FILE;
+        if (!adopted) __atomic_store_n(&L->slot[got].in_use, 0, __ATOMIC_RELEASE);
+        slot_drop_byte(cfd, got);
+        got = -1;
+    }
     if (got >= 0 && !pin_claim(cfd)) {   /* cannot keep the lock: give the slot back */
         *err = errno;
         why = CLAIM_NO_MAP;
