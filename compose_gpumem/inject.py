@@ -246,11 +246,13 @@ def ledger_mount() -> dict[str, Any]:
 
 
 def mount(source: str) -> dict[str, Any]:
-    """The read-only bind mount of the library directory (long form, as Compose prints it)."""
+    """The read-only bind mount of the library file from the directory ``source`` (long form,
+    as Compose prints it).  The file, not the directory: a directory without the library would
+    mount fine and leave the container uncapped; a missing file stops the container instead."""
     return {
         "type": "bind",
-        "source": source,
-        "target": MOUNT_DIR,
+        "source": f"{source}/{LIBRARY.rsplit('/', 1)[1]}",
+        "target": LIBRARY,
         "read_only": True,
         "bind": {"create_host_path": False},
     }
@@ -299,7 +301,7 @@ def inject_service(
     new = dict(service)
     new["environment"] = _merged(service.get("environment") or {}, added["environment"])
     new["labels"] = _merged(service.get("labels") or {}, added["labels"])
-    ours = {MOUNT_DIR, LEDGER_DIR}
+    ours = {MOUNT_DIR, LIBRARY, LEDGER_DIR}
     volumes = [
         v for v in service.get("volumes") or [] if not (isinstance(v, dict) and v.get("target") in ours)
     ]

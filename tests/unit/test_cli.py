@@ -73,8 +73,8 @@ def test_config_injects_limited_services_only(project: Path, lib_dir: Path) -> N
     assert services["server"]["environment"]["GPUMEM_LIMIT"] == "0.2"
     assert {
         "type": "bind",
-        "source": str(lib_dir),
-        "target": "/opt/gpumem",
+        "source": f"{lib_dir}/libgpumem.so",
+        "target": "/opt/gpumem/libgpumem.so",
         "read_only": True,
         "bind": {"create_host_path": False},
     } in services["server"]["volumes"]

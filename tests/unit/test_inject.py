@@ -91,8 +91,8 @@ def test_injection_adds_env_and_read_only_mount() -> None:
     assert new["volumes"] == [
         {
             "type": "bind",
-            "source": LIB,
-            "target": "/opt/gpumem",
+            "source": f"{LIB}/libgpumem.so",
+            "target": "/opt/gpumem/libgpumem.so",
             "read_only": True,
             "bind": {"create_host_path": False},
         },

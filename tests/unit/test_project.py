@@ -72,9 +72,9 @@ def test_untouched_services_are_copied_byte_for_byte(resolved: str) -> None:
 
 def test_an_existing_mount_at_opt_gpumem_is_replaced_not_doubled(resolved: str) -> None:
     volumes = load(from_text(resolved).injected_yaml("/lib"))["services"]["already-mounted"]["volumes"]
-    assert [v.get("source") for v in volumes] == ["/lib", None]
+    assert [v.get("source") for v in volumes] == ["/lib/libgpumem.so", None]
 
 
 def test_a_dollar_in_the_library_directory_is_escaped_for_compose(resolved: str) -> None:
     spliced = from_text(resolved).injected_yaml("/srv/$HOME/lib")
-    assert load(spliced)["services"]["plain"]["volumes"][0]["source"] == "/srv/$$HOME/lib"
+    assert load(spliced)["services"]["plain"]["volumes"][0]["source"] == "/srv/$$HOME/lib/libgpumem.so"

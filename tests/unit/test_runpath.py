@@ -176,3 +176,17 @@ def test_a_signal_sent_to_the_wrapper_reaches_compose(
         process.kill()
     assert marker.read_text().strip() == signal.Signals(signum).name[3:]
     assert code == 128 + signum
+
+
+def test_the_committed_override_mounts_the_library_file_not_its_directory(
+    tmp_path: Path, compose_cmd: list[str]
+) -> None:
+    # A directory without libgpumem.so would mount fine and leave the container uncapped; a
+    # missing file makes Compose refuse to start it ("bind source path does not exist").
+    write(tmp_path / "compose.yaml", "services:\n  t:\n    image: x\n    gpus: all\n    x-gpu-memory: 0.3\n")
+    done = cli("override", "-o", "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (lib,) = [v for v in load(done.stdout)["services"]["t"]["volumes"] if v["type"] == "bind"]
+    assert lib["source"] == "${GPUMEM_LIB_DIR:-/usr/local/lib/gpumem}/libgpumem.so"
+    assert lib["target"] == "/opt/gpumem/libgpumem.so"
+    assert lib["bind"] == {"create_host_path": False} and lib["read_only"] is True
