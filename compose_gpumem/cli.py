@@ -146,27 +146,57 @@ def main(ctx: click.Context, /, **values: Any) -> None:
     ctx.obj.update(values)
 
 
+def _compose_config_flags(function: Any) -> Any:
+    """Compose's own ``config`` flags (see :data:`compose.CONFIG_LISTS`, ``CONFIG_SHAPING``)."""
+    from .compose import CONFIG_LISTS, CONFIG_SHAPING
+
+    for flag, text in reversed([*CONFIG_LISTS.items(), *CONFIG_SHAPING.items()]):
+        function = click.option(flag, _flag_dest(flag), is_flag=True, help=text)(function)
+    return function
+
+
+def _flag_dest(flag: str) -> str:
+    return "flag_" + flag[2:].replace("-", "_")
+
+
 @main.command("config")
 @compose_options
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Only validate; print nothing.")
+@click.option("--hash", "hash_of", metavar="SERVICES", help="Print the service config hash, one per line.")
+@_compose_config_flags
 @click.argument("services", nargs=-1)
 @click.pass_obj
 def config_command(
-    settings: Settings, /, fmt: str, output: str | None, quiet: bool, services: tuple[str, ...], **values: Any
+    settings: Settings,
+    /,
+    fmt: str,
+    output: str | None,
+    quiet: bool,
+    hash_of: str | None,
+    services: tuple[str, ...],
+    **values: Any,
 ) -> int:
     """Print the resolved project with the caps injected, as `docker compose config` does."""
+    from . import compose, configout
+
+    listing = [flag for flag in compose.CONFIG_LISTS if values.pop(_flag_dest(flag))]
+    shaping = [flag for flag in compose.CONFIG_SHAPING if values.pop(_flag_dest(flag))]
     settings.update(values)
-    resolved = _load(settings, services, all_profiles=False)
+    if listing:
+        settings.cancel_early()
+        return compose.passthrough(settings.options, ["config", *listing, *services])
+    extra = [*shaping, *services]
+    as_json = None
+    if fmt == "json" and not quiet and not hash_of:
+        as_json = compose.start_resolve(settings.options, extra, fmt="json")
+    resolved = _load(settings, extra, all_profiles=False)
+    if hash_of:
+        return compose.run_resolved(settings.options, resolved.injected_yaml(), ["config", "--hash", hash_of])
     if quiet:
         return 0
-    if fmt == "json":
-        import json
-
-        text = json.dumps(resolved.injected_document(), indent=2, ensure_ascii=False) + "\n"
-    else:
-        text = resolved.injected_yaml()
+    text = configout.json_text(resolved, as_json.result()) if as_json else resolved.injected_yaml()
     _write(text, output)
     return 0
 

@@ -248,19 +248,46 @@ class Resolving:
             self._collect()
 
 
-def config_argv(options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False) -> list[str]:
+#: ``docker compose config`` flags that print a list about the project: given to Compose as they
+#: are, on the user's files (the caps change none of these lists).
+CONFIG_LISTS = {
+    "--services": "Print the service names, one per line.",
+    "--volumes": "Print the volume names, one per line.",
+    "--profiles": "Print the profile names, one per line.",
+    "--images": "Print the image names, one per line.",
+    "--networks": "Print the network names, one per line.",
+    "--models": "Print the model names, one per line.",
+    "--variables": "Print model variables and default values.",
+    "--environment": "Print environment used for interpolation.",
+}
+#: Flags that change how Compose resolves: passed to the resolution itself.
+CONFIG_SHAPING = {
+    "--no-interpolate": "Don't interpolate environment variables.",
+    "--no-normalize": "Don't normalize compose model.",
+    "--no-path-resolution": "Don't resolve file paths.",
+    "--no-env-resolution": "Don't resolve service env files.",
+    "--no-consistency": "Don't check model consistency.",
+    "--resolve-image-digests": "Pin image tags to digests.",
+}
+
+
+def config_argv(
+    options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False, fmt: str = "yaml"
+) -> list[str]:
     """The ``docker compose config`` call for ``options`` (YAML: the JSON form drops service
     ``x-*`` keys).  ``all_profiles`` adds ``--profile '*'``: every service, each keeping its
     ``profiles`` key, so that the command run on the result activates services exactly as
     Compose would on the original files (``run SERVICE`` of a profiled service included)."""
     everything = ["--profile", "*"] if all_profiles else []
-    return [*command(options.compose_bin), *options.args(), *everything, "config", "--format", "yaml", *extra]
+    return [*command(options.compose_bin), *options.args(), *everything, "config", "--format", fmt, *extra]
 
 
-def start_resolve(options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False) -> Resolving:
+def start_resolve(
+    options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False, fmt: str = "yaml"
+) -> Resolving:
     """Start ``docker compose config``; :meth:`Resolving.result` gives its output."""
     cmd = command(options.compose_bin)
-    return Resolving(cmd, config_argv(options, extra, all_profiles=all_profiles))
+    return Resolving(cmd, config_argv(options, extra, all_profiles=all_profiles, fmt=fmt))
 
 
 def resolve(options: Options, extra: Sequence[str] = (), *, all_profiles: bool = False) -> str:
