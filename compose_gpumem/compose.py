@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import ComposeFailed, ComposeNotFound
+from .errors import ComposeFailed, ComposeNotFound, Interrupted
 
 PLUGIN_DIRS = (
     "/usr/local/lib/docker/cli-plugins",
@@ -205,6 +205,38 @@ class Resolving:
         self.returncode: int | None = None
 
     def _collect(self) -> tuple[bytes, bytes]:
+        """Compose's output; if we are stopped meanwhile (Ctrl-C, ``timeout``'s SIGTERM, a
+        hang-up), Compose is killed and reaped first, never left running."""
+        import signal
+
+        def stop(signum: int, _frame: object) -> None:
+            raise Interrupted(f"stopped by signal {signum}", 128 + signum)
+
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+        try:
+            return self._read_all()
+        except BaseException:
+            self._kill()
+            raise
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _kill(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, 9)
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            except (ProcessLookupError, ChildProcessError):  # pragma: no cover - reaped already
+                pass
+
+    def _read_all(self) -> tuple[bytes, bytes]:
         import select
 
         chunks: dict[int, list[bytes]] = {fd: [] for fd in self.fds}
@@ -362,14 +394,18 @@ def _wait(argv: list[str]) -> int:
     import signal
     import subprocess
 
-    try:
-        child = subprocess.Popen(argv)
-    except OSError as error:
-        raise ComposeNotFound(f"cannot run {argv[0]}: {error.strerror}") from error
     forwarded = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     watched = forwarded | {signal.SIGCHLD}
+    # Blocked before the start, so that none sent while Compose starts is lost; Compose itself
+    # starts with the mask we had.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
     try:
+        try:
+            child = subprocess.Popen(
+                argv, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            )
+        except OSError as error:
+            raise ComposeNotFound(f"cannot run {argv[0]}: {error.strerror}") from error
         while child.poll() is None:
             info = signal.sigtimedwait(watched, 1.0)
             if info is None or info.si_signo not in forwarded:

@@ -85,3 +85,11 @@ class LibraryMissing(GpumemError):
 
 class StaleOverride(GpumemError):
     """``override --check`` found the committed override out of date."""
+
+
+class Interrupted(GpumemError):
+    """A signal stopped us while Compose was working; Compose was stopped too."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .compose import NEEDS_NO_CAP, NO_PROJECT, Options, Resolving, start_resolve
-from .errors import GpumemError
+from .errors import GpumemError, Interrupted
 from .options import passed_args, prescan
 
 
@@ -48,9 +48,25 @@ def speculate(argv: Sequence[str]) -> Resolving | None:
         return None  # the real call reports it
 
 
-def main() -> None:
-    """Console-script entry point."""
-    early = speculate(sys.argv[1:])
-    from .cli import run
+def _stop(signum: int, _frame: object) -> None:
+    raise Interrupted(f"stopped by signal {signum}", 128 + signum)
 
-    sys.exit(run(early=early))
+
+def main() -> None:
+    """Console-script entry point.  A SIGTERM or SIGHUP (``timeout``, a closed terminal) stops
+    us as an error does, so the Compose started here is killed, not left running."""
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop)
+    early = None
+    try:
+        early = speculate(sys.argv[1:])
+        from .cli import run
+
+        code = run(early=early)
+    except (Interrupted, KeyboardInterrupt) as stopped:
+        if early is not None:
+            early.cancel()
+        code = stopped.exit_code if isinstance(stopped, Interrupted) else 130
+    sys.exit(code)

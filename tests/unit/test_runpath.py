@@ -190,3 +190,32 @@ def test_the_committed_override_mounts_the_library_file_not_its_directory(
     assert lib["source"] == "${GPUMEM_LIB_DIR:-/usr/local/lib/gpumem}/libgpumem.so"
     assert lib["target"] == "/opt/gpumem/libgpumem.so"
     assert lib["bind"] == {"create_host_path": False} and lib["read_only"] is True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_compose_resolving_is_stopped_with_us_never_left_running(tmp_path: Path, signum: int) -> None:
+    write(tmp_path / "compose.yaml", "services:\n  t:\n    image: x\n")
+    pid_file = tmp_path / "compose.pid"
+    script = write(tmp_path / "compose-hangs", f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 30\n")
+    script.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT, "COMPOSE_BIN": str(script)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compose_gpumem", "config"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    compose_pid = int(pid_file.read_text())
+    process.send_signal(signum)
+    try:
+        _, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signum
+    assert "Traceback" not in err and "internal error" not in err
+    with pytest.raises(ProcessLookupError):
+        os.kill(compose_pid, 0)  # killed and reaped by us, not left behind (nor a zombie)
