@@ -230,10 +230,11 @@ def override_command(settings: Settings, /, output: str, check: bool, **values: 
 @click.option(
     "--enforce", type=click.Choice(["auto", "library", "driver", "both"]), help="Decide as if asked for."
 )
+@click.option("--live", is_flag=True, help="Also run each capped service's image once and read its cap back.")
 @click.argument("services", nargs=-1)
 @click.pass_obj
 def doctor_command(
-    settings: Settings, /, fmt: str, enforce: str | None, services: tuple[str, ...], **values: Any
+    settings: Settings, /, fmt: str, enforce: str | None, live: bool, services: tuple[str, ...], **values: Any
 ) -> int:
     """What this host offers each path (library, driver), and what each capped service gets."""
     settings.update(values)
@@ -244,6 +245,11 @@ def doctor_command(
     )
     project = _load(settings) if has_project else None
     data = doctor.run(project, override=enforce, only=services, file=settings.options.label())
+    if live and project is not None and project.plans:
+        from .enforce import enforced_yaml
+
+        text = enforced_yaml(project, enforce, settings.options.label()) or project.injected_yaml()
+        doctor.add_live(data, doctor.live(project, settings.options, services, text))
     if fmt == "json":
         import json
 

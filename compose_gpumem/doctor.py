@@ -121,6 +121,13 @@ def render(data: dict[str, Any]) -> str:
         out.append(line)
         if svc["enforce"] == "library" and svc["asked"] == "auto":
             out += [f"    not the driver's limit: {why}" for why in svc["why"]]
+        if "live" in svc:
+            reading = svc["live"]
+            if "total_mib" in reading:
+                shown = ", ".join(f"GPU {i}: {mib} MiB" for i, mib in reading["total_mib"].items())
+                out.append(f"    live: nvidia-smi in a throwaway container shows {shown}")
+            else:
+                out.append(f"    live: no reading ({reading['error']})")
     out.append("ok: every capped service will run capped as declared" if data["ok"] else "not ok")
     return "\n".join(out) + "\n"
 
@@ -150,3 +157,82 @@ def run(
             except GpumemError as error:
                 decisions[name] = str(error)
     return report(facts, services, decisions)
+
+
+#: What ``--live`` runs in each service's image: nvidia-smi, which the NVIDIA runtime mounts into
+#: every container given the ``utility`` capability, and which the library answers with the cap.
+LIVE_PROBE = ("nvidia-smi", "--query-gpu=index,memory.total", "--format=csv,noheader,nounits")
+
+
+def live(
+    project: Any, options: Any, services: tuple[str, ...], text: str, timeout: float = 120.0
+) -> dict[str, Any]:
+    """``doctor --live``: a throwaway container of each capped service (its image, its injection,
+    no dependencies, a project of its own, removed at the end) runs :data:`LIVE_PROBE`; per
+    service, the totals it saw (MiB per device) or why it saw none."""
+    import subprocess
+    import tempfile
+    import uuid
+
+    from . import compose
+
+    cmd = compose.command(options.compose_bin)
+    name = f"gpumem-doctor-{uuid.uuid4().hex[:8]}"
+    seen: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gpumem-doctor.") as tmp:
+        path = f"{tmp}/compose.yaml"
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+        base = [*cmd, "-f", path, "-p", name, "--project-directory", options.directory()]
+        try:
+            for service in [s for s in project.plans if not services or s in services]:
+                argv = [*base, "run", "--rm", "--no-deps", "-T", "--entrypoint", LIVE_PROBE[0], service]
+                try:
+                    done = subprocess.run(
+                        [*argv, *LIVE_PROBE[1:]],
+                        capture_output=True,
+                        text=True,
+                        timeout=timeout,
+                        stdin=subprocess.DEVNULL,
+                        check=False,
+                    )
+                except subprocess.TimeoutExpired:
+                    seen[service] = {"error": f"no answer within {timeout:.0f}s"}
+                    continue
+                totals = _totals(done.stdout)
+                if done.returncode != 0 or totals is None:
+                    tail = (done.stderr or done.stdout).strip().splitlines()
+                    seen[service] = {"error": f"exit {done.returncode}: {tail[-1] if tail else 'no output'}"}
+                else:
+                    seen[service] = {"total_mib": totals}
+        finally:
+            subprocess.run(
+                [*base, "down", "--remove-orphans", "-t", "0"],
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+    return seen
+
+
+def _totals(stdout: str) -> dict[str, int] | None:
+    """``index, MiB`` lines of nvidia-smi's CSV; ``None`` when the output is something else."""
+    totals = {}
+    for line in stdout.strip().splitlines():
+        index, _, total = line.partition(",")
+        if not index.strip().isdigit() or not total.strip().isdigit():
+            return None
+        totals[index.strip()] = int(total.strip())
+    return totals or None
+
+
+def add_live(data: dict[str, Any], seen: dict[str, Any]) -> None:
+    """Fold ``--live``'s readings into the report: a service that saw no total, or a total as
+    large as the card's, is not capped as declared."""
+    cards = [gpu["total"] // (1 << 20) for gpu in data["host"]["nvml"]["gpus"]]
+    for service, reading in seen.items():
+        entry = data["services"].setdefault(service, {"enforce": None})
+        entry["live"] = reading
+        totals = reading.get("total_mib") or {}
+        if not totals or (cards and max(totals.values()) >= min(cards)):
+            data["ok"] = False

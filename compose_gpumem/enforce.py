@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import hostfacts
+from .containers import ENFORCE as ENFORCE_LABEL
 from .errors import InvalidValue
 from .validate import Limit, parse_value
 
@@ -202,6 +203,9 @@ def apply(service: dict[str, Any], decision: Decision) -> dict[str, Any]:
         if not new["volumes"]:
             del new["volumes"]
     new["environment"] = env
+    labels = new.get("labels")
+    if isinstance(labels, dict) and ENFORCE_LABEL in labels:
+        new["labels"] = {**labels, ENFORCE_LABEL: decision.mode}  # what `top` and admission read
     new.pop("gpus", None)
     deploy = new.get("deploy")
     if isinstance(deploy, dict):

@@ -81,3 +81,61 @@ def test_up_with_enforce_driver_on_this_host_is_refused_naming_what_lacks(e2e, t
     )
     assert "driver 580.159.04 (CUDA 13.0) is older than r615" in lines[0]
     assert e2e.project_leftovers(project) == {"containers": [], "networks": [], "volumes": []}
+
+
+# an nvidia-smi for the stand-in image: the CSV doctor --live asks for, read from NVML as the
+# real one reads it (dlopen), so the library's answer is what comes back
+NVIDIA_SMI = """#!/bin/sh
+gpumem_nvml | while read -r _ index _ total _; do
+    echo "${index#index=}, $(( ${total#total=} / 1048576 ))"
+done
+"""
+
+
+@pytest.fixture(scope="module")
+def smi_image(e2e, tmp_path_factory):
+    script = tmp_path_factory.mktemp("smi") / "nvidia-smi"
+    script.write_text(NVIDIA_SMI)
+    script.chmod(0o755)
+    tag = f"{e2e.image}-smi"
+    box = subprocess.run(["docker", "create", e2e.image, "true"], capture_output=True, text=True, check=True)
+    container = box.stdout.strip()
+    try:
+        subprocess.run(["docker", "cp", str(script), f"{container}:/usr/local/bin/nvidia-smi"], check=True)
+        subprocess.run(["docker", "commit", container, tag], capture_output=True, check=True)
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+    yield tag
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+def test_doctor_live_reads_back_the_cap_from_inside_a_container(e2e, smi_image, tmp_path):
+    services = {
+        "capped": {"image": smi_image, "runtime": "nvidia", "x-gpu-memory": "2GiB"},
+        "half": {"image": smi_image, "runtime": "nvidia", "x-gpu-memory": 0.5},
+    }
+    (tmp_path / "compose.yaml").write_text(json.dumps({"services": services}))
+    done = doctor([e2e.gpumem_compose, "doctor", "--live", "--format", "json"], dict(os.environ), tmp_path)
+    data = json.loads(done.stdout)
+    assert data["services"]["capped"]["live"] == {"total_mib": {"0": 2048}}, done.stderr
+    assert data["services"]["half"]["live"] == {"total_mib": {"0": 4096}}  # half the stand-in's 8 GiB
+    assert done.returncode == 0 and data["ok"] is True
+    projects = subprocess.run(
+        ["docker", "ps", "-a", "--format", '{{.Label "com.docker.compose.project"}}'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert not [p for p in projects if p.startswith("gpumem-doctor-")]  # the throwaway ones are gone
+    text = doctor([e2e.gpumem_compose, "doctor", "--live", "capped"], dict(os.environ), tmp_path).stdout
+    assert "    live: nvidia-smi in a throwaway container shows GPU 0: 2048 MiB" in text
+    assert "half" not in text
+
+
+def test_doctor_live_without_nvidia_smi_in_the_image_is_not_ok(e2e, tmp_path):
+    services = {"bare": {"image": e2e.image, "runtime": "nvidia", "x-gpu-memory": "2GiB"}}
+    (tmp_path / "compose.yaml").write_text(json.dumps({"services": services}))
+    done = doctor([e2e.gpumem_compose, "doctor", "--live", "--format", "json"], dict(os.environ), tmp_path)
+    data = json.loads(done.stdout)
+    assert done.returncode == 1 and data["ok"] is False
+    assert data["services"]["bare"]["live"]["error"].startswith("exit ")

@@ -177,6 +177,7 @@ SERVICE = {
         {"type": "bind", "source": "/usr/local/lib/gpumem", "target": "/opt/gpumem", "read_only": True}
     ],
     "devices": [{"source": "/dev/fuse", "target": "/dev/fuse", "permissions": "rwm"}],
+    "labels": {"io.gpumem.enforce": "library", "other": "x"},
 }
 
 
@@ -188,7 +189,8 @@ def test_apply_both_keeps_the_library_and_asks_for_the_gpu_through_cdi(host):
     assert new["environment"]["NVIDIA_GPU_MEMORY_LIMIT"] == decision.env["NVIDIA_GPU_MEMORY_LIMIT"]
     cdi = decision.cdi_devices[0]
     assert new["devices"] == [SERVICE["devices"][0], {"source": cdi, "target": cdi, "permissions": "rwm"}]
-    assert "gpus" in SERVICE  # the input is left as it was
+    assert new["labels"] == {"io.gpumem.enforce": "both", "other": "x"}
+    assert "gpus" in SERVICE and SERVICE["labels"]["io.gpumem.enforce"] == "library"  # input untouched
 
 
 def test_apply_driver_alone_takes_the_library_out(host):
