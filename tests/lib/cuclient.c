@@ -16,6 +16,7 @@
  *   device's default pool keeps what is freed: release threshold UINT64_MAX)
  *   capture endcapture instantiate launch execdestroy   (a graph of the stream's capture)
  *   kernel=LOCAL (a function of LOCAL bytes of local memory a thread)  launchk (cuLaunchKernel of it)
+ *   libkernel=SIZE (a kernel of a library with SIZE of globals, loaded lazily)
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE[,self]  bench=N,SIZE  openclose=PATH
  *   clobber=SUBSTR   (the application reuses our descriptor's number: /dev/null over fds naming SUBSTR)
  *   fds=SUBSTR       how many open descriptors name SUBSTR
@@ -376,6 +377,15 @@ static int run_cmds(int from, int argc, char **argv)
             CUresult (*f)(void *) = (CUresult (*)(void *))api("cuModuleUnload", "cuModuleUnload");
             res("modunload", f && module ? f(module) : 1);
             module = NULL;
+        } else if (!strcmp(name, "libkernel")) {   /* libkernel=SIZE: a kernel of a library of SIZE globals */
+            char image[64];
+            snprintf(image, sizeof image, "globals=%llu", size_arg(v));
+            CUresult (*load_lib)(void **, const void *, void *, void *, unsigned, void *, void *, unsigned) =
+                (CUresult (*)(void **, const void *, void *, void *, unsigned, void *, void *, unsigned))api("cuLibraryLoadData", "cuLibraryLoadData");
+            CUresult (*getk)(void **, void *, const char *) = (CUresult (*)(void **, void *, const char *))api("cuLibraryGetKernel", "cuLibraryGetKernel");
+            void *l = NULL;
+            CUresult r = load_lib && getk ? load_lib(&l, image, NULL, NULL, 0, NULL, NULL, 0) : 1;
+            res("libkernel", r ? r : getk(&kernel, l, "k"));
         } else if (!strcmp(name, "kernel")) {
             CUresult (*f)(void **, void *, const char *) = (CUresult (*)(void **, void *, const char *))api("cuModuleGetFunction", "cuModuleGetFunction");
             char fname[64];

@@ -73,6 +73,21 @@ def test_a_librarys_lazy_load_is_charged(gpu):
     assert counter(r, "peak") <= CAP
 
 
+def test_a_kernels_first_launch_loads_its_library_first_and_charges_it(gpu):
+    r = gpu.run(*START, "libkernel=1G", "info", "launchk", "info", "launchk", "info", "used", **NORES)
+    assert r.results("launchk") == ["ok", "ok"]
+    assert [r.field("info", "free", i) for i in range(3)] == [CAP, CAP - 1 * GiB, CAP - 1 * GiB]
+    assert counter(r, "used") == 1 * GiB
+
+
+def test_a_kernels_lazy_load_past_the_cap_refuses_its_launch(gpu):
+    r = gpu.run(*START, "libkernel=3G", "launchk", "info", **NORES)
+    assert r.results("launchk") == ["err=2"]
+    assert (
+        r.field("info", "free") == CAP
+    )  # not charged; the stand-in keeps the module (bounded in the README)
+
+
 def test_every_context_beyond_the_first_is_charged_a_reserve(gpu):
     env = dict(GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE="512MiB", FAKE_CUDA_CTX_BYTES=512 * MiB)
     r = gpu.run(*START, "ctx", "ctx", "ctx", "info", "ctx", "destroy", "current=0", "info", "peak", **env)

@@ -15,7 +15,8 @@
  *   cuCtxSetLimit: the stack costs every byte once per resident thread (4 SMs x 256 threads,
  *     cuDeviceGetAttribute), the printf FIFO and malloc heap their size, taken when set;
  *   cuModuleLoadData(image "globals=SIZE"), cuModuleLoad(file holding that): SIZE at load;
- *     cuLibraryLoadData: lazily, at its first cuLibraryGetModule;
+ *     cuLibraryLoadData: lazily, at its first cuLibraryGetModule, or a first cuKernelGetFunction
+ *     or launch of one of its kernels (cuLibraryGetKernel);
  *   stream-ordered pools (cuDeviceGetDefaultMemPool): a release threshold above 0
  *     (cuMemPoolSetAttribute) keeps freed bytes until cuMemPoolTrimTo;
  *   kernels: cuModuleGetFunction(name "local=N"): its launch grows the stack to N (as set above);
@@ -624,7 +625,15 @@ static CUresult i_cuDeviceGetGraphMemAttribute(CUdevice d, int a, void *v) { *(u
 
 /* the rest of the hooked entry points, simply */
 static CUresult i_cuModuleLoadFatBinary(struct fmod **m, const void *fatbin) { return i_cuModuleLoadData(m, fatbin); }
-static CUresult i_cuKernelGetFunction(void **f, void *k) { *f = k; return OK; }
+struct fkern;
+struct ffunc;
+static CUresult kernel_function(struct fkern *k, struct ffunc **f);
+static CUresult i_cuKernelGetFunction(void **f, void *k)
+{
+    if (k && *(int *)k == 0xCE11) return kernel_function(k, (struct ffunc **)f);
+    *f = k;
+    return OK;
+}
 static CUresult i_cuLibraryGetGlobal(CUdeviceptr *p, size_t *n, struct fmod *l, const char *name)
 {
     struct fmod *m;
@@ -661,9 +670,31 @@ static CUresult i_cuFuncGetAttribute(int *v, int a, struct ffunc *f)
     *v = a == 3 ? (int)f->local : 0;
     return OK;
 }
+/* a library's kernel (cuLibraryGetKernel): its module loads lazily, at its first
+ * cuKernelGetFunction or launch, as libcudart 12/13's do */
+struct fkern { int magic; struct fmod *lib; struct ffunc fn; };
+static CUresult i_cuLibraryGetKernel(struct fkern **k, struct fmod *l, const char *name)
+{
+    if (!l || l->magic != 0x31B) return E_INVALID_VALUE;
+    const char *loc = name ? strstr(name, "local=") : NULL;
+    *k = malloc(sizeof **k);
+    **k = (struct fkern){ 0xCE11, l, { 0xF00F, loc ? (size_t)strtoull(loc + 6, NULL, 0) : 0 } };
+    return OK;
+}
+static CUresult kernel_function(struct fkern *k, struct ffunc **f)
+{
+    struct fmod *m;
+    CUresult r = i_cuLibraryGetModule(&m, k->lib);
+    if (!r) *f = &k->fn;
+    return r;
+}
 static CUresult launch(struct ffunc *f)
 {
     size_t cur;
+    if (f && ((struct fkern *)f)->magic == 0xCE11) {
+        CUresult r = kernel_function((struct fkern *)f, &f);
+        if (r) return r;
+    }
     if (!f || f->magic != 0xF00F) return E_INVALID_VALUE;
     if (!t_cur) return E_INVALID_CONTEXT;
     i_cuCtxGetLimit(&cur, 0);
@@ -738,6 +769,7 @@ static const struct { const char *base; int ver, ptsz; void *fn; } procs[] = {
     P(cuStreamIsCapturing, 10000, 1, i_cuStreamIsCapturing)
     P(cuStreamBeginCaptureToGraph, 12030, 0, i_cuStreamBeginCaptureToGraph) P(cuStreamBeginCaptureToGraph, 12030, 1, i_cuStreamBeginCaptureToGraph)
     P(cuGraphInstantiateWithParams, 12000, 0, i_cuGraphInstantiateWithParams) P(cuGraphInstantiateWithParams, 12000, 1, i_cuGraphInstantiateWithParams)
+    P(cuLibraryGetKernel, 12000, 0, i_cuLibraryGetKernel)
     P(cuModuleGetFunction, 2000, 0, i_cuModuleGetFunction) P(cuFuncGetAttribute, 2020, 0, i_cuFuncGetAttribute)
     P(cuLaunchKernel, 4000, 0, i_cuLaunchKernel) P(cuLaunchKernel, 7000, 1, i_cuLaunchKernel)
     P(cuLaunchKernelEx, 11060, 0, i_cuLaunchKernelEx) P(cuLaunchKernelEx, 11060, 1, i_cuLaunchKernelEx)
@@ -853,6 +885,7 @@ FWD(CUresult, cuGraphInstantiateWithFlags, (struct fexec **e, struct fgraph *g, 
 FWD(CUresult, cuGraphLaunch, (struct fexec *e, CUstream s), (e, s))
 FWD(CUresult, cuGraphExecDestroy, (struct fexec *e), (e))
 FWD(CUresult, cuDeviceGraphMemTrim, (CUdevice d), (d))
+FWD(CUresult, cuLibraryGetKernel, (struct fkern **k, struct fmod *l, const char *n), (k, l, n))
 FWD(CUresult, cuModuleGetFunction, (struct ffunc **f, void *m, const char *n), (f, m, n))
 FWD(CUresult, cuFuncGetAttribute, (int *v, int a, struct ffunc *f), (v, a, f))
 FWD(CUresult, cuLaunchKernel, (struct ffunc *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned sh, CUstream s, void **p, void **e), (f, gx, gy, gz, bx, by, bz, sh, s, p, e))
