@@ -107,16 +107,18 @@ def _passthrough(name: str) -> click.Command:
 
         if name in compose.NO_PROJECT or name in compose.NEEDS_NO_CAP or _asks_help(args):
             return compose.passthrough(settings.options, [name, *args])
+        from .admission import compose_start, scales
         from .enforce import take_option
 
         mode, args = take_option(args) if name in compose.STARTS_CONTAINERS else (None, args)
-        resolved = _load(settings)
+        resolved = _load(settings, scale=scales(args) if name in ("up", "create") else None)
         text = None
         if name in compose.STARTS_CONTAINERS and resolved.plans:
             from .enforce import enforced_yaml
             from .prereq import require_for_run, started
 
             require_for_run(started(resolved.services, resolved.plans, settings.options.profiles, args))
+            compose_start(resolved, name, args, options=settings.options, allow=settings.allow_overcommit)
             text = enforced_yaml(resolved, mode, settings.options.label())
         return compose.run_resolved(settings.options, text or resolved.injected_yaml(), [name, *args])
 
@@ -280,6 +282,39 @@ def version_command(settings: Settings, /, fmt: str, short: bool) -> int:
     return 0
 
 
+@main.command("top")
+@compose_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "prometheus"]), default="table")
+@click.option("--no-stream", is_flag=True, help="Print once and exit.")
+@click.option(
+    "--state-dir", metavar="DIR", help="Read this ledger directory (no Docker: LD_PRELOAD by hand)."
+)
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.argument("services", nargs=-1)
+@click.pass_obj
+def top_command(
+    settings: Settings,
+    /,
+    fmt: str,
+    no_stream: bool,
+    state_dir: str | None,
+    interval: float,
+    services: tuple[str, ...],
+    **values: Any,
+) -> int:
+    """How much of its cap each capped container of the project uses, live (as docker stats)."""
+    settings.update(values)
+    from . import top
+
+    if state_dir is not None:
+        settings.cancel_early()
+        return top.run(fmt, stream=not no_stream, state_dir=state_dir, interval=interval)
+    from .admission import project_name
+
+    name = project_name(_load(settings), settings.options)
+    return top.run(fmt, stream=not no_stream, project=name, services=services, interval=interval)
+
+
 @main.command("install-lib")
 @click.option(
     "--dir",
@@ -297,7 +332,13 @@ def install_lib_command(directory: str | None, source: str | None) -> int:
     return 0
 
 
-def _load(settings: Settings, extra: Sequence[str] = (), *, all_profiles: bool = True) -> Project:
+def _load(
+    settings: Settings,
+    extra: Sequence[str] = (),
+    *,
+    all_profiles: bool = True,
+    scale: dict[str, int] | None = None,
+) -> Project:
     """Start Compose first (or take the one :func:`entry` started, when it was asked the same),
     then import the rest of the package while it resolves."""
     from .compose import config_argv, start_resolve
@@ -317,6 +358,7 @@ def _load(settings: Settings, extra: Sequence[str] = (), *, all_profiles: bool =
         allow_overcommit=settings.allow_overcommit,
         all_profiles=all_profiles,
         running=running,
+        scale=scale,
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from . import containers, inject, library
 from .errors import GpumemError, NoGpuRequest, UsageError
@@ -28,6 +28,8 @@ from .validate import parse_value
 
 PROG = "gpumem-docker"
 OPTION = "--gpu-memory"
+#: ours too: start even when the host's GPUs would be promised more than they hold
+ALLOW = "--allow-overcommit"
 #: ``docker run`` / ``docker create`` options that take no value; every other option does.
 RUN_FLAGS = frozenset(
     "-d --detach -i --interactive -t --tty --rm --privileged --init --read-only -P --publish-all "
@@ -71,7 +73,14 @@ def rewrite(
 ) -> list[str]:
     """The docker arguments with ``--gpu-memory`` replaced by the injection (pure function);
     ``names``: the host's GPUs, for labels naming them by UUID."""
-    return rewrite_and_plan(args, lib_dir=lib_dir, environ=environ, names=names)[0]
+    return rewrite_and_plan(args, lib_dir=lib_dir, environ=environ, names=names).args
+
+
+class Rewritten(NamedTuple):
+    args: list[str]
+    plan: inject.Plan | None  # None: nothing capped
+    allow_overcommit: bool = False
+    name: str = ""  # --name, for messages
 
 
 def rewrite_and_plan(
@@ -80,14 +89,16 @@ def rewrite_and_plan(
     lib_dir: str | None = None,
     environ: dict[str, str] | None = None,
     names: containers.GpuNames | None = None,
-) -> tuple[list[str], inject.Plan | None]:
-    """:func:`rewrite`, and the container's plan (``None`` when nothing is capped)."""
+) -> Rewritten:
+    """:func:`rewrite`, the container's plan, and our own ``--allow-overcommit`` (taken out)."""
     args = list(args)
     environ = dict(os.environ) if environ is None else environ
     start, options = _subcommand(args)
     if tuple(args[start:options]) not in STARTS:
-        return args, None
+        return Rewritten(args, None)
     value: str | None = None
+    allow = False
+    name = ""
     kept: list[str] = []
     preload: list[str] = []
     env_files: list[str] = []
@@ -98,6 +109,10 @@ def rewrite_and_plan(
         arg = args[i]
         if arg == "--" or not arg.startswith("-") or arg == "-":
             break
+        if arg == ALLOW:
+            allow = True
+            i += 1
+            continue
         if arg == OPTION or arg.startswith(OPTION + "="):
             if "=" in arg:
                 value = arg.split("=", 1)[1]
@@ -128,6 +143,10 @@ def rewrite_and_plan(
             env_files.append(pair[1])
         elif pair[0].startswith("--env-file="):
             env_files.append(pair[0].split("=", 1)[1])
+        if pair[0] == "--name" and len(pair) == 2:
+            name = pair[1]
+        elif pair[0].startswith("--name="):
+            name = pair[0][len("--name=") :]
         env = _env_assignment(pair)
         if env is not None and env.startswith("NVIDIA_VISIBLE_DEVICES="):
             asked.append(env.split("=", 1)[1])
@@ -137,7 +156,7 @@ def rewrite_and_plan(
             kept += pair
         i += len(pair)
     if value is None:
-        return args, None
+        return Rewritten([a for a in args if a != ALLOW] if allow else args, None)
     if not preload:
         preload = _env_file_preload(env_files, environ)
     limits = parse_value(_decode(value), file=OPTION)
@@ -157,11 +176,11 @@ def rewrite_and_plan(
         f"GPUMEM_STATE_DIR={plan.state_dir}",
     ]
     for index, limit in limits.items():
-        name = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
-        added += ["-e", f"{name}={limit.text}"]
+        variable = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
+        added += ["-e", f"{variable}={limit.text}"]
     for key, text in plan.labels("", names).items():
         added += ["--label", f"{key}={text}"]
-    return args[:options] + added + kept + args[i:], plan
+    return Rewritten(args[:options] + added + kept + args[i:], plan, allow, name)
 
 
 def _gpus_value(text: str) -> str:
@@ -231,9 +250,11 @@ def _decode(value: str) -> object:
 
 
 HELP_NOTE = f"""\
-{PROG}: docker, with one more option for `run` and `create`:
+{PROG}: docker, with two more options for `run` and `create`:
   {OPTION} V    a hard GPU-memory cap for the container (needs --gpus): 0.3, 30%,
                   12GiB, or per device as JSON, '{{"0": 0.5, "1": "8GiB"}}'
+  {ALLOW}  start it even when the GPU's running capped containers and this one are
+                  promised more than the GPU holds (a warning instead of a refusal)
 Everything else is Docker's own; its help follows.
 """
 
@@ -262,12 +283,31 @@ def run(argv: Sequence[str] | None = None) -> int:
     if asks_for_help(args):
         sys.stdout.write(HELP_NOTE + "\n")
         sys.stdout.flush()  # before exec replaces us
+    start, _ = _subcommand(args)
+    if args[start : start + 1] == ["top"]:
+        from .top import docker_main
+
+        try:
+            return docker_main(args[start + 1 :], docker)
+        except GpumemError as error:
+            print(f"{PROG}: {error}", file=sys.stderr)
+            return error.exit_code
     try:
-        new = rewrite(args)
-        if new != args:
+        done = rewrite_and_plan(args)
+        if done.plan is not None:  # again, with labels naming the GPUs by UUID where NVML can
+            names = containers.gpu_names()
+            done = rewrite_and_plan(args, names=names)
+        new = done.args
+        if done.plan is not None:
+            from .admission import docker_start
             from .prereq import docker_run_service, require_for_run
 
             require_for_run({"the container": docker_run_service(args)})
+            shares = [(s.gpu, s.limit) for s in done.plan.shares("")]
+            promise = containers.promise(shares, names)
+            docker_start(
+                promise, name=done.name, allow_overcommit=done.allow_overcommit, docker=docker, names=names
+            )
     except GpumemError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.exit_code

@@ -35,7 +35,8 @@ STACK = {
     # two stand-in devices, a cap of its own on each
     "per_device": {
         "runtime": "nvidia",
-        "x-gpu-memory": {"0": 0.5, "1": "1GiB"},
+        # 0.4: with limited's 0.3 and sized's 2 GiB, GPU 0 is promised no more than it holds
+        "x-gpu-memory": {"0": 0.4, "1": "1GiB"},
         "environment": {"FAKE_CUDA_DEVICES": "2"},
     },
 }
@@ -88,7 +89,7 @@ def test_limited_service_reports_its_size_cap_as_total(e2e, stack):
 
 def test_per_device_mapping_caps_each_device_on_its_own(e2e, stack, device_total):
     container = stack["per_device"]
-    assert e2e.info(container, device=0)["total"] == int(device_total * 0.5)
+    assert e2e.info(container, device=0)["total"] == int(device_total * 0.4)
     assert e2e.info(container, device=1)["total"] == 1024 * MiB
     assert e2e.alloc(container, 1024 * MiB, device=0) == "ok"
     assert e2e.alloc(container, 1024 * MiB, device=1) == "oom"
@@ -220,7 +221,8 @@ def test_top_level_default_caps_gpu_services_without_own_value_and_leaves_others
     }
     write_stack(tmp_path / "compose.yaml", e2e.image, services, top={"x-gpu-memory": "25%"})
     project = project_name("default")
-    up = gpumem_compose(e2e, tmp_path, project, "up", "-d")
+    # the module's stack already holds most of GPU 0: host-wide admission is tested elsewhere
+    up = gpumem_compose(e2e, tmp_path, project, "--allow-overcommit", "up", "-d")
     try:
         assert up.returncode == 0, up.stderr
         seen = {name: e2e.info(e2e.container_of(project, name))["total"] for name in services}
@@ -235,7 +237,7 @@ def test_down_removes_every_container_and_network(e2e, tmp_path):
     write_stack(tmp_path / "compose.yaml", e2e.image, STACK)
     project = project_name("down")
     try:
-        up = gpumem_compose(e2e, tmp_path, project, "up", "-d")
+        up = gpumem_compose(e2e, tmp_path, project, "--allow-overcommit", "up", "-d")  # beside `stack`
         assert up.returncode == 0, up.stderr
         up_state = e2e.project_leftovers(project)
         assert len(up_state["containers"]) == len(STACK) and up_state["networks"]
@@ -291,7 +293,7 @@ def test_committed_override_with_plain_compose_gives_same_containers_as_gpumem_c
     assert str(e2e.lib_dir) not in override.read_text(), "the committed file names a local path"
     ours, plain = project_name("ours"), project_name("plain")
     runs = {
-        ours: [e2e.gpumem_compose, "-p", ours, "-f", compose_file],
+        ours: [e2e.gpumem_compose, "-p", ours, "-f", compose_file, "--allow-overcommit"],  # beside `stack`
         plain: [*e2e.compose, "-p", plain, "-f", compose_file, "-f", override],
     }
     try:

@@ -232,7 +232,7 @@ def test_a_cdi_device_is_a_gpu_request() -> None:
 )
 def test_help_names_our_option_before_dockers_own(tmp_path: Path, fake_docker: Path, args: list[str]) -> None:
     done = cli(*args, cwd=tmp_path, prog="docker", env={"GPUMEM_DOCKER_BIN": str(fake_docker)})
-    assert done.stdout.startswith("gpumem-docker: docker, with one more option")
+    assert done.stdout.startswith("gpumem-docker: docker, with two more options")
     assert "--gpu-memory V" in done.stdout
     assert done.returncode == 5  # then Docker's help, with its arguments untouched
     assert (tmp_path / "record").read_text().splitlines() == (args or [""])
