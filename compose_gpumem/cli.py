@@ -12,8 +12,10 @@ Usage::
 ``stack``        ``stack deploy|config``: the project on a Docker Swarm (:mod:`.stack_cli`).
 ``install-plugin``  make ``docker gpumem ...`` work (:mod:`.plugin`).
 ``completion``   ``completion bash|zsh|fish`` prints the shell's completion script.
+``top``          each capped container's cap, use, processes and denials, live (:mod:`.top`).
 anything else    ``up``, ``run``, ``down``, ``ps``, ``logs``... goes to Compose with the
-                 injected project, flags intact, and its exit code comes back.
+                 injected project, flags intact, and its exit code comes back; starting
+                 commands pass host-wide admission first (:mod:`.admission`).
 
 Every error is one line on stderr and a non-zero exit; nothing is written on error.
 """
