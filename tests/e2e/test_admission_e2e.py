@@ -148,3 +148,31 @@ def e2e_ids(e2e, project: str, service: str) -> list[str]:
         check=True,
     )
     return sorted(out.stdout.split())
+
+
+def test_a_gpu_container_with_no_cap_on_the_same_gpu_is_warned_about(e2e, projects):
+    plain = subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--runtime",
+            "nvidia",
+            "-e",
+            "NVIDIA_VISIBLE_DEVICES=0",
+            e2e.image,
+            "sleep",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        name = e2e.inspect(plain)["Name"].lstrip("/")
+        folder, project = projects("beside", {"trainer": {**ON_GPU0, "x-gpu-memory": 0.2}})
+        up = gpumem_compose(e2e, folder, project, "up", "-d")
+        assert up.returncode == 0, up.stderr
+        assert f"warning: container {name} uses GPU 0" in up.stderr and "with no cap" in up.stderr, up.stderr
+    finally:
+        subprocess.run(["docker", "rm", "-f", plain], capture_output=True)
