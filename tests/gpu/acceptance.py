@@ -1,4 +1,8 @@
-"""GPU acceptance of libgpumem.so (issue 3), run on a machine with an NVIDIA GPU.
+"""GPU acceptance of libgpumem.so (issues 3 and 12), run on a machine with an NVIDIA GPU.
+
+Issue 12's rows ("class: ...") each run a program that makes the driver take memory outside the
+allocation calls, then fills; plain nvidia-smi (no preload) reads its physical use from outside,
+which must stay within PHYS_TOLERANCE (2%) of the 8 GiB cap.
 
     python3 tests/gpu/acceptance.py [--out DIR]
 
