@@ -352,16 +352,22 @@ def _load(
         else:
             settings.cancel_early()
     running = running or start_resolve(settings.options, extra, all_profiles=all_profiles)
-    from .project import load
+    try:
+        from .project import load
 
-    return load(
-        settings.options,
-        extra=extra,
-        allow_overcommit=settings.allow_overcommit,
-        all_profiles=all_profiles,
-        running=running,
-        scale=scale,
-    )
+        return load(
+            settings.options,
+            extra=extra,
+            allow_overcommit=settings.allow_overcommit,
+            all_profiles=all_profiles,
+            running=running,
+            scale=scale,
+        )
+    except BaseException:
+        # a Ctrl-C during the imports above, before load() reads Compose: kill and reap it here
+        # (load() does so itself once it reads; cancel() is then a no-op)
+        running.cancel()
+        raise
 
 
 def _write(text: str, output: str | None) -> None:
