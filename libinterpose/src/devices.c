@@ -161,6 +161,7 @@ static void fork_child(void)
 {
     track_after_fork_child();
     ledger_after_fork_child();
+    pools_after_fork_child();
     credit.bytes = 0;   /* the parent's */
     dev_memo_forget();
     pthread_mutex_init(&dev_mu, NULL);

@@ -151,6 +151,7 @@ GPUMEM_HIDDEN uint64_t pools_trim(int ord, CUdevice h);     /* trim them; the ke
 GPUMEM_HIDDEN uint64_t pools_settle(int ord, CUdevice h);   /* the same, without trimming */
 GPUMEM_HIDDEN uint64_t pools_drop(int ord);                 /* the device's contexts went: all kept bytes */
 GPUMEM_HIDDEN uint64_t pools_kept(int ord);
+GPUMEM_HIDDEN void pools_after_fork_child(void);
 
 /* ---- graphs.c: captures under way (a stream-ordered allocation they capture is not charged:
  * the graph's instantiation is) */

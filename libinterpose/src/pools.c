@@ -152,6 +152,13 @@ uint64_t pools_drop(int ord)
            __atomic_exchange_n(&graph_kept[ord], 0, __ATOMIC_ACQ_REL);
 }
 
+/* a forked child charges nothing of its parent's: its pools' kept bytes are none of its own */
+void pools_after_fork_child(void)
+{
+    for (int i = 0; i < GPUMEM_MAX_DEV; i++) pool_kept[i] = graph_kept[i] = graph_live[i] = 0;
+    pthread_mutex_init(&pools_mu, NULL);
+}
+
 uint64_t pools_kept(int ord)
 {
     if (!ord_ok(ord)) return 0;

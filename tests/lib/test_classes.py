@@ -146,6 +146,16 @@ def test_pool_memory_kept_by_one_process_holds_the_cap_for_another(gpu, tmp_path
     assert counter(r, "peak") <= CAP
 
 
+def test_a_forked_child_is_not_paid_from_its_parents_pool(gpu):
+    # the parent's pool keeps 1 GiB charged to the parent; the child's own allocation is charged
+    r = gpu.run(
+        *START, "poolkeep", "stream", "async=1G", "freeasync",
+        "fork", "init", "dev=0", "primary", "stream", "async=1G", "async=1G", "endfork",
+        **NORES,
+    )  # fmt: skip
+    assert r.results("async") == ["ok", "ok", "err=2"]
+
+
 def test_graph_allocation_nodes_are_charged_at_instantiation_and_kept_by_the_graph_pool(gpu):
     r = gpu.run(
         *START, "stream", "capture", "async=1G", "freeasync", "endcapture", "info",
