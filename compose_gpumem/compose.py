@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import ComposeFailed, ComposeNotFound, Interrupted
+from .errors import ComposeFailed, ComposeNotFound, GpumemError, Interrupted
 
 PLUGIN_DIRS = (
     "/usr/local/lib/docker/cli-plugins",
@@ -359,26 +359,52 @@ def passthrough(options: Options, args: Sequence[str]) -> int:
 def run_resolved(options: Options, text: str, args: Sequence[str]) -> int:
     """Run a Compose command on a resolved document; returns Compose's exit code.
 
-    The document goes in a private temporary file (stdin stays the user's, for ``run -it`` and
-    ``exec``), with the original project directory so ``.env`` settings such as
-    ``COMPOSE_PROFILES`` and every name stay what they were.
+    The document goes in a private file that stays (see :func:`kept_file`; stdin stays the
+    user's, for ``run -it`` and ``exec``), with the original project directory so ``.env``
+    settings such as ``COMPOSE_PROFILES`` and every name stay what they were.
     """
-    import tempfile
-
     cmd = command(options.compose_bin)
     directory = options.directory()
-    with tempfile.TemporaryDirectory(prefix="gpumem-compose.") as tmp:
-        path = os.path.join(tmp, "compose.yaml")
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(text)
-        rest = Options(
-            project_name=options.project_name,
-            profiles=options.profiles,
-            env_files=options.env_files,
-            project_directory=directory,
-            extra=options.extra,
-        )
-        return _wait([*cmd, "-f", path, *rest.args(files=False), *args])
+    path = kept_file(directory, text)
+    rest = Options(
+        project_name=options.project_name,
+        profiles=options.profiles,
+        env_files=options.env_files,
+        project_directory=directory,
+        extra=options.extra,
+    )
+    return _wait([*cmd, "-f", path, *rest.args(files=False), *args])
+
+
+def kept_file(directory: str, text: str) -> str:
+    """Write ``text`` to this project's file under ``$XDG_CACHE_HOME/gpumem-compose`` (or
+    ``~/.cache``) and return its path.  Compose records the path in every container's
+    ``config_files`` label and ``docker compose ls`` shows it: it must name a file that exists
+    and holds what was run, so it is kept, one per project, replaced atomically, private."""
+    import hashlib
+    import re
+    import tempfile
+
+    match = re.search(r"^name: (.+)$", text, re.MULTILINE)
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", match.group(1).strip("\"'")) if match else "project"
+    key = hashlib.sha256(f"{directory}\0{name}".encode()).hexdigest()[:12]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for base in (
+        os.path.join(cache, "gpumem-compose"),
+        os.path.join(tempfile.gettempdir(), f"gpumem-compose-{os.getuid()}"),
+    ):
+        folder = os.path.join(base, f"{name}-{key}")
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".compose.", dir=folder)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+            path = os.path.join(folder, "compose.yaml")
+            os.replace(tmp, path)
+            return path
+        except OSError:
+            continue
+    raise GpumemError(f"cannot write the resolved project under {cache} nor {tempfile.gettempdir()}")
 
 
 #: ``si_code`` of a signal the kernel sent, such as the terminal's Ctrl-C (Linux ``SI_KERNEL``).

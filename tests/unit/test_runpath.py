@@ -219,3 +219,28 @@ def test_compose_resolving_is_stopped_with_us_never_left_running(tmp_path: Path,
     assert "Traceback" not in err and "internal error" not in err
     with pytest.raises(ProcessLookupError):
         os.kill(compose_pid, 0)  # killed and reaped by us, not left behind (nor a zombie)
+
+
+def test_the_file_compose_records_for_ls_and_labels_exists_after_the_command(
+    tmp_path: Path, lib_dir: Path, recorder: Path
+) -> None:
+    # Compose puts the -f path in each container's config_files label and `docker compose ls`
+    write(
+        tmp_path / "p" / "compose.yaml",
+        "services:\n  t:\n    image: x\n    gpus: all\n    x-gpu-memory: 0.3\n",
+    )
+    cache = tmp_path / "cache"
+    done = cli(
+        "up", "-d", cwd=tmp_path / "p", env={"COMPOSE_BIN": str(recorder), "XDG_CACHE_HOME": str(cache)}
+    )
+    assert done.returncode == 7, done.stderr
+    args = (recorder.parent / "record").read_text().split("\n")
+    path = Path(args[args.index("-f") + 1])
+    assert path.is_file() and cache in path.parents
+    assert load(path.read_text())["services"]["t"]["environment"]["GPUMEM_LIMIT"] == "0.3"
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    again = cli(
+        "up", "-d", cwd=tmp_path / "p", env={"COMPOSE_BIN": str(recorder), "XDG_CACHE_HOME": str(cache)}
+    )
+    assert again.returncode == 7
+    assert len(list(cache.rglob("compose.yaml"))) == 1  # one per project, not one per call
