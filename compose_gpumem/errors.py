@@ -41,12 +41,15 @@ class GpumemError(Exception):
 
 
 def _show(value: object) -> str:
-    if isinstance(value, str):
-        return repr(value)
-    if isinstance(value, dict):
-        inner = ", ".join(f"{k!r}: {_show(v)}" for k, v in value.items())
-        return "{" + inner + "}"
-    return repr(value)
+    """A value as the user wrote it in YAML or JSON (``true``, ``{"0": 0.5}``), not as Python
+    prints it; text keeps its quotes; at most 60 characters."""
+    import json
+
+    try:
+        text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    except (RecursionError, ValueError):  # 3,000-deep nesting, a 5,000-digit number
+        text = "[...]" if isinstance(value, list) else "{...}" if isinstance(value, dict) else "..."
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class UsageError(GpumemError):

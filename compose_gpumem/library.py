@@ -79,4 +79,8 @@ def install(directory: str | None = None, source: str | None = None) -> Path:
         raise LibraryMissing(
             f"cannot write {target_dir}: {error.strerror}; run it as root (sudo) or pass --dir"
         ) from error
+    except OSError as error:  # a file where the directory should be, /proc, a full disk...
+        raise LibraryMissing(
+            f"cannot install into {target_dir}: {error.strerror}; pass another --dir"
+        ) from error
     return target_dir / NAME

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from . import compose, containers, inject, library, yamlio
-from .errors import ComposeFailed
-from .validate import check_overcommit
+from .errors import ComposeFailed, GpumemError
+from .validate import check_overcommit, decimal_unit_note
 
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:", "nvidia.com/gpu=")
 #: The keys of a service that decide its cap; only these are parsed.
@@ -156,6 +156,39 @@ def load(
     )
 
 
+def _read(text: str, label: str | None) -> dict[str, Any]:
+    """Compose's YAML (or part of it) as a mapping; one clear error for anything else (a
+    5,000-digit number, 3,000-deep nesting, a ``--compose-bin`` that is no Compose)."""
+    try:
+        doc = yamlio.load_fast(text)
+    except (ValueError, RecursionError, MemoryError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise GpumemError(f"cannot read the project Compose resolved: {reason[:120]}", file=label) from None
+    except Exception as error:  # ruamel.yaml's own errors, imported only when needed
+        reason = " ".join(str(error).split())[:120]
+        raise GpumemError(
+            f"Compose's output is not YAML ({reason}); is COMPOSE_BIN a Docker Compose?"
+        ) from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("services", {}), (dict, type(None))):
+        raise GpumemError("Compose printed no project; is --compose-bin / COMPOSE_BIN a Docker Compose v2+?")
+    return doc
+
+
+def _note_decimal_units(plans: Mapping[str, inject.Plan], label: str | None) -> None:
+    """One line on stderr per value written with a unit that reads as decimal elsewhere."""
+    import sys
+
+    seen = set()
+    for name, plan in plans.items():
+        note = decimal_unit_note(plan.limits)
+        if note and note not in seen:
+            seen.add(note)
+            where = f"{label}: " if label else ""
+            print(f"gpumem-compose: note: {where}service {name!r}: {note}", file=sys.stderr)
+
+
 def from_text(
     text: str,
     *,
@@ -178,11 +211,10 @@ def from_text(
         default_block = yamlio.top_level_block(split.head, inject.KEY)
     default = None
     if default_block is not None:
-        default = _unescape((yamlio.load_fast(default_block) or {}).get(inject.KEY))
+        default = _unescape(_read(default_block, label).get(inject.KEY))
     blocks: dict[str, int] = {}
     if split is None:
-        doc = yamlio.load_fast(text) or {}
-        services = doc.get("services") or {}
+        services = _read(text, label).get("services") or {}
     else:
         wanted = [
             i
@@ -191,7 +223,7 @@ def from_text(
         ]
         services = {}
         if wanted:
-            services = yamlio.load_fast("".join(_partial(split.blocks[i]) for i in wanted)) or {}
+            services = _read("".join(_partial(split.blocks[i]) for i in wanted), label)
             for i, name in zip(wanted, services):
                 blocks[name] = i
     checked = {
@@ -200,6 +232,7 @@ def from_text(
         if isinstance(svc, dict)
     }
     plans = inject.plan(checked, default, file=label)
+    _note_decimal_units(plans, label)
     for name, count in (scale or {}).items():
         if name in plans:
             plans[name] = dataclasses.replace(plans[name], replicas=count)

@@ -3,7 +3,7 @@
 :func:`parse_value` turns a value into :class:`Limit` objects.  The JSON Schema shipped in the
 package (``schema.json``, usable by editors too) is the definition of a valid value: the fast
 path below compiles the schema's own patterns and accepts what they accept, and any value it
-refuses is run through ``jsonschema`` (imported only then) for the verdict and the message.
+refuses gets a message naming the rule it breaks (:func:`why`).
 Tests check that both agree on every example file.
 
 :func:`check_overcommit` adds up the fractions of the services pinned to each GPU; sizes are
@@ -49,15 +49,36 @@ def _patterns() -> dict[str, re.Pattern[str]]:
     return {name: re.compile(defs[name]["pattern"]) for name in ("fraction-text", "percent", "size")}
 
 
+#: The largest size the library takes (``limits.c``: a size above 1.8e19 bytes is malformed).
+MAX_BYTES = 1.8e19
+_NUMBER = re.compile(r"([0-9]*)(?:\.([0-9]+))?")
+
+
 def value_text(value: Any) -> str:
     """A value as it goes into the environment: strings verbatim, numbers as decimals with a dot
-    (the library reads a number without one as a count of bytes, and knows no exponent)."""
+    and no exponent (the library reads a number without a dot as a count of bytes, and knows
+    no exponent): ``1e-30`` is written ``0.000000000000000000000000000001``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        text = repr(float(value))
-        if "e" in text or "E" in text:
-            text = f"{value:.20f}".rstrip("0")
-        return text
+        from decimal import Decimal
+
+        text = format(Decimal(repr(float(value))), "f")
+        return text if "." in text else text + ".0"
     return str(value)
+
+
+def library_number(text: str) -> float:
+    """``digits[.digits]`` read exactly as the library's ``parse_number`` reads it (the same
+    double operations in the same order), so the tool means the bytes the library will cap at."""
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        raise ValueError(text)
+    value, scale = 0.0, 1.0
+    for digit in match.group(1):
+        value = value * 10 + (ord(digit) - 48)
+    for digit in match.group(2) or "":
+        scale /= 10
+        value += (ord(digit) - 48) * scale
+    return value
 
 
 def _parse_limit(value: Any) -> Limit | None:
@@ -65,22 +86,31 @@ def _parse_limit(value: Any) -> Limit | None:
         return None
     if isinstance(value, (int, float)):
         if 0 < value <= 1:
-            return Limit(value_text(value), fraction=float(value))
+            text = value_text(value)
+            return _positive(Limit(text, fraction=library_number(text)))
         return None
     if not isinstance(value, str):
         return None
     patterns = _patterns()
     if patterns["fraction-text"].match(value):
-        return Limit(value, fraction=float(value))
+        return _positive(Limit(value, fraction=library_number(value)))
     if patterns["percent"].match(value):
-        return Limit(value, fraction=float(value[:-1]) / 100)
+        return _positive(Limit(value, fraction=library_number(value[:-1]) / 100.0))
     if patterns["size"].match(value):
         match = re.match(r"([0-9.]+)([a-zA-Z]*)", value)
         assert match is not None
         unit = match.group(2).lower()[:1]
         unit = "" if unit == "b" else unit
-        return Limit(value, size=int(float(match.group(1)) * UNITS[unit]))
+        size = library_number(match.group(1)) * float(UNITS[unit])
+        if size > MAX_BYTES:
+            return None
+        return _positive(Limit(value, size=int(size)))
     return None
+
+
+def _positive(limit: Limit) -> Limit | None:
+    """``limit`` unless the library would read it as nothing (5e-324 underflows, 0.5b is 0 bytes)."""
+    return limit if (limit.fraction or 0) > 0 or (limit.size or 0) > 0 else None
 
 
 def parse_value(
@@ -88,8 +118,8 @@ def parse_value(
 ) -> dict[int | None, Limit]:
     """A value as caps per device index; key ``None`` is the cap for every device.
 
-    Raises :class:`InvalidValue` naming the file, the service and the value when the schema
-    refuses it.
+    Raises :class:`InvalidValue` naming the file, the service, the value and the rule it
+    breaks when the schema (or the library's range) refuses it.
     """
     if isinstance(value, dict) and value:
         result: dict[int | None, Limit] = {}
@@ -104,21 +134,71 @@ def parse_value(
         limit = _parse_limit(value)
         if limit is not None:
             return {None: limit}
-    raise InvalidValue(_schema_message(value), file=file, service=service, value=value)
+    raise InvalidValue(why(value), file=file, service=service, value=value)
 
 
-def _schema_message(value: Any) -> str:
-    from jsonschema import Draft202012Validator
+FORMS = 'a fraction (0.3), a percent ("30%"), a size with a binary unit ("12GiB") or {"0": 0.5, "1": "8GiB"}'
 
-    defs = schema()["$defs"]
-    validator = Draft202012Validator({"$defs": defs, "$ref": "#/$defs/value"})
-    if not list(validator.iter_errors(value)):  # pragma: no cover - the fast path is the schema
-        return "accepted by the schema but not understood (please report this)"
-    return (
-        'must be a fraction above 0 and at most 1 (0.3), a percent ("30%"), a size with a '
-        'binary unit ("12GiB", "512MiB", "12G") or a mapping from device index to one of '
-        'these ({"0": 0.5, "1": "8GiB"})'
-    )
+
+def why(value: Any) -> str:
+    """The rule ``value`` breaks, in words, with the forms that are valid."""
+    return f"{_rule(value)}; use {FORMS}"
+
+
+def _rule(value: Any, *, nested: bool = False) -> str:
+    if isinstance(value, bool) or value is None:
+        return f"must be a number or a text, not {_short(value)}"
+    if isinstance(value, (int, float)):
+        if not value > 0 or (_parse_limit(value) is None and value <= 1):
+            return "must be above 0 (this one is too small for the library to tell from 0)"
+        return 'must be a fraction at most 1 (a number is a share of the GPU; more is a size: "12GiB")'
+    if isinstance(value, dict) and not nested:
+        if not value:
+            return "must map at least one device index"
+        for key, item in value.items():
+            if not re.fullmatch(r"[0-9]+", str(key)):
+                return f"must be keyed by device indexes (0, 1, ...), not {_short(key)}"
+            if _parse_limit(item) is None:
+                return f"device {key}: {_rule(item, nested=True)}"
+    if not isinstance(value, str):
+        return "must be a number, a text or a mapping from device index to one"
+    text = value.strip()
+    number = re.fullmatch(r"([0-9]*\.?[0-9]*)\s*(%|[A-Za-z]*)", text)
+    if number is None or not re.search(r"[0-9]", number.group(1)):
+        return "must be a number with an optional unit or %"
+    digits, unit = number.groups()
+    if value != text or " " in value:
+        return "must have no spaces"
+    if digits.startswith(".") or digits.endswith("."):
+        return "must have a digit on each side of the dot"
+    if unit == "%":
+        return "must be a percent above 0 and at most 100"
+    if not unit:
+        return 'must be a fraction with a dot, at most 1.0, or a size with a unit ("512MiB")'
+    if not re.fullmatch(r"[kKmMgGtTpP][iI]?[bB]?|[bB]", unit):
+        return f"must be in a binary unit b, k, m, g, t or p (optional i, iB or B), not {unit!r}"
+    if int(library_number(digits) * float(UNITS.get(unit.lower()[:1].replace("b", ""), 1))) < 1:
+        return "must be at least 1 byte"
+    return "must be at most 1.8e19 bytes, the library's largest size"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def decimal_unit_note(limits: dict[int | None, Limit]) -> str | None:
+    """A note when a size is written with a unit that reads as decimal elsewhere ("12GB"): the
+    units here are binary, as in Docker, so say which it is."""
+    for limit in limits.values():
+        match = re.fullmatch(r"([0-9.]+)([kKmMgGtTpP])[bB]", limit.text)
+        if match and limit.size is not None:
+            unit = match.group(2).upper()
+            return (
+                f"{limit.text!r} is read as {match.group(1)} {unit}iB = {limit.size} bytes "
+                f"(binary units, as in Docker); write {match.group(1)}{unit}iB to say so"
+            )
+    return None
 
 
 @dataclass(frozen=True)
@@ -195,10 +275,17 @@ def check_overcommit(
             elif share.limit.size is not None and share.gpu in known:
                 total_fraction += share.limit.size / known[share.gpu]
         if total_fraction > 1 + 1e-9:
-            names = ", ".join(sorted({f"{s.service}={s.limit.text}" for s in on_gpu}))
+            names = _listed(sorted({f"{s.service}={s.limit.text}" for s in on_gpu}))
             where = "every GPU" if gpu == "*" else f"GPU {gpu}"
             raise Overcommit(
                 f"services sharing {where} are promised {total_fraction:.0%} of it ({names}); "
                 "lower the shares or pass --allow-overcommit",
                 file=file,
             )
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    """At most ``most`` items, then how many more: an error stays a readable line."""
+    if len(items) <= most:
+        return ", ".join(items)
+    return ", ".join(items[:most]) + f" and {len(items) - most} more"

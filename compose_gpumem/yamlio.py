@@ -266,9 +266,13 @@ def load(text: str) -> Any:
         from ruamel.yaml import YAML
 
         return YAML(typ="safe", pure=True).load(text)
+    import warnings
+
     loader = CSafeLoader(text)
     try:
-        return loader.get_single_data()
+        with warnings.catch_warnings():  # ruamel's 14-line note on a float such as 1e-30
+            warnings.simplefilter("ignore")
+            return loader.get_single_data()
     finally:
         loader.dispose()
 
