@@ -103,6 +103,22 @@ class Options:
         return os.path.dirname(found) if found else os.getcwd()
 
 
+def user_files(options: Options) -> list[str]:
+    """The compose files Compose will read first (``-f``, else ``COMPOSE_FILE``, else the one
+    found from the working directory up); ``-`` (stdin) is left out."""
+    files = options.files or [
+        f
+        for f in os.environ.get("COMPOSE_FILE", "").split(
+            os.environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
+        )
+        if f
+    ]
+    if not files:
+        found = _find_default(os.getcwd())
+        files = [found] if found else []
+    return [f for f in files if f != "-"]
+
+
 def _find_default(start: str) -> str | None:
     directory = start
     while True:

@@ -139,6 +139,11 @@ def load(
     """
     running = running or compose.start_resolve(options, extra, all_profiles=all_profiles)
     try:
+        _refuse_alias_bombs(options)
+    except GpumemError:
+        running.cancel()
+        raise
+    try:
         text = running.result(quiet_failure=all_profiles)
     except ComposeFailed:
         if not all_profiles:
@@ -154,6 +159,25 @@ def load(
     return from_text(
         text, label=options.label(), allow_overcommit=allow_overcommit, enabled=enabled, scale=scale
     )
+
+
+def _refuse_alias_bombs(options: compose.Options) -> None:
+    """Refuse a file whose aliases expand past :data:`yamlio.MAX_ALIAS_NODES` ("billion
+    laughs"): Compose would take minutes and all the memory there is to resolve it."""
+    for path in compose.user_files(options):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                text = file.read(64 << 20)
+        except OSError:
+            continue  # Compose says why
+        added = yamlio.alias_nodes(text)
+        if added > yamlio.MAX_ALIAS_NODES:
+            raise GpumemError(
+                f"its anchors and aliases expand to more than {yamlio.MAX_ALIAS_NODES:,} extra nodes "
+                f"({added:,} counted); refused before Compose reads it (write the values out, or use "
+                "fewer nested aliases)",
+                file=path,
+            )
 
 
 def _read(text: str, label: str | None) -> dict[str, Any]:
