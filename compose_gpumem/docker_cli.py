@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import NamedTuple, Sequence
 
@@ -103,6 +104,8 @@ def rewrite_and_plan(
     preload: list[str] = []
     env_files: list[str] = []
     gpu = False
+    own_limits: list[str] = []  # -e GPUMEM_LIMIT[_N]=... the user set by hand
+    dropped: list[tuple[int, int]] = []  # where those pairs are in `kept`: start, length
     asked: list[str] = []  # the GPUs asked for: --gpus values, CDI devices, NVIDIA_VISIBLE_DEVICES
     i = options
     while i < len(args):
@@ -152,6 +155,10 @@ def rewrite_and_plan(
             asked.append(env.split("=", 1)[1])
         if env is not None and env.split("=", 1)[0] == "LD_PRELOAD":
             preload.append(env.split("=", 1)[1] if "=" in env else environ.get("LD_PRELOAD", ""))
+        elif env is not None and re.fullmatch(r"GPUMEM_LIMIT(_[0-9]+)?", env.split("=", 1)[0]):
+            own_limits.append(env)  # --gpu-memory wins when given (see below); else kept as is
+            kept += pair
+            dropped.append((len(kept) - len(pair), len(pair)))
         else:
             kept += pair
         i += len(pair)
@@ -164,6 +171,15 @@ def rewrite_and_plan(
         raise NoGpuRequest(
             "needs a GPU: add `--gpus all` (or `--gpus device=0`) to `docker run`", value=value, key=OPTION
         )
+    if own_limits:
+        # One rule for both tools: the declared cap wins over a hand-set variable, as
+        # x-gpu-memory wins over a service's own GPUMEM_LIMIT in gpumem-compose.
+        print(
+            f"gpumem-docker: warning: {OPTION} {value} wins over -e {', -e '.join(own_limits)}",
+            file=sys.stderr,
+        )
+        for start_at, length in reversed(dropped):
+            del kept[start_at : start_at + length]
     plan = inject.Plan(limits, _request(asked))
     added = [
         "-v",

@@ -48,6 +48,8 @@ class Project:
     def injected_yaml(self, source: str | None = None) -> str:
         """Compose's YAML with the caps injected, in Compose's layout; ``$`` stays ``$$``."""
         source = _escape(source or library.host_dir())
+        if not self.plans:
+            return self.text  # nothing to add: Compose's text as it printed it, whatever its shape
         if self.split is None:
             return yamlio.dump(self.injected_document(source, escaped=True))
         blocks = list(self.split.blocks)

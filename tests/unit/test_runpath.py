@@ -212,7 +212,7 @@ def test_compose_resolving_is_stopped_with_us_never_left_running(tmp_path: Path,
     compose_pid = int(pid_file.read_text())
     process.send_signal(signum)
     try:
-        _, err = process.communicate(timeout=10)
+        _, err = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 128 + signum
