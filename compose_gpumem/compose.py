@@ -210,7 +210,8 @@ class Resolving:
         err_r, err_w = os.pipe()
         actions = [(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
         try:
-            self.pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions)
+            # setsigmask: Compose starts with no signal blocked, whatever our mask is meanwhile
+            self.pid = os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsigmask=())
         except OSError as error:
             for fd in (out_r, out_w, err_r, err_w):
                 os.close(fd)

@@ -60,8 +60,15 @@ def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
     early = None
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     try:
-        early = speculate(sys.argv[1:])
+        # held back while Compose starts, so one that comes meanwhile finds `early` set and
+        # Compose is killed, not left running (the child starts with a clear mask)
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        try:
+            early = speculate(sys.argv[1:])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         from .cli import run
 
         code = run(early=early)
