@@ -4,7 +4,7 @@ Everything here takes the services as ``docker compose config`` resolves them (m
 ``environment``, long-form ``volumes``, ``gpus:`` and device reservations normalised) and
 returns new dictionaries; nothing reads files or runs Docker, so every rule is unit-testable.
 
-Per limited service: a read-only bind mount of the library directory at ``/opt/gpumem``,
+Per limited service: a read-only bind mount of the library file at ``/opt/gpumem/libgpumem.so``,
 ``LD_PRELOAD`` with ``/opt/gpumem/libgpumem.so`` put in front of any value already there,
 ``GPUMEM_LIMIT`` (or ``GPUMEM_LIMIT_<n>`` per device index) with the value as written,
 ``GPUMEM_STATE_DIR=/run/gpumem`` on a tmpfs mount of its own (see :data:`LEDGER_DIR`), and the

@@ -1,6 +1,8 @@
 """Where ``libgpumem.so`` lives on the host, and how it gets there.
 
-Containers mount one host directory read-only at ``/opt/gpumem``.  That directory is the same
+Compose containers mount ``libgpumem.so`` from one host directory, read-only, at
+``/opt/gpumem/libgpumem.so`` (the file, so a directory without it fails to start rather than
+starting uncapped; ``gpumem-docker`` checks it is there first).  That directory is the same
 on every host, ``/usr/local/lib/gpumem``, so a committed override never names a path that
 exists only in one user's virtualenv; ``GPUMEM_LIB_DIR`` moves it (tests use a temp dir).
 ``gpumem-compose install-lib`` copies the library shipped inside the package there,
