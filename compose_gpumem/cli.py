@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import click
 
 from . import __version__
-from .errors import GpumemError
+from .errors import GpumemError, caused_by_interrupt
 from .options import compose_options, passed_args
 
 if TYPE_CHECKING:
@@ -405,6 +405,8 @@ def run(argv: Sequence[str] | None = None, *, early: Resolving | None = None) ->
         _quiet_stdout()
         return 0
     except Exception as error:  # a bug of ours: still one line (GPUMEM_DEBUG=1 shows the trace)
+        if caused_by_interrupt(error):  # a Ctrl-C that Python wrapped (see errors.py)
+            return 130
         if os.environ.get("GPUMEM_DEBUG"):
             raise
         print(f"{PROG}: internal error: {error!r} (GPUMEM_DEBUG=1 shows where)", file=sys.stderr)

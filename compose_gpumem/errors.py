@@ -96,3 +96,16 @@ class Interrupted(GpumemError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether a Ctrl-C lies behind ``error``: Python 3.11 wraps a KeyboardInterrupt raised
+    while a class is being built (an import, say) in a RuntimeError from ``__set_name__``."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
