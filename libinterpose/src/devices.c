@@ -779,6 +779,8 @@ int dev_report(struct gdev *d, uint64_t real_free, uint64_t *free_out, uint64_t 
     uint64_t f = d->cap > used ? d->cap - used : 0;
     *total_out = d->cap;
     *free_out = f < real_free ? f : real_free;
-    *used_out = used;
+    /* a ledger that cannot be used answers UINT64_MAX (nothing free): no report says more is
+     * used than the card the caller is shown holds */
+    *used_out = used < d->cap ? used : d->cap;
     return 1;
 }

@@ -146,6 +146,19 @@ def test_a_ledger_truncated_while_a_process_holds_it_is_refused_then_rebuilt_aft
     assert r.results("alloc") == ["ok"] and "rebuilt" in r.err, r
 
 
+def test_memory_reports_under_a_ledger_that_cannot_be_used_stay_within_the_card(gpu):
+    # the ledger refuses (fails closed): NVML then says the cap is all used, never more
+    a = hold(gpu, "alloc=700M", **ENV)
+    os.truncate(ledger(gpu), 100)
+    try:
+        r = gpu.run(prog="nvclient", **ENV)
+    finally:
+        kill(a)
+    assert r.rc == 0, r
+    assert r.field("nvml", "total") == 1 << 30, r
+    assert r.field("nvml", "used") == r.field("nvml", "total") and r.field("nvml", "free") == 0, r
+
+
 # ---- a damaged or foreign ledger between runs: rebuilt when nobody holds it
 
 
