@@ -15,7 +15,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import ComposeFailed, ComposeNotFound, GpumemError, Interrupted
+from .errors import (
+    ComposeFailed,
+    ComposeNotFound,
+    GpumemError,
+    Interrupted,
+    raise_if_stopped,
+    stop_requests,
+)
 
 PLUGIN_DIRS = (
     "/usr/local/lib/docker/cli-plugins",
@@ -221,17 +228,18 @@ class Resolving:
         self.fds = (out_r, err_r)
         self.returncode: int | None = None
 
-    def _collect(self) -> tuple[bytes, bytes]:
+    def _collect(self, *, stoppable: bool = True) -> tuple[bytes, bytes]:
         """Compose's output; if we are stopped meanwhile (Ctrl-C, ``timeout``'s SIGTERM, a
         hang-up), Compose is killed and reaped first, never left running."""
         import signal
 
         def stop(signum: int, _frame: object) -> None:
+            stop_requests.append(signum)
             raise Interrupted(f"stopped by signal {signum}", 128 + signum)
 
         previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
         try:
-            return self._read_all()
+            return self._read_all(stoppable)
         except BaseException:
             self._kill()
             raise
@@ -253,13 +261,15 @@ class Resolving:
             except (ProcessLookupError, ChildProcessError):  # pragma: no cover - reaped already
                 pass
 
-    def _read_all(self) -> tuple[bytes, bytes]:
+    def _read_all(self, stoppable: bool) -> tuple[bytes, bytes]:
         import select
 
         chunks: dict[int, list[bytes]] = {fd: [] for fd in self.fds}
         open_fds = list(self.fds)
         while open_fds:
-            ready, _, _ = select.select(open_fds, [], [])
+            if stoppable:  # a stop whose exception a library swallowed still stops us here
+                raise_if_stopped()
+            ready, _, _ = select.select(open_fds, [], [], 0.25 if stoppable else None)
             for fd in ready:
                 data = os.read(fd, 1 << 16)
                 if data:
@@ -294,7 +304,7 @@ class Resolving:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:  # pragma: no cover - already gone
                 pass
-            self._collect()
+            self._collect(stoppable=False)  # called while stopping: read to the end regardless
 
 
 #: ``docker compose config`` flags that print a list about the project: given to Compose as they

@@ -98,6 +98,22 @@ class Interrupted(GpumemError):
         self.exit_code = exit_code
 
 
+#: The signals that asked us to stop, in order.  Kept apart from the exception the handler
+#: raises, because code of a library may swallow that (ruamel.yaml imports its C part under a
+#: bare ``except:``): whoever waits on Compose looks here too (:func:`raise_if_stopped`).
+stop_requests: list[int] = []
+
+
+def raise_if_stopped() -> None:
+    """Raise what a stop request raised, if one came: ``KeyboardInterrupt`` for SIGINT,
+    :class:`Interrupted` for the others."""
+    if stop_requests:
+        signum = stop_requests[-1]
+        if signum == 2:  # SIGINT
+            raise KeyboardInterrupt
+        raise Interrupted(f"stopped by signal {signum}", 128 + signum)
+
+
 def caused_by_interrupt(error: BaseException) -> bool:
     """Whether a Ctrl-C lies behind ``error``: Python 3.11 wraps a KeyboardInterrupt raised
     while a class is being built (an import, say) in a RuntimeError from ``__set_name__``."""

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .compose import NEEDS_NO_CAP, NO_PROJECT, Options, Resolving, start_resolve
-from .errors import GpumemError, Interrupted, caused_by_interrupt
+from .errors import GpumemError, Interrupted, caused_by_interrupt, stop_requests
 from .options import passed_args, prescan
 
 
@@ -49,7 +49,13 @@ def speculate(argv: Sequence[str]) -> Resolving | None:
 
 
 def _stop(signum: int, _frame: object) -> None:
+    stop_requests.append(signum)
     raise Interrupted(f"stopped by signal {signum}", 128 + signum)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    stop_requests.append(signum)
+    raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -59,6 +65,8 @@ def main() -> None:
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when ignored (`&`)
+        signal.signal(signal.SIGINT, _interrupt)
     early = None
     stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     try:

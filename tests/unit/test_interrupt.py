@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import pytest
 
+from compose_gpumem import errors
+from compose_gpumem.compose import Resolving
 from compose_gpumem.errors import caused_by_interrupt
 
 
@@ -46,3 +52,27 @@ def test_a_cycle_of_causes_ends() -> None:
     first, second = ValueError("a"), ValueError("b")
     first.__context__, second.__context__ = second, first
     assert not caused_by_interrupt(first)
+
+
+@pytest.fixture
+def no_stop_requests():
+    yield errors.stop_requests
+    errors.stop_requests.clear()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_whose_exception_was_swallowed_still_stops_the_wait_on_compose(
+    no_stop_requests: list[int], signum: int
+) -> None:
+    # a library's bare `except:` ate the KeyboardInterrupt; the request it left behind is seen
+    compose = Resolving(["sleep"], ["sleep", "30"])
+    no_stop_requests.append(signum)
+    started = time.monotonic()
+    with pytest.raises((KeyboardInterrupt, errors.Interrupted)) as raised:
+        compose.result()
+    assert time.monotonic() - started < 5
+    if signum == signal.SIGTERM:
+        assert raised.value.exit_code == 128 + signum  # type: ignore[union-attr]
+    assert compose.returncode == -signal.SIGKILL  # killed and reaped, not left running
+    with pytest.raises(ProcessLookupError):
+        os.kill(compose.pid, 0)
