@@ -30,7 +30,6 @@ inspect``) and sorts them into :class:`Capped` containers and :class:`Uncapped` 
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -179,6 +178,8 @@ def inventory(*, everything: bool = False, docker: str = "docker") -> Inventory:
 
 
 def _docker(argv: list[str], *, gone_ok: bool = False) -> str:
+    import subprocess  # only commands that ask the engine pay for it
+
     try:
         done = subprocess.run(
             argv,

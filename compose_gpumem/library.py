@@ -12,11 +12,12 @@ atomically, so containers that are running keep the file they mapped.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 from .errors import LibraryMissing
+
+TYPE_CHECKING = False  # pathlib, shutil and tempfile load only when a path is asked for:
+if TYPE_CHECKING:  # `config` needs none of them
+    from pathlib import Path
 
 DEFAULT_DIR = "/usr/local/lib/gpumem"
 ENV_DIR = "GPUMEM_LIB_DIR"
@@ -33,6 +34,8 @@ def host_dir() -> str:
 
 def packaged() -> Path:
     """The library built into the package by ``pip install .``."""
+    from pathlib import Path
+
     return Path(__file__).resolve().parent / "lib" / NAME
 
 
@@ -40,11 +43,15 @@ def packaged_reader() -> Path:
     """``gpumem-ledger``, built into the package beside the library: it prints a state dir's
     ledger as JSON (libinterpose/README.md, "Reading a ledger"), so Python never parses the
     binary layout."""
+    from pathlib import Path
+
     return Path(__file__).resolve().parent / "lib" / READER_NAME
 
 
 def require(directory: str | None = None) -> Path:
     """The host library's path; :class:`LibraryMissing` with the fix when it is not there."""
+    from pathlib import Path
+
     directory = directory or host_dir()
     path = Path(directory) / NAME
     if not path.is_file():
@@ -59,6 +66,10 @@ def require(directory: str | None = None) -> Path:
 
 def install(directory: str | None = None, source: str | None = None) -> Path:
     """Copy the library into ``directory`` atomically; returns the installed path."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     src = Path(source) if source else packaged()
     if not src.is_file():
         raise LibraryMissing(

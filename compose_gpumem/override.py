@@ -10,11 +10,9 @@ later file's ``environment`` key by key and ``volumes`` by target, so
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 import sys
-import tempfile
 
 from . import compose, yamlio
 from .errors import GpumemError, StaleOverride
@@ -58,6 +56,8 @@ def write(path: str, text: str) -> None:
             return
         real = os.path.realpath(path)
         mode = stat.S_IMODE(info.st_mode) if info is not None else 0o666 & ~_umask()
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(prefix=".gpumem.", dir=os.path.dirname(real))
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -88,6 +88,8 @@ def check(path: str, text: str) -> None:
         raise GpumemError(f"cannot read: {error.strerror}", file=path) from error
     if old == text:
         return
+    import difflib
+
     diff = difflib.unified_diff(
         old.splitlines(keepends=True),
         text.splitlines(keepends=True),
