@@ -29,48 +29,18 @@ from typing import TYPE_CHECKING, Any, Sequence
 import click
 
 from . import __version__
-from .errors import GpumemError, caused_by_interrupt
-from .options import compose_options, passed_args
+from .commands import PROG, Settings, guarded
+from .commands import load as _load
+from .options import compose_options
 
 if TYPE_CHECKING:
     from .compose import Resolving
-    from .project import Project
-
-PROG = "gpumem-compose"
 #: Commands in modules of their own, imported only when named: name -> (module, click command).
 LAZY = {
     "stack": ("stack_cli", "stack"),
     "install-plugin": ("plugin", "install_command"),
     "completion": ("completion", "completion_command"),
 }
-
-
-class Settings:
-    """What the group's options asked for; subcommands add to it."""
-
-    def __init__(self, early: Resolving | None = None) -> None:
-        from .compose import Options
-
-        self.options = Options()
-        self.allow_overcommit = False
-        #: ``docker compose config`` started before click was imported (see :mod:`launch`).
-        self.early = early
-
-    def update(self, values: dict[str, Any]) -> None:
-        o = self.options
-        o.files += list(values.get("files") or ())
-        o.profiles += list(values.get("profiles") or ())
-        o.env_files += list(values.get("env_files") or ())
-        o.project_name = values.get("project_name") or o.project_name
-        o.project_directory = values.get("project_directory") or o.project_directory
-        o.compose_bin = values.get("compose_bin") or o.compose_bin
-        o.extra += passed_args(values)
-        self.allow_overcommit = bool(values.get("allow_overcommit")) or self.allow_overcommit
-
-    def cancel_early(self) -> None:
-        if self.early is not None:
-            self.early.cancel()
-            self.early = None
 
 
 class Group(click.Group):
@@ -183,26 +153,14 @@ def config_command(
     **values: Any,
 ) -> int:
     """Print the resolved project with the caps injected, as `docker compose config` does."""
-    from . import compose, configout
+    from . import commands, compose
 
     listing = [flag for flag in compose.CONFIG_LISTS if values.pop(_flag_dest(flag))]
     shaping = [flag for flag in compose.CONFIG_SHAPING if values.pop(_flag_dest(flag))]
     settings.update(values)
-    if listing:
-        settings.cancel_early()
-        return compose.passthrough(settings.options, ["config", *listing, *services])
-    extra = [*shaping, *services]
-    as_json = None
-    if fmt == "json" and not quiet and not hash_of:
-        as_json = compose.start_resolve(settings.options, extra, fmt="json")
-    resolved = _load(settings, extra, all_profiles=False)
-    if hash_of:
-        return compose.run_resolved(settings.options, resolved.injected_yaml(), ["config", "--hash", hash_of])
-    if quiet:
-        return 0
-    text = configout.json_text(resolved, as_json.result()) if as_json else resolved.injected_yaml()
-    _write(text, output)
-    return 0
+    return commands.config(
+        settings, fmt, output, quiet, services, hash_of=hash_of, listing=listing, shaping=shaping
+    )
 
 
 @main.command("override")
@@ -216,16 +174,10 @@ def override_command(settings: Settings, /, output: str, check: bool, **values: 
     `docker compose -f compose.yaml -f FILE up` then gives the same containers as
     `gpumem-compose -f compose.yaml up`.
     """
-    settings.update(values)
-    resolved = _load(settings)
-    from . import override
+    from . import commands
 
-    text = override.render(resolved, settings.options, output)
-    if check:
-        override.check(output, text)
-        return 0
-    override.write(output, text)
-    return 0
+    settings.update(values)
+    return commands.override(settings, output, check)
 
 
 @main.command("doctor")
@@ -334,51 +286,6 @@ def install_lib_command(directory: str | None, source: str | None) -> int:
     return 0
 
 
-def _load(
-    settings: Settings,
-    extra: Sequence[str] = (),
-    *,
-    all_profiles: bool = True,
-    scale: dict[str, int] | None = None,
-) -> Project:
-    """Start Compose first (or take the one :func:`entry` started, when it was asked the same),
-    then import the rest of the package while it resolves."""
-    from .compose import config_argv, start_resolve
-
-    running = None
-    if settings.early is not None:
-        if settings.early.argv == config_argv(settings.options, extra, all_profiles=all_profiles):
-            running, settings.early = settings.early, None
-        else:
-            settings.cancel_early()
-    running = running or start_resolve(settings.options, extra, all_profiles=all_profiles)
-    try:
-        from .project import load
-
-        return load(
-            settings.options,
-            extra=extra,
-            allow_overcommit=settings.allow_overcommit,
-            all_profiles=all_profiles,
-            running=running,
-            scale=scale,
-        )
-    except BaseException:
-        # a Ctrl-C during the imports above, before load() reads Compose: kill and reap it here
-        # (load() does so itself once it reads; cancel() is then a no-op)
-        running.cancel()
-        raise
-
-
-def _write(text: str, output: str | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        return
-    from .override import write
-
-    write(output, text)
-
-
 def run(argv: Sequence[str] | None = None, *, early: Resolving | None = None) -> int:
     """Run the CLI; one line on stderr and an exit code for every error.
 
@@ -386,40 +293,20 @@ def run(argv: Sequence[str] | None = None, *, early: Resolving | None = None) ->
     """
     args = list(sys.argv[1:] if argv is None else argv)
     settings = Settings(early)
-    try:
-        result = main.main(args=args, prog_name=PROG, standalone_mode=False, obj=settings)
-    except GpumemError as error:
-        sys.stdout.flush()
-        print(f"{PROG}: {error}", file=sys.stderr)
-        return error.exit_code
-    except click.exceptions.Exit as done:
-        return done.exit_code
-    except click.ClickException as error:
-        error.show()
-        return error.exit_code
-    except click.Abort:
-        return 130
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `gpumem-compose config | head`
-        _quiet_stdout()
-        return 0
-    except Exception as error:  # a bug of ours: still one line (GPUMEM_DEBUG=1 shows the trace)
-        if caused_by_interrupt(error):  # a Ctrl-C that Python wrapped (see errors.py)
+
+    def call() -> int:
+        try:
+            result = main.main(args=args, prog_name=PROG, standalone_mode=False, obj=settings)
+        except click.exceptions.Exit as done:
+            return done.exit_code
+        except click.ClickException as error:
+            error.show()
+            return error.exit_code
+        except click.Abort:
             return 130
-        if os.environ.get("GPUMEM_DEBUG"):
-            raise
-        print(f"{PROG}: internal error: {error!r} (GPUMEM_DEBUG=1 shows where)", file=sys.stderr)
-        return 70
-    finally:
-        settings.cancel_early()
-    return result if isinstance(result, int) else 0
+        return result if isinstance(result, int) else 0
 
-
-def _quiet_stdout() -> None:
-    """Python would complain again at exit about the closed pipe; point stdout at /dev/null."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    return guarded(call, settings)
 
 
 def entry() -> None:

@@ -30,7 +30,8 @@ def script(shell: str) -> str:
     """The completion script click writes for ``gpumem-compose`` in ``shell``."""
     from click.shell_completion import get_completion_class
 
-    from .cli import PROG, main
+    from .cli import main
+    from .commands import PROG
 
     cls = get_completion_class(shell)
     if cls is None:  # pragma: no cover - SHELLS are click's own

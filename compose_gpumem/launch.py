@@ -3,7 +3,7 @@
 Python and click take tens of milliseconds to load, about as long as Compose takes to resolve a
 small project.  So the global options are read first with the same table click uses
 (:func:`compose_gpumem.options.prescan`), ``docker compose config`` is started, and only then
-is the CLI imported.  :func:`compose_gpumem.cli._load` takes that process only when the parsed
+is the CLI imported.  :func:`compose_gpumem.commands.load` takes that process only when the parsed
 command line asks for exactly the same call; otherwise it is killed unheard.  Nothing here
 imports more than ``os`` and ``subprocess``.
 """
@@ -77,9 +77,17 @@ def main() -> None:
             early = speculate(sys.argv[1:])
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        from .cli import run
+        from .quick import parse
 
-        code = run(early=early)
+        plain = parse(sys.argv[1:])  # a plain `config` or `override`: no click to load
+        if plain is not None:
+            from .quick import run as run_plain
+
+            code = run_plain(plain, early)
+        else:
+            from .cli import run
+
+            code = run(early=early)
     except (Interrupted, KeyboardInterrupt) as stopped:
         if early is not None:
             early.cancel()

@@ -26,7 +26,7 @@ DOCKER = "docker"
 
 
 def _settings(ctx: click.Context, files: tuple[str, ...]) -> Any:
-    """The group's settings (:class:`compose_gpumem.cli.Settings`) with ``-c`` files added."""
+    """The group's settings (:class:`compose_gpumem.commands.Settings`) with ``-c`` files added."""
     settings = ctx.obj
     settings.options.files += list(files)
     return settings
