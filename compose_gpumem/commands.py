@@ -69,20 +69,20 @@ def load(
         else:
             settings.cancel_early()
     running = running or start_resolve(settings.options, extra, all_profiles=all_profiles)
-    try:
+    try:  # stopped (a signal, Ctrl-C) before Compose's output is read: Compose goes too
         from .project import load as load_project
-    except BaseException:  # stopped (a signal, Ctrl-C) while importing: Compose goes too
-        running.cancel()
-        raise
 
-    return load_project(
-        settings.options,
-        extra=extra,
-        allow_overcommit=settings.allow_overcommit,
-        all_profiles=all_profiles,
-        running=running,
-        scale=scale,
-    )
+        return load_project(
+            settings.options,
+            extra=extra,
+            allow_overcommit=settings.allow_overcommit,
+            all_profiles=all_profiles,
+            running=running,
+            scale=scale,
+        )
+    except BaseException:
+        running.cancel()  # a no-op once Compose has been reaped
+        raise
 
 
 def write_text(text: str, output: str | None) -> None:
