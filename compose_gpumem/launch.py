@@ -98,6 +98,8 @@ def main() -> None:
         if early is not None:
             early.cancel()
         _exit_stopped(130)
+    if stop_requests:  # a stop the command handled itself (its 130): the same way out
+        _exit_stopped(code)
     sys.exit(code)
 
 
