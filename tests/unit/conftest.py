@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import stat
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,20 @@ def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=True,
     )
     return out
+
+
+@pytest.fixture
+def recorder(tmp_path: Path, compose_cmd: list[str]) -> Path:
+    """COMPOSE_BIN for pass-through tests: `config` goes to the real Compose; any other command
+    is recorded (its arguments, and the file given with -f) and exits 7."""
+    record = tmp_path / "record"
+    script = tmp_path / "compose-recorder"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do [ "$a" = config ] && exec {shlex.join(compose_cmd)} "$@"; done\n'
+        f'printf "%s\\n" "$@" > {record}\n'
+        f'prev=; for a in "$@"; do [ "$prev" = -f ] && cp "$a" {record}.yaml; prev=$a; done\n'
+        "exit 7\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script

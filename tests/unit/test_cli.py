@@ -195,23 +195,6 @@ def test_compose_not_found_is_a_clear_error(project: Path, tmp_path: Path) -> No
     assert "Docker Compose v2+ not found" in done.stderr and done.stderr.count("\n") == 1
 
 
-@pytest.fixture
-def recorder(tmp_path: Path, compose_cmd: list[str]) -> Path:
-    """COMPOSE_BIN for pass-through tests: `config` goes to the real Compose; any other command
-    is recorded (its arguments and the file given with -f) and exits 7."""
-    record = tmp_path / "record"
-    script = tmp_path / "compose-recorder"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'for a in "$@"; do [ "$a" = config ] && exec {shlex.join(compose_cmd)} "$@"; done\n'
-        f'printf "%s\\n" "$@" > {record}\n'
-        f'prev=; for a in "$@"; do [ "$prev" = -f ] && cp "$a" {record}.yaml; prev=$a; done\n'
-        "exit 7\n"
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return script
-
-
 def test_other_commands_pass_through_with_flags_and_exit_code(
     project: Path, lib_dir: Path, recorder: Path
 ) -> None:

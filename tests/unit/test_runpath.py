@@ -17,23 +17,6 @@ from unit_helpers import PACKAGE_ROOT, cli, write
 from compose_gpumem.yamlio import load
 
 
-@pytest.fixture
-def recorder(tmp_path: Path, compose_cmd: list[str]) -> Path:
-    """COMPOSE_BIN: `config` goes to the real Compose; any other command is recorded (its
-    arguments, and the file given with -f) and exits 7."""
-    record = tmp_path / "record"
-    script = tmp_path / "compose-recorder"
-    script.write_text(
-        "#!/bin/sh\n"
-        f'for a in "$@"; do [ "$a" = config ] && exec {shlex.join(compose_cmd)} "$@"; done\n'
-        f'printf "%s\\n" "$@" > {record}\n'
-        f'prev=; for a in "$@"; do [ "$prev" = -f ] && cp "$a" {record}.yaml; prev=$a; done\n'
-        "exit 7\n"
-    )
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return script
-
-
 def _recorded(recorder: Path) -> dict:
     return load((recorder.parent / "record.yaml").read_text())
 
