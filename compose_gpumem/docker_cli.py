@@ -6,7 +6,8 @@ Usage::
 
 ``--gpu-memory`` (``--gpu-memory=V`` too) takes what ``x-gpu-memory`` takes: ``0.3``,
 ``30%``, ``12GiB`` or a per-device mapping as JSON (``'{"0": 0.5, "1": "8GiB"}'``).  It is
-removed and replaced by ``-v <lib dir>:/opt/gpumem:ro``, a tmpfs of the container's own at
+removed and replaced by a read-only bind ``--mount`` of ``<lib dir>/libgpumem.so`` at
+``/opt/gpumem/libgpumem.so`` (the file, see :func:`library_mount`), a tmpfs of the container's own at
 ``/run/gpumem`` for its ledger, ``-e`` for ``LD_PRELOAD`` and ``GPUMEM_*``, and the labels of
 :mod:`compose_gpumem.containers`; every other argument reaches ``docker run`` untouched, in
 order, and ``docker`` replaces this process, so signals, the terminal and the exit code are Docker's own.  An
@@ -182,8 +183,8 @@ def rewrite_and_plan(
             del kept[start_at : start_at + length]
     plan = inject.Plan(limits, _request(asked))
     added = [
-        "-v",
-        f"{lib_dir or library.host_dir()}:{inject.MOUNT_DIR}:ro",
+        "--mount",
+        library_mount(lib_dir or library.host_dir()),
         "--mount",
         f"type=tmpfs,destination={inject.LEDGER_DIR}",
         "-e",
@@ -197,6 +198,24 @@ def rewrite_and_plan(
     for key, text in plan.labels("", names).items():
         added += ["--label", f"{key}={text}"]
     return Rewritten(args[:options] + added + kept + args[i:], plan, allow, name)
+
+
+def library_mount(lib_dir: str) -> str:
+    """``--mount`` of the library file, read-only.  The file and ``--mount``: ``-v`` creates a
+    missing source as a directory, and a directory (or one without the library) mounts fine
+    and leaves the container uncapped; a missing file stops it with Docker's own error."""
+    import csv
+    import io
+
+    fields = [
+        "type=bind",
+        f"source={lib_dir.rstrip('/')}/{library.NAME}",
+        f"target={inject.LIBRARY}",
+        "readonly",
+    ]
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(fields)  # Docker reads --mount as one CSV line
+    return out.getvalue()
 
 
 def _gpus_value(text: str) -> str:

@@ -1,6 +1,9 @@
 """`gpumem-docker run --gpu-memory` on a real engine: one container, the same injection as Compose."""
 
+import os
+import shutil
 import subprocess
+import uuid
 
 import pytest
 
@@ -77,3 +80,42 @@ def test_other_docker_run_options_pass_through_untouched(e2e):
     assert (keep, pwd) == ("me", "/tmp")
     # ours first, the existing value kept after it
     assert preload.replace(" ", ":").split(":") == ["/opt/gpumem/libgpumem.so", "/nonexistent-but-kept.so"]
+
+
+def test_container_whose_library_file_is_gone_fails_to_start_rather_than_run_uncapped(e2e, tmp_path):
+    """The library file is mounted, not its directory: a directory that exists without
+    libgpumem.so (removed after `create`, an empty GPUMEM_LIB_DIR) would mount fine and leave the
+    container uncapped; the missing file stops the container with Docker's own error instead."""
+    lib_dir = tmp_path / "lib"
+    lib_dir.mkdir()
+    shutil.copy2(e2e.lib_dir / "libgpumem.so", lib_dir / "libgpumem.so")
+    name = f"gpumem-e2e-gone-{uuid.uuid4().hex[:8]}"
+    argv = [e2e.gpumem_docker, "create", "--runtime", "nvidia", "--name", name, "--gpu-memory", "0.3"]
+    created = subprocess.run(
+        [*argv, e2e.image, "gpumem_probe", "info"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        env={**os.environ, "GPUMEM_LIB_DIR": str(lib_dir)},
+    )
+    try:
+        assert created.returncode == 0, created.stderr
+        (mount,) = [m for m in e2e.inspect(name)["Mounts"] if m["Destination"].startswith("/opt/gpumem")]
+        assert (mount["Source"], mount["Destination"]) == (
+            f"{lib_dir}/libgpumem.so",
+            "/opt/gpumem/libgpumem.so",
+        )
+        (lib_dir / "libgpumem.so").unlink()  # the directory stays, without the library
+        started = subprocess.run(
+            ["docker", "start", "-a", name],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        assert started.returncode != 0, f"started uncapped: {started.stdout}"
+        assert f"{lib_dir}/libgpumem.so" in started.stderr, started.stderr
+        assert "total=" not in started.stdout  # the probe never ran
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)

@@ -13,8 +13,8 @@ from compose_gpumem.docker_cli import rewrite
 from compose_gpumem.errors import InvalidValue, NoGpuRequest, UsageError
 
 INJECTED = [
-    "-v",
-    "/L:/opt/gpumem:ro",
+    "--mount",
+    "type=bind,source=/L/libgpumem.so,target=/opt/gpumem/libgpumem.so,readonly",
     "--mount",
     "type=tmpfs,destination=/run/gpumem",
     "-e",
@@ -148,7 +148,11 @@ def test_docker_gets_the_arguments_and_its_exit_code_comes_back(
     )
     assert done.returncode == 5, done.stderr
     recorded = (tmp_path / "record").read_text().splitlines()
-    assert recorded[:3] == ["run", "-v", f"{lib_dir}:/opt/gpumem:ro"]
+    assert recorded[:3] == [
+        "run",
+        "--mount",
+        f"type=bind,source={lib_dir}/libgpumem.so,target=/opt/gpumem/libgpumem.so,readonly",
+    ]
     assert "GPUMEM_LIMIT=30%" in recorded and recorded[-2:] == ["img", "nvidia-smi"]
 
 
@@ -183,7 +187,7 @@ def test_ld_preload_from_an_env_file_is_kept_behind_ours(tmp_path: Path) -> None
 def test_every_container_gets_a_ledger_tmpfs_of_its_own_whatever_its_ipc() -> None:
     for ipc in ([], ["--ipc=host"], ["--ipc", "container:other"]):
         out = rewrite(["run", *ipc, "--gpus", "all", "--gpu-memory", "0.3", "img"], environ={})
-        assert out[out.index("--mount") + 1] == "type=tmpfs,destination=/run/gpumem"
+        assert "type=tmpfs,destination=/run/gpumem" in out
         assert "GPUMEM_STATE_DIR=/run/gpumem" in out
 
 
@@ -244,3 +248,18 @@ def test_no_help_note_where_help_is_not_asked_of_run(
 ) -> None:
     done = cli(*args, cwd=tmp_path, prog="docker", env={"GPUMEM_DOCKER_BIN": str(fake_docker)})
     assert done.stdout == ""
+
+
+def test_library_mount_keeps_a_directory_with_a_comma_in_one_field() -> None:
+    """Docker reads --mount as one CSV line: a comma in the path is quoted, not a new field."""
+    import csv
+
+    from compose_gpumem.docker_cli import library_mount
+
+    (fields,) = csv.reader([library_mount('/opt/a,b "c"/')])
+    assert fields == [
+        "type=bind",
+        'source=/opt/a,b "c"/libgpumem.so',
+        "target=/opt/gpumem/libgpumem.so",
+        "readonly",
+    ]
