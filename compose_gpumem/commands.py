@@ -152,6 +152,7 @@ def guarded(call: Callable[[], int], settings: Settings) -> int:
         return call()
     except GpumemError as error:
         sys.stdout.flush()
+        _name_its_file(error, settings)
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
@@ -168,6 +169,16 @@ def guarded(call: Callable[[], int], settings: Settings) -> int:
         return 70
     finally:
         settings.cancel_early()
+
+
+def _name_its_file(error: GpumemError, settings: Settings) -> None:
+    """An error about one value, labelled with the project's files as a whole, names the file
+    the value is written in (an ``include``d one, a second ``-f``, the base of an ``extends``)."""
+    if error.file != settings.options.label():
+        return
+    from .origins import Origins
+
+    Origins(settings.options).relabel(error)
 
 
 def _quiet_stdout() -> None:

@@ -6,6 +6,8 @@ straight to the line to fix (``compose.yaml: service 'trainer': x-gpu-memory '1.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GpumemError(Exception):
     """Base error: a message plus optional file, service and value; exit code 1 by default."""
@@ -27,13 +29,16 @@ class GpumemError(Exception):
         self.service = service
         self.value = value
         self.key = key
+        #: the service that extends ``service``, when the value is written in the base one
+        self.extended_by: str | None = None
 
     def __str__(self) -> str:
         parts = []
         if self.file:
             parts.append(self.file)
         if self.service is not None:
-            parts.append(f"service {self.service!r}")
+            extended = f", extended by {self.extended_by!r}" if self.extended_by else ""
+            parts.append(f"service {self.service!r}{extended}")
         if self.value is not None:
             parts.append(f"{self.key} {_show(self.value)}")
         parts.append(self.message)
@@ -68,6 +73,11 @@ class NoGpuRequest(GpumemError):
 
 class Overcommit(GpumemError):
     """Services pinned to one GPU are promised more than the GPU holds."""
+
+    def __init__(self, message: str, *, services: tuple[str, ...] = (), **where: Any) -> None:
+        super().__init__(message, **where)
+        #: the services whose caps add up past the GPU (replicas as ``name-N``)
+        self.services = services
 
 
 class ComposeNotFound(GpumemError):

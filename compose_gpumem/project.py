@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from . import compose, containers, inject, library, yamlio
 from .errors import ComposeFailed, GpumemError
@@ -158,8 +158,16 @@ def load(
     if all_profiles:
         from_env = compose.dotenv_value(options, "COMPOSE_PROFILES") or ""
         enabled = [*options.profiles, *(p.strip() for p in from_env.split(",") if p.strip())]
+    from .origins import Origins
+
+    origins = Origins(options)
     return from_text(
-        text, label=options.label(), allow_overcommit=allow_overcommit, enabled=enabled, scale=scale
+        text,
+        label=options.label(),
+        allow_overcommit=allow_overcommit,
+        enabled=enabled,
+        scale=scale,
+        where=lambda service: origins.named(service, inject.KEY, options.label()),
     )
 
 
@@ -202,7 +210,7 @@ def _read(text: str, label: str | None) -> dict[str, Any]:
     return doc
 
 
-def _note_decimal_units(plans: Mapping[str, inject.Plan], label: str | None) -> None:
+def _note_decimal_units(plans: Mapping[str, inject.Plan], where: Callable[[str], str]) -> None:
     """One line on stderr per value written with a unit that reads as decimal elsewhere."""
     import sys
 
@@ -211,8 +219,7 @@ def _note_decimal_units(plans: Mapping[str, inject.Plan], label: str | None) -> 
         note = decimal_unit_note(plan.limits)
         if note and note not in seen:
             seen.add(note)
-            where = f"{label}: " if label else ""
-            print(f"gpumem-compose: note: {where}service {name!r}: {note}", file=sys.stderr)
+            print(f"gpumem-compose: note: {where(name)}: {note}", file=sys.stderr)
 
 
 def from_text(
@@ -222,8 +229,11 @@ def from_text(
     allow_overcommit: bool = False,
     enabled: Sequence[str] | None = None,
     scale: Mapping[str, int] | None = None,
+    where: Callable[[str], str] | None = None,
 ) -> Project:
     """The same as :func:`load` from ``docker compose config`` output already in hand.
+
+    ``where``: a service's value as notes name it, ``FILE: service 'NAME'`` (default: ``label``).
 
     ``scale``: ``up --scale SERVICE=N``, which wins over the files' replicas.
 
@@ -258,7 +268,7 @@ def from_text(
         if isinstance(svc, dict)
     }
     plans = inject.plan(checked, default, file=label)
-    _note_decimal_units(plans, label)
+    _note_decimal_units(plans, where or (lambda name: f"{label}: service {name!r}"))
     for name, count in (scale or {}).items():
         if name in plans:
             plans[name] = dataclasses.replace(plans[name], replicas=count)

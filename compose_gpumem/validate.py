@@ -281,6 +281,7 @@ def check_overcommit(
                 f"services sharing {where} are promised {total_fraction:.0%} of it ({names}); "
                 "lower the shares or pass --allow-overcommit",
                 file=file,
+                services=tuple(sorted({s.service for s in on_gpu})),
             )
 
 
