@@ -40,6 +40,14 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 #define MAX_CTX 256
 static struct { CUcontext ctx; int dev; } ctxs[MAX_CTX];   /* contexts made with cuCtxCreate* */
+/* Green contexts (cuGreenCtxCreate, contexts.c): the CUcontext that stands for each
+ * (cuCtxFromGreenCtx), its device, and the primary context that owns what is made in it: 1 GiB
+ * allocated in a green context outlived it on an H200 and was freed by cuMemFree afterwards, so
+ * such records are kept under the primary context and go with it (under green_mu, a leaf lock) */
+#define MAX_GREEN 1024
+static struct { void *green; CUcontext ctx, owner; int dev; } greens[MAX_GREEN];
+static int ngreens;
+static pthread_mutex_t green_mu = PTHREAD_MUTEX_INITIALIZER;
 #define MAX_NVML 64
 static struct { nvmlDevice_t h; struct gdev *dev; } nvml_map[MAX_NVML];
 static int n_nvml;
@@ -66,7 +74,7 @@ static fn_streamctx p_cuStreamGetCtx, p_cuStreamGetCtx_ptsz;
  * the driver reuses for another device is never answered from a stale memo. */
 unsigned gpumem_memo_epoch;
 #define memo_epoch gpumem_memo_epoch
-static __thread struct { CUcontext ctx; unsigned epoch; struct gdev *dev; } ctx_memo;
+static __thread struct { CUcontext ctx, owner; unsigned epoch; struct gdev *dev; } ctx_memo;
 static __thread struct { CUstream s; int ptsz; unsigned epoch; CUcontext ctx; struct gdev *dev; } stream_memo;
 
 void dev_memo_forget(void) { __atomic_add_fetch(&memo_epoch, 1, __ATOMIC_RELEASE); }
@@ -171,6 +179,9 @@ static void fork_child(void)
         devs[i].primary_ctx = NULL;
     }
     memset(ctxs, 0, sizeof ctxs);
+    memset(greens, 0, sizeof greens);
+    ngreens = 0;
+    pthread_mutex_init(&green_mu, NULL);
 }
 
 static void init_once_fn(void)
@@ -351,6 +362,57 @@ int dev_cap_of(CUdevice h, uint64_t *cap)
     return 1;
 }
 
+/* the context that owns what is made in c: a green context's primary, else c itself; *d (when
+ * asked) its device, for a green context */
+static CUcontext green_owner(CUcontext c, struct gdev **d)
+{
+    CUcontext owner = c;
+    if (!__atomic_load_n(&ngreens, __ATOMIC_ACQUIRE)) return c;
+    pthread_mutex_lock(&green_mu);
+    for (int i = 0; i < MAX_GREEN; i++)
+        if (greens[i].green && greens[i].ctx == c) {
+            if (greens[i].owner) owner = greens[i].owner;
+            if (d) *d = &devs[greens[i].dev];
+            break;
+        }
+    pthread_mutex_unlock(&green_mu);
+    return owner;
+}
+
+void ctx_green_made(struct gdev *d, void *green, CUcontext gctx, CUcontext owner)
+{
+    int i;
+    pthread_mutex_lock(&green_mu);
+    for (i = 0; i < MAX_GREEN && greens[i].green; i++) {}
+    if (i < MAX_GREEN) {
+        greens[i].green = green;
+        greens[i].ctx = gctx;
+        greens[i].owner = owner;
+        greens[i].dev = d->ord;
+        __atomic_add_fetch(&ngreens, 1, __ATOMIC_ACQ_REL);
+    }
+    pthread_mutex_unlock(&green_mu);
+    if (i == MAX_GREEN)
+        LOG(LOG_WARN, "too many green contexts to follow; what is made in this one stays charged until freed");
+    dev_memo_forget();
+}
+
+int ctx_green_gone(void *green, CUdevice *h)
+{
+    int found = 0;
+    pthread_mutex_lock(&green_mu);
+    for (int i = 0; i < MAX_GREEN && !found; i++)
+        if (greens[i].green == green && green) {
+            *h = devs[greens[i].dev].handle;
+            greens[i].green = NULL;
+            __atomic_sub_fetch(&ngreens, 1, __ATOMIC_ACQ_REL);
+            found = 1;
+        }
+    pthread_mutex_unlock(&green_mu);
+    dev_memo_forget();
+    return found;
+}
+
 struct gdev *dev_current(void **ctx_out)
 {
     *ctx_out = NULL;
@@ -367,11 +429,12 @@ struct gdev *dev_current(void **ctx_out)
         if (p_cuCtxGetDevice(&h) != CUDA_SUCCESS) return NULL;
         d = find_handle(h);
         ctx_memo.ctx = c;
+        ctx_memo.owner = green_owner(c, NULL);
         ctx_memo.epoch = e;
         ctx_memo.dev = d;
     }
     if (!d || !d->limited) return NULL;
-    *ctx_out = c;
+    *ctx_out = ctx_memo.owner;
     return d;
 }
 
@@ -393,14 +456,16 @@ static struct gdev *nvml_dev_from_ledger_locked(const char *uuid)
     return d->limited ? d : NULL;
 }
 
-/* the device of a context this process made or retained, or NULL */
-static struct gdev *dev_of_ctx(CUcontext c)
+/* the device of a context this process made or retained (a green context's too), or NULL;
+ * *owner: the context that owns what is made in c */
+static struct gdev *dev_of_ctx(CUcontext c, CUcontext *owner)
 {
     struct gdev *d = NULL;
     pthread_mutex_lock(&dev_mu);
     for (int i = 0; i < ndevs && !d; i++) if (devs[i].primary_ctx == c) d = &devs[i];
     for (int i = 0; i < MAX_CTX && !d; i++) if (ctxs[i].ctx == c) d = &devs[ctxs[i].dev];
     pthread_mutex_unlock(&dev_mu);
+    *owner = d ? c : green_owner(c, &d);
     return d;
 }
 
@@ -418,14 +483,15 @@ struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out)
     if (!gpumem_active || !load_devices()) return NULL;
     CUcontext c = NULL;
     fn_streamctx get = ptsz && p_cuStreamGetCtx_ptsz ? p_cuStreamGetCtx_ptsz : p_cuStreamGetCtx;
-    struct gdev *d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c) : NULL;
+    CUcontext owner = c;
+    struct gdev *d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c, &owner) : NULL;
     if (!d) return dev_current(ctx_out);   /* a context we never saw: the current one's device */
     stream_memo.s = s;
     stream_memo.ptsz = ptsz;
     stream_memo.epoch = e;
-    stream_memo.ctx = c;
+    stream_memo.ctx = owner;
     stream_memo.dev = d;
-    *ctx_out = c;
+    *ctx_out = owner;
     return d->limited ? d : NULL;
 }
 
@@ -591,6 +657,12 @@ CUresult dev_reserve_bytes(struct gdev *d, uint64_t size, const char *fn)
 void dev_release_bytes(struct gdev *d, uint64_t size)
 {
     if (d && size && registered(d)) ledger_release(d->ldev, size);
+}
+
+/* bytes the driver took past the cap and keeps whatever the caller is answered: charged anyway */
+void dev_charge_held(struct gdev *d, uint64_t size)
+{
+    if (d && size && registered(d)) ledger_charge_held(d->ldev, size);
 }
 
 /* bytes of a record (its device's index) no longer held */

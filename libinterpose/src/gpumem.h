@@ -116,6 +116,7 @@ GPUMEM_HIDDEN int ledger_device(const char *uuid, uint64_t total);
 GPUMEM_HIDDEN int ledger_lookup(const char *uuid, uint64_t *total); /* a device a CUDA process registered, or -1 */
 /* 0: reserved; -1: over the cap (*used_out: the usage that refused it); -2: no ledger slot */
 GPUMEM_HIDDEN int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out);
+GPUMEM_HIDDEN void ledger_charge_held(int ldev, uint64_t bytes);   /* past the cap: what the driver keeps */
 GPUMEM_HIDDEN void ledger_denied(void);   /* count a refusal for the cap on this process's slot */
 GPUMEM_HIDDEN void ledger_release(int ldev, uint64_t bytes);
 GPUMEM_HIDDEN uint64_t ledger_usage(int ldev);
@@ -126,8 +127,9 @@ GPUMEM_HIDDEN void ledger_fork_parent(void);
 
 /* ---- track.c: per-process allocation table ---- */
 /* TK_CTX: a context's own reserve, TK_LIMIT: a cuCtxSetLimit charge, TK_MODULE: a module's
- * globals, TK_GRAPH: an executable graph's allocation nodes; every record dies with its context */
-enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM, TK_CTX, TK_LIMIT, TK_MODULE, TK_GRAPH };
+ * globals, TK_GRAPH: an executable graph's allocation nodes, TK_GREEN: what a green context took
+ * (kept under its primary context); every record dies with its context */
+enum track_kind { TK_MEM = 1, TK_ARRAY, TK_MIPMAP, TK_VMM, TK_CTX, TK_LIMIT, TK_MODULE, TK_GRAPH, TK_GREEN };
 /* or'ed into the kind given to charge_begin/uncharge_begin by the stream-ordered hooks: their
  * small frees stay charged to the thread as credit for its next one (devices.c) */
 #define TK_POOLED 0x100
@@ -204,10 +206,14 @@ GPUMEM_HIDDEN void ctx_destroyed(CUcontext ctx);
 GPUMEM_HIDDEN void dev_memo_forget(void);   /* a context or stream came or went */
 GPUMEM_HIDDEN void ctx_primary_released(CUdevice h);
 GPUMEM_HIDDEN void ctx_primary_reset(CUdevice h);
+/* green contexts: gctx (cuCtxFromGreenCtx) stands for green; what is made in it belongs to owner */
+GPUMEM_HIDDEN void ctx_green_made(struct gdev *d, void *green, CUcontext gctx, CUcontext owner);
+GPUMEM_HIDDEN int ctx_green_gone(void *green, CUdevice *h);   /* 1 and its device when it was followed */
 /* charges that are no allocation (limits, modules, graphs): reserve (non-zero = refuse with that
  * code) and give back; a record's bytes by its device index */
 GPUMEM_HIDDEN CUresult dev_reserve_bytes(struct gdev *d, uint64_t size, const char *fn);
 GPUMEM_HIDDEN void dev_release_bytes(struct gdev *d, uint64_t size);
+GPUMEM_HIDDEN void dev_charge_held(struct gdev *d, uint64_t size);   /* held by the driver whatever we answer */
 GPUMEM_HIDDEN void dev_release_ord(int ord, uint64_t size);
 GPUMEM_HIDDEN int dev_ord(const struct gdev *d);
 GPUMEM_HIDDEN CUdevice dev_handle(const struct gdev *d);

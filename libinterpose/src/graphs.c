@@ -2,7 +2,8 @@
  * take memory from the device's graph pool at launch, and the pool keeps it after the graph is
  * destroyed until cuDeviceGraphMemTrim (1 GiB taken at the first launch on an H200, kept after
  * cuGraphExecDestroy).  So a captured stream-ordered allocation is not charged when captured;
- * the executable graph is, at instantiation, for the sum of its allocation nodes (each rounded
+ * the executable graph is, at instantiation (every form: WithFlags, WithParams, the old
+ * cuGraphInstantiate/_v2), for the sum of its allocation nodes (each rounded
  * up to 2 MiB), before the driver is asked; destroyed, its bytes stay charged as the graph
  * pool's until a refusal trims the pool (pools.c). */
 #include <stdlib.h>
@@ -129,6 +130,17 @@ static uint64_t exec_key(CUgraphExec e, int ord) { return ((uint64_t)(uintptr_t)
         return r_;                                                                \
     } while (0)
 
+/* the old signature (error node, log buffer): what binaries built before CUDA 12 call, and what
+ * cuGetProcAddress("cuGraphInstantiate") hands out at every cudaVersion (_v2 from 11000; seen on
+ * an H200, driver 580.159.04: never cuGraphInstantiateWithFlags) */
+int cuGraphInstantiate(CUgraphExec *exec, CUgraph g, CUgraphNode *err_node, char *log, size_t log_size)
+{
+    INSTANTIATE(cuGraphInstantiate, g, real_(exec, g, err_node, log, log_size));
+}
+int cuGraphInstantiate_v2(CUgraphExec *exec, CUgraph g, CUgraphNode *err_node, char *log, size_t log_size)
+{
+    INSTANTIATE(cuGraphInstantiate_v2, g, real_(exec, g, err_node, log, log_size));
+}
 int cuGraphInstantiateWithFlags(CUgraphExec *exec, CUgraph g, unsigned long long flags)
 {
     INSTANTIATE(cuGraphInstantiateWithFlags, g, real_(exec, g, flags));

@@ -828,6 +828,18 @@ int ledger_reserve(int ldev, uint64_t bytes, uint64_t cap, uint64_t *used_out)
     return 0;
 }
 
+/* bytes the driver already took and keeps whatever the caller is answered (a green context that
+ * passed the cap): added without the cap's check, so that nothing more fits until they go */
+void ledger_charge_held(int ldev, uint64_t bytes)
+{
+    if (ldev < 0 || ldev >= GPUMEM_MAX_DEV || !bytes || lock() != 0) return;
+    if (!L_lost) {
+        if (L_slot >= 0) L->slot[L_slot].used[ldev] += bytes;   /* slot first, then the total */
+        __atomic_store_n(&L->dev[ldev].used, L->dev[ldev].used + bytes, __ATOMIC_RELEASE);
+    }
+    unlock();
+}
+
 /* one refusal for the cap, counted on our slot for readers (`gpumem-compose top`): our own slot
  * only, so an atomic add without the lock */
 void ledger_denied(void)

@@ -48,6 +48,8 @@
   X(LIB_CUDA, cuDevicePrimaryCtxRelease_v2, cuDevicePrimaryCtxRelease, 11000, 0, (CUdevice dev)) \
   X(LIB_CUDA, cuDevicePrimaryCtxReset,      cuDevicePrimaryCtxReset, 0,     0, (CUdevice dev)) \
   X(LIB_CUDA, cuDevicePrimaryCtxReset_v2,   cuDevicePrimaryCtxReset, 11000, 0, (CUdevice dev)) \
+  X(LIB_CUDA, cuGreenCtxCreate,             cuGreenCtxCreate,        0,     0, (void **green, void *desc, CUdevice dev, unsigned int flags)) \
+  X(LIB_CUDA, cuGreenCtxDestroy,            cuGreenCtxDestroy,       0,     0, (void *green)) \
   X(LIB_CUDA, cuStreamDestroy,              cuStreamDestroy,         0,     0, (CUstream s)) \
   X(LIB_CUDA, cuStreamDestroy_v2,           cuStreamDestroy,         4000,  0, (CUstream s)) \
   X(LIB_CUDA, cuCtxSetLimit,                cuCtxSetLimit,           0,     0, (int limit, size_t value)) \
@@ -68,6 +70,8 @@
   X(LIB_CUDA, cuStreamBeginCaptureToGraph_ptsz, cuStreamBeginCaptureToGraph, 0, 1, (CUstream s, CUgraph g, const void *deps, const void *edges, size_t n, int mode)) \
   X(LIB_CUDA, cuStreamEndCapture,           cuStreamEndCapture,      0,     0, (CUstream s, CUgraph *g)) \
   X(LIB_CUDA, cuStreamEndCapture_ptsz,      cuStreamEndCapture,      0,     1, (CUstream s, CUgraph *g)) \
+  X(LIB_CUDA, cuGraphInstantiate,           cuGraphInstantiate,      0,     0, (CUgraphExec *exec, CUgraph g, CUgraphNode *err_node, char *log, size_t log_size)) \
+  X(LIB_CUDA, cuGraphInstantiate_v2,        cuGraphInstantiate,      11000, 0, (CUgraphExec *exec, CUgraph g, CUgraphNode *err_node, char *log, size_t log_size)) \
   X(LIB_CUDA, cuGraphInstantiateWithFlags,  cuGraphInstantiateWithFlags, 0, 0, (CUgraphExec *exec, CUgraph g, unsigned long long flags)) \
   X(LIB_CUDA, cuGraphInstantiateWithParams, cuGraphInstantiateWithParams, 0, 0, (CUgraphExec *exec, CUgraph g, void *params)) \
   X(LIB_CUDA, cuGraphInstantiateWithParams_ptsz, cuGraphInstantiateWithParams, 0, 1, (CUgraphExec *exec, CUgraph g, void *params)) \

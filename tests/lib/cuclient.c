@@ -15,6 +15,11 @@
  *   library=SIZE (cuLibraryLoadData, then cuLibraryGetModule: its lazy load)  poolkeep (the
  *   device's default pool keeps what is freed: release threshold UINT64_MAX)
  *   capture endcapture instantiate launch execdestroy   (a graph of the stream's capture)
+ *   oldinstantiate=VER  (the same by the old signature, cuGraphInstantiate with an error node and a
+ *        log: cuGetProcAddress("cuGraphInstantiate", VER) in the gpa modes, else the symbol
+ *        cuGraphInstantiate below VER 11000 and cuGraphInstantiate_v2 from it)
+ *   green  (a green context on dev, all of its SMs)  greencurrent (the last one's CUcontext made
+ *   current)  greenstream (a stream of the last one)  greendestroy (the last one)
  *   kernel=LOCAL (a function of LOCAL bytes of local memory a thread)  launchk (cuLaunchKernel of it)
  *   libkernel=SIZE (a kernel of a library with SIZE of globals, loaded lazily)
  *   info  totalmem  peak  used  sleep=SEC  ready  hold  threads=N,ITERS,SIZE[,self]  bench=N,SIZE  openclose=PATH
@@ -179,6 +184,7 @@ static CUcontext ctxs[64]; static int nctx;
 static CUdevice dev;
 static void *stream;   /* the last one made by `stream`; NULL is the default stream */
 static void *module, *graph, *gexec, *kernel;   /* the last module loaded, graph captured, graph instantiated */
+static void *greens[64]; static int ngreen;   /* green contexts made, the last on top */
 #define MAX_FILL 65536   /* the tests lower RLIMIT_NOFILE well below this */
 static int filled[MAX_FILL]; static int nfilled;   /* fill_fds's descriptors */
 
@@ -412,6 +418,36 @@ static int run_cmds(int from, int argc, char **argv)
             CUresult (*f)(void **, void *, unsigned long long) =
                 (CUresult (*)(void **, void *, unsigned long long))api("cuGraphInstantiateWithFlags", "cuGraphInstantiateWithFlags");
             res("instantiate", f ? f(&gexec, graph, 0) : 1);
+        } else if (!strcmp(name, "oldinstantiate")) {
+            int want = atoi(v), keep = ver;
+            ver = want;
+            CUresult (*f)(void **, void *, void **, char *, size_t) = (CUresult (*)(void **, void *, void **, char *, size_t))api(
+                "cuGraphInstantiate", want < 11000 ? "cuGraphInstantiate" : "cuGraphInstantiate_v2");
+            ver = keep;
+            void *err_node = NULL;
+            char log[64];
+            res("oldinstantiate", f ? f(&gexec, graph, &err_node, log, sizeof log) : 1);
+        } else if (!strcmp(name, "green")) {
+            CUresult (*getres)(CUdevice, void *, int) = (CUresult (*)(CUdevice, void *, int))api("cuDeviceGetDevResource", "cuDeviceGetDevResource");
+            CUresult (*gen)(void **, void *, unsigned) = (CUresult (*)(void **, void *, unsigned))api("cuDevResourceGenerateDesc", "cuDevResourceGenerateDesc");
+            CUresult (*make)(void **, void *, CUdevice, unsigned) = (CUresult (*)(void **, void *, CUdevice, unsigned))api("cuGreenCtxCreate", "cuGreenCtxCreate");
+            unsigned char resource[256] = { 0 };   /* a CUdevResource, 144 bytes in CUDA 13 */
+            void *desc = NULL, *g = NULL;
+            CUresult r = getres && gen && make ? getres(dev, resource, 1 /* CU_DEV_RESOURCE_TYPE_SM */) : 1;
+            if (!r) r = gen(&desc, resource, 1);
+            if (!r) r = make(&g, desc, dev, 1 /* CU_GREEN_CTX_DEFAULT_STREAM */);
+            if (!r && ngreen < 64) greens[ngreen++] = g;
+            res("green", r);
+        } else if (!strcmp(name, "greencurrent")) {
+            CUresult (*from)(CUcontext *, void *) = (CUresult (*)(CUcontext *, void *))api("cuCtxFromGreenCtx", "cuCtxFromGreenCtx");
+            CUresult r = from && ngreen ? from(&cur, greens[ngreen - 1]) : 1;
+            res("greencurrent", r ? r : A.cuCtxSetCurrent(cur));
+        } else if (!strcmp(name, "greenstream")) {
+            CUresult (*f)(void **, void *, unsigned, int) = (CUresult (*)(void **, void *, unsigned, int))api("cuGreenCtxStreamCreate", "cuGreenCtxStreamCreate");
+            res("greenstream", f && ngreen ? f(&stream, greens[ngreen - 1], 1, 0) : 1);
+        } else if (!strcmp(name, "greendestroy")) {
+            CUresult (*f)(void *) = (CUresult (*)(void *))api("cuGreenCtxDestroy", "cuGreenCtxDestroy");
+            res("greendestroy", f && ngreen ? f(greens[--ngreen]) : 1);
         } else if (!strcmp(name, "launch")) {
             CUresult (*f)(void *, void *) = (CUresult (*)(void *, void *))api("cuGraphLaunch", "cuGraphLaunch");
             res("launch", f ? f(gexec, stream) : 1);

@@ -175,3 +175,88 @@ def test_graph_allocation_nodes_are_charged_at_instantiation_and_kept_by_the_gra
 def test_a_graph_past_the_cap_is_refused_at_instantiation(gpu):
     r = gpu.run(*START, "stream", "capture", "async=3G", "endcapture", "instantiate", **NORES)
     assert r.results("instantiate") == ["err=2"]
+
+
+def test_a_graph_instantiated_by_the_old_signature_is_charged_every_way_it_is_reached(gpu):
+    # cuGraphInstantiate/_v2 (error node, log buffer): old binaries, and what cuGetProcAddress
+    # hands out for "cuGraphInstantiate" at any cudaVersion
+    for reach in (["mode=link"], ["mode=dlsym"], ["mode=gpa1", "ver=12080"], ["mode=gpa2", "ver=13000"]):
+        for old in ("10000", "11000"):
+            r = gpu.run(
+                *reach, *START, "stream", "capture", "async=1G", "freeasync", "endcapture",
+                f"oldinstantiate={old}", "info", "capture", "async=1536M", "endcapture",
+                f"oldinstantiate={old}", **NORES,
+            )  # fmt: skip
+            assert r.results("oldinstantiate") == ["ok", "err=2"], (reach, old)
+            assert r.field("info", "free") == CAP - 1 * GiB, (reach, old)
+
+
+GREEN = 4 * MiB  # what the stand-in's green context takes (the H200: 4-5 MiB)
+
+
+def test_a_green_context_is_charged_what_it_took_until_its_primary_context_goes(gpu):
+    r = gpu.run(
+        "init", "dev=0", "primary", "green", "greencurrent", "info", "green", "greendestroy", "greendestroy",
+        "primary", "info", "used", "release", "release", "primary", "info", "used", **NORES,
+    )  # fmt: skip
+    assert r.results("green") == ["ok", "ok"]
+    assert r.field("info", "free", 0) == CAP - GREEN
+    # destroyed, their memory stays with the primary context (as on an H200), so does the charge
+    assert r.field("info", "free", 1) == CAP - 2 * GREEN
+    assert counter(r, "used", 0) == 2 * GREEN
+    # the primary context went: all of it came back
+    assert r.field("info", "free", 2) == CAP
+    assert counter(r, "used", 1) == 0
+
+
+def test_a_green_context_alone_holds_its_primary_context_and_gives_all_back_with_it(gpu):
+    r = gpu.run(
+        "init", "dev=0", "green", "greencurrent", "info", "greendestroy", "primary", "info", "used", **NORES
+    )
+    assert r.field("info", "free", 0) == CAP - GREEN
+    # the last holder of the primary context went with it: the driver gave everything back
+    assert r.field("info", "free", 1) == CAP
+    assert counter(r, "used") == 0
+
+
+def test_a_green_context_past_the_cap_is_refused_before_the_driver_is_asked(gpu):
+    # the bound (8 MiB) is reserved first: with less left, nothing is taken
+    r = gpu.run("init", "dev=0", "primary", "alloc=2040M", "green", "green", "used", "peak", **NORES)
+    assert r.results("green") == ["ok", "err=2"]
+    assert counter(r, "used") == 2040 * MiB + GREEN
+    assert counter(r, "peak") <= CAP
+
+
+def test_a_green_context_that_took_more_than_the_bound_stays_charged_when_refused(gpu):
+    env = dict(NORES, FAKE_CUDA_GREEN_BYTES=300 * MiB)
+    r = gpu.run("init", "dev=0", "primary", *["green"] * 8, "info", "alloc=1M", "used", **env)
+    # 300 MiB each, measured: 6 fit in 2 GiB; the 7th passed the cap inside the call and is
+    # refused, and what it took stays charged (the driver keeps it): nothing more fits
+    assert r.results("green") == ["ok"] * 6 + ["err=2"] * 2
+    assert r.field("info", "free") == 0
+    assert r.results("alloc") == ["err=2"]
+    assert counter(r, "used") == 7 * 300 * MiB  # the 8th was refused by the bound, before the driver
+
+
+def test_what_is_made_in_a_green_context_belongs_to_the_primary(gpu):
+    r = gpu.run(
+        "init", "dev=0", "primary", "green", "greencurrent", "alloc=1G", "greenstream", "async=512M",
+        "greendestroy", "primary", "info", "release", "release", "primary", "info", "used", **NORES,
+    )  # fmt: skip
+    assert r.results("alloc") == ["ok"]
+    assert r.results("async") == ["ok"]
+    assert r.results("greendestroy") == ["ok"]
+    # destroyed, the green context's allocations live on in the primary context
+    assert r.field("info", "free", 0) == CAP - GREEN - 1 * GiB - 512 * MiB
+    # and go with it
+    assert r.field("info", "free", 1) == CAP
+    assert counter(r, "used") == 0
+
+
+def test_a_green_contexts_first_one_charges_the_context_reserve(gpu):
+    env = dict(GPUMEM_LIMIT="2GiB", GPUMEM_CONTEXT_RESERVE="512MiB", FAKE_CUDA_CTX_BYTES=512 * MiB)
+    r = gpu.run("init", "dev=0", "green", "greencurrent", "info", "alloc=1600M", "peak", **env)
+    assert r.results("green") == ["ok"]
+    assert r.field("info", "free") == CAP - 512 * MiB - GREEN
+    assert r.results("alloc") == ["err=2"]
+    assert counter(r, "peak") <= CAP

@@ -21,7 +21,12 @@
  *     (cuMemPoolSetAttribute) keeps freed bytes until cuMemPoolTrimTo;
  *   kernels: cuModuleGetFunction(name "local=N"): its launch grows the stack to N (as set above);
  *   graphs: cuMemAllocAsync on a capturing stream adds an allocation node; cuGraphLaunch takes
- *     the graph pool's bytes, kept until cuDeviceGraphMemTrim.
+ *     the graph pool's bytes, kept until cuDeviceGraphMemTrim; instantiated by every form
+ *     (WithFlags, WithParams, the old cuGraphInstantiate/_v2, which cuGetProcAddress hands out
+ *     for "cuGraphInstantiate": _v2 from cudaVersion 11000, as the real driver 580 does);
+ *   green contexts (cuGreenCtxCreate): each retains the primary context and takes
+ *     FAKE_CUDA_GREEN_BYTES (default 4 MiB), given back only when the primary context goes (not
+ *     at cuGreenCtxDestroy), as on an H200; what is allocated in one belongs to the primary.
  *   FAKE_CUDA_REUSE      1: a freed address is handed out again to the next allocation of its size,
  *                        from any thread, as a real pool does (by default addresses only grow)
  * Like the real driver, cuGetProcAddress(_v2) hands out INTERNAL functions (not the exported
@@ -62,11 +67,11 @@ typedef struct { int type, requestedHandleTypes; struct { int type, id; } locati
 #define MAXDEV 64
 #define EXPORT __attribute__((visibility("default")))
 
-struct fctx { int magic, dev, primary, alive; size_t limits[3]; };
+struct fctx { int magic, dev, primary, alive; size_t limits[3]; };   /* primary: 1, a green context's: 2 */
 typedef struct fctx *CUcontext;
 
 static int g_init, g_ndev = 1, g_init_fails;
-static uint64_t g_total = 8ULL << 30, g_ctx_bytes;
+static uint64_t g_total = 8ULL << 30, g_ctx_bytes, g_green_bytes = 4ULL << 20, g_green_kept[MAXDEV];
 static uint64_t *g_phys, *g_peak;        /* [MAXDEV] physical usage and peak, maybe shared */
 static uint64_t g_local_phys[2 * MAXDEV];
 static struct fctx g_primary[MAXDEV];
@@ -88,6 +93,7 @@ static void setup(void)
     if (g_ndev < 0) g_ndev = 0;
     if (g_ndev > MAXDEV) g_ndev = MAXDEV;
     if ((s = getenv("FAKE_CUDA_CTX_BYTES"))) g_ctx_bytes = strtoull(s, NULL, 0);
+    if ((s = getenv("FAKE_CUDA_GREEN_BYTES"))) g_green_bytes = strtoull(s, NULL, 0);
     g_init_fails = (s = getenv("FAKE_CUDA_INIT_FAIL")) && *s == '1';
     g_phys = g_local_phys;
     g_peak = g_local_phys + MAXDEV;
@@ -232,6 +238,7 @@ static CUresult do_alloc_in(struct fctx *c, uint64_t *out, uint64_t size, int ki
     if (!out || !size) return E_INVALID_VALUE;
     if (kind == 5 ? pool_get(dev, size) : phys_take(dev, size)) return E_OOM;
     uint64_t key = kind == 4 ? __atomic_fetch_add(&g_next_handle, 1, __ATOMIC_RELAXED) : next_key(size, small);
+    if (c && c->primary == 2) c = &g_primary[c->dev];   /* a green context's: the primary's */
     rec_add(key, kind, size, dev, dev_override >= 0 ? NULL : c);
     *out = key;
     return OK;
@@ -309,6 +316,24 @@ static CUresult i_cuCtxGetCurrent(CUcontext *pc) { if (!g_init) return E_NOT_INI
 static CUresult i_cuCtxSetCurrent(CUcontext c) { if (!g_init) return E_NOT_INIT; t_cur = c; return OK; }
 static CUresult i_cuCtxGetDevice(CUdevice *d) { if (!g_init) return E_NOT_INIT; if (!t_cur) return E_INVALID_CONTEXT; *d = t_cur->dev; return OK; }
 static CUresult i_cuCtxSynchronize(void) { return OK; }
+static __thread struct fctx *t_stack[16];
+static __thread int t_depth;
+static CUresult i_cuCtxPushCurrent_v2(CUcontext c)
+{
+    if (!g_init) return E_NOT_INIT;
+    if (!c || t_depth >= 16) return E_INVALID_VALUE;
+    t_stack[t_depth++] = t_cur;
+    t_cur = c;
+    return OK;
+}
+static CUresult i_cuCtxPopCurrent_v2(CUcontext *pc)
+{
+    if (!g_init) return E_NOT_INIT;
+    if (!t_cur) return E_INVALID_CONTEXT;
+    if (pc) *pc = t_cur;
+    t_cur = t_depth ? t_stack[--t_depth] : NULL;
+    return OK;
+}
 static CUresult i_cuDevicePrimaryCtxRetain(CUcontext *pc, CUdevice d)
 {
     if (!g_init) return E_NOT_INIT;
@@ -327,6 +352,7 @@ static CUresult i_cuDevicePrimaryCtxRetain(CUcontext *pc, CUdevice d)
 static void primary_down(CUdevice d)
 {
     rec_drop_ctx(&g_primary[d]);
+    phys_give(d, __atomic_exchange_n(&g_green_kept[d], 0, __ATOMIC_ACQ_REL));   /* its green contexts' */
     if (g_primary[d].alive && g_ctx_bytes) phys_give(d, g_ctx_bytes);
     g_primary[d].alive = 0;
 }
@@ -349,6 +375,43 @@ static CUresult i_cuDevicePrimaryCtxReset_v2(CUdevice d)
     return OK;
 }
 
+/* green contexts: a resource is the device's SMs, a description names it */
+struct fgreen { int magic; struct fctx ctx; };
+static CUresult i_cuDeviceGetDevResource(CUdevice d, int *res, int type)
+{
+    if (!g_init) return E_NOT_INIT;
+    if (d < 0 || d >= g_ndev || !res) return E_INVALID_DEVICE;
+    *res = type;
+    return OK;
+}
+static CUresult i_cuDevResourceGenerateDesc(void **desc, int *res, unsigned n) { if (!desc || !res || !n) return E_INVALID_VALUE; *desc = (void *)0xDE5C; return OK; }
+static CUresult i_cuGreenCtxCreate(struct fgreen **g, void *desc, CUdevice d, unsigned flags)
+{
+    CUcontext pc;
+    if (!g || !desc || !(flags & 1)) return E_INVALID_VALUE;   /* CU_GREEN_CTX_DEFAULT_STREAM is required */
+    CUresult r = i_cuDevicePrimaryCtxRetain(&pc, d);
+    if (r) return r;
+    if (g_green_bytes && phys_take(d, g_green_bytes)) { i_cuDevicePrimaryCtxRelease_v2(d); return E_OOM; }
+    __atomic_add_fetch(&g_green_kept[d], g_green_bytes, __ATOMIC_ACQ_REL);
+    *g = malloc(sizeof **g);
+    **g = (struct fgreen){ 0x6C6C, { 0xC7C7, d, 2, 1, { 0 } } };
+    return OK;
+}
+static CUresult i_cuGreenCtxDestroy(struct fgreen *g)
+{
+    if (!g || g->magic != 0x6C6C) return E_INVALID_VALUE;
+    if (t_cur == &g->ctx) t_cur = NULL;
+    g->magic = 0;
+    int d = g->ctx.dev;
+    free(g);
+    return i_cuDevicePrimaryCtxRelease_v2(d);   /* what it took stays until the primary goes */
+}
+static CUresult i_cuCtxFromGreenCtx(CUcontext *pc, struct fgreen *g)
+{
+    if (!g || g->magic != 0x6C6C || !pc) return E_INVALID_VALUE;
+    *pc = &g->ctx;
+    return OK;
+}
 static CUresult i_cuMemAlloc_v2(CUdeviceptr *p, size_t n) { return do_alloc((uint64_t *)p, n, 1, 0, -1); }
 static CUresult i_cuMemAlloc(CUdeviceptr_v1 *p, unsigned n) { uint64_t k; CUresult r = do_alloc(&k, n, 1, 1, -1); if (!r) *p = (CUdeviceptr_v1)k; return r; }
 static CUresult i_cuMemAllocManaged(CUdeviceptr *p, size_t n, unsigned f) { (void)f; return do_alloc((uint64_t *)p, n, 1, 0, -1); }
@@ -390,6 +453,15 @@ static CUresult i_cuStreamCreate(CUstream *ps, unsigned f)
     if (!t_cur) return E_INVALID_CONTEXT;
     struct fstream *st = malloc(sizeof *st);
     *st = (struct fstream){ 0x5757, t_cur, NULL };
+    *ps = st;
+    return OK;
+}
+static CUresult i_cuGreenCtxStreamCreate(CUstream *ps, struct fgreen *g, unsigned f, int prio)
+{
+    (void)f; (void)prio;
+    if (!g || g->magic != 0x6C6C || !ps) return E_INVALID_VALUE;
+    struct fstream *st = malloc(sizeof *st);
+    *st = (struct fstream){ 0x5757, &g->ctx, NULL };
     *ps = st;
     return OK;
 }
@@ -652,6 +724,14 @@ static CUresult i_cuStreamBeginCaptureToGraph(CUstream s, void *g, const void *d
     return i_cuStreamBeginCapture_v2(s, mode);
 }
 static CUresult i_cuGraphInstantiateWithParams(struct fexec **e, struct fgraph *g, void *params) { (void)params; return i_cuGraphInstantiateWithFlags(e, g, 0); }
+/* the old signature: an error node and a log buffer */
+static CUresult i_cuGraphInstantiate(struct fexec **e, struct fgraph *g, void *err, char *log, size_t n)
+{
+    if (err) *(void **)err = NULL;
+    if (log && n) log[0] = 0;
+    return i_cuGraphInstantiateWithFlags(e, g, 0);
+}
+static CUresult i_cuGraphInstantiate_v2(struct fexec **e, struct fgraph *g, void *err, char *log, size_t n) { return i_cuGraphInstantiate(e, g, err, log, n); }
 
 /* kernels: cuModuleGetFunction(name "local=N") gives one of N bytes of local memory a thread; its
  * launch grows the context's stack to N as the real driver does, taking (N - stack) per thread */
@@ -775,6 +855,11 @@ static const struct { const char *base; int ver, ptsz; void *fn; } procs[] = {
     P(cuLaunchKernelEx, 11060, 0, i_cuLaunchKernelEx) P(cuLaunchKernelEx, 11060, 1, i_cuLaunchKernelEx)
     P(cuLaunchCooperativeKernel, 9000, 0, i_cuLaunchCooperativeKernel) P(cuLaunchCooperativeKernel, 9000, 1, i_cuLaunchCooperativeKernel)
     P(cuDeviceGraphMemTrim, 11040, 0, i_cuDeviceGraphMemTrim) P(cuDeviceGetGraphMemAttribute, 11040, 0, i_cuDeviceGetGraphMemAttribute)
+    P(cuGraphInstantiate, 10000, 0, i_cuGraphInstantiate) P(cuGraphInstantiate, 11000, 0, i_cuGraphInstantiate_v2)
+    P(cuCtxPushCurrent, 4000, 0, i_cuCtxPushCurrent_v2) P(cuCtxPopCurrent, 4000, 0, i_cuCtxPopCurrent_v2)
+    P(cuDeviceGetDevResource, 12040, 0, i_cuDeviceGetDevResource) P(cuDevResourceGenerateDesc, 12040, 0, i_cuDevResourceGenerateDesc)
+    P(cuGreenCtxCreate, 12040, 0, i_cuGreenCtxCreate) P(cuGreenCtxDestroy, 12040, 0, i_cuGreenCtxDestroy)
+    P(cuCtxFromGreenCtx, 12040, 0, i_cuCtxFromGreenCtx) P(cuGreenCtxStreamCreate, 12050, 0, i_cuGreenCtxStreamCreate)
 #undef P
 };
 
@@ -907,5 +992,15 @@ EXPORT CUresult cuStreamBeginCaptureToGraph_ptsz(CUstream s, void *g, const void
 FWD(CUresult, cuGraphInstantiateWithParams, (struct fexec **e, struct fgraph *g, void *p), (e, g, p))
 EXPORT CUresult cuGraphInstantiateWithParams_ptsz(struct fexec **e, struct fgraph *g, void *p) { return i_cuGraphInstantiateWithParams(e, g, p); }
 FWD(CUresult, cuDeviceGetGraphMemAttribute, (CUdevice d, int a, void *v), (d, a, v))
+FWD(CUresult, cuGraphInstantiate, (struct fexec **e, struct fgraph *g, void *err, char *log, size_t n), (e, g, err, log, n))
+FWD(CUresult, cuGraphInstantiate_v2, (struct fexec **e, struct fgraph *g, void *err, char *log, size_t n), (e, g, err, log, n))
+FWD(CUresult, cuCtxPushCurrent_v2, (CUcontext c), (c))
+FWD(CUresult, cuCtxPopCurrent_v2, (CUcontext *c), (c))
+FWD(CUresult, cuDeviceGetDevResource, (CUdevice d, int *r, int t), (d, r, t))
+FWD(CUresult, cuDevResourceGenerateDesc, (void **d, int *r, unsigned n), (d, r, n))
+FWD(CUresult, cuGreenCtxCreate, (struct fgreen **g, void *d, CUdevice dev, unsigned f), (g, d, dev, f))
+FWD(CUresult, cuGreenCtxDestroy, (struct fgreen *g), (g))
+FWD(CUresult, cuCtxFromGreenCtx, (CUcontext *c, struct fgreen *g), (c, g))
+FWD(CUresult, cuGreenCtxStreamCreate, (CUstream *s, struct fgreen *g, unsigned f, int p), (s, g, f, p))
 
 __attribute__((constructor)) static void fake_cuda_init(void) { setup(); }
