@@ -3,6 +3,7 @@
 # interleaved, so the hooks' cost can be split: the extra call alone (nullhook.c), the library
 # with no limit set (pass-through), with a limit, and any other build given as NAME=PATH.
 #   bash bench/gpu/ab_variants.sh [TRIALS] [NAME=LIBPATH ...]      (table last)
+# AB_MODES="launch async" runs those modes alone (default: async alloc info nvml launch).
 set -u
 cd "$(dirname "$0")/../.."
 trials=${1:-5}
@@ -19,7 +20,7 @@ variants=("nullhook=$tmp/libnullhook.so" "gpumem-nolimit=$lib" "gpumem-limit=$li
 for t in $(seq "$trials"); do
     for v in "${variants[@]}"; do
         name=${v%%=*} path=${v#*=}
-        for mode in async alloc info nvml launch; do
+        for mode in ${AB_MODES:-async alloc info nvml launch}; do
             case $mode in
                 async) args=(1048576 21 20000) ;;
                 launch) args=(0 21 20000) ;;

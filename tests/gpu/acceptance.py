@@ -403,6 +403,14 @@ def check_class_graph(env):
     return class_row(env, "graph", [["graph"]])
 
 
+def check_class_oldgraph(env):
+    return class_row(env, "oldgraph", [["oldgraph"]])
+
+
+def check_class_greens(env):
+    return class_row(env, "greens", [["greens"]])
+
+
 def check_class_pool(env):
     # a pool that keeps 6 GiB after its free, then a second process of the container fills
     return class_row(env, "pool", [["pool"], ["fill"]])
@@ -447,6 +455,8 @@ CHECKS = [
     ("class: cudart 1.5 GiB __device__, fill", check_class_globals),
     ("class: 12 contexts, fill", check_class_contexts),
     ("class: graph 6 GiB alloc node, fill", check_class_graph),
+    ("class: graph 6 GiB, old cuGraphInstantiate, fill", check_class_oldgraph),
+    ("class: 64 green contexts + 64 made/destroyed, fill", check_class_greens),
     ("class: pool keeps 6 GiB + 2nd fills", check_class_pool),
     ("torch CUDA graph, default allocator", check_torch_graph_default),
     ("torch CUDA graph, cudaMallocAsync", check_torch_graph_async),

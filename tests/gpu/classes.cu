@@ -2,7 +2,8 @@
 // the allocation calls, then fills with cudaMalloc until refused, then says "ready" (a file)
 // and holds until told to go (another file), so that plain nvidia-smi can read its physical
 // use from outside.  One line of key=value on stdout.  Built by tests/gpu/acceptance.py:
-//   nvcc -o classes classes.cu -lcuda            modes: fill stack stack64 local local64 heap module contexts graph pool
+//   nvcc -o classes classes.cu -lcuda            modes: fill stack stack64 local local64 heap module contexts
+//                                                       graph oldgraph pool greens
 //   nvcc -DWITH_GLOBALS -o classes_g classes.cu -lcuda   mode: globals (1.5 GiB __device__, cudart)
 //   classes MODE READY_FILE GO_FILE [CUBIN]
 #include <cuda.h>
@@ -107,6 +108,53 @@ int main(int argc, char **argv) {
         cudaError_t e2 = e == cudaSuccess ? cudaGraphLaunch(ge, st) : e;
         cudaStreamSynchronize(st);
         snprintf(what, sizeof what, "instantiate=%s launch=%s", cudaGetErrorName(e), cudaGetErrorName(e2));
+    } else if (!strcmp(mode, "oldgraph")) {   // the same graph, instantiated by the old signature
+        // (error node, log), which cuGetProcAddress hands out for "cuGraphInstantiate" (11000+)
+        typedef CUresult (*old_instantiate)(CUgraphExec *, CUgraph, CUgraphNode *, char *, size_t);
+        old_instantiate inst = nullptr;
+        CUdriverProcAddressQueryResult found;
+        cuGetProcAddress("cuGraphInstantiate", (void **)&inst, 11000, 0, &found);
+        cudaStream_t st;
+        cudaStreamCreate(&st);
+        cudaGraph_t g;
+        void *p = nullptr;
+        cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal);
+        cudaMallocAsync(&p, 6ull << 30, st);
+        cudaMemsetAsync(p, 1, 6ull << 30, st);
+        cudaFreeAsync(p, st);
+        cudaStreamEndCapture(st, &g);
+        CUgraphExec ge;
+        CUgraphNode err_node;
+        char log[256] = "";
+        CUresult r = inst ? inst(&ge, (CUgraph)g, &err_node, log, sizeof log) : CUDA_ERROR_NOT_FOUND;
+        CUresult r2 = r == CUDA_SUCCESS ? cuGraphLaunch(ge, (CUstream)st) : r;
+        cudaStreamSynchronize(st);
+        const char *s1 = "?", *s2 = "?";
+        cuGetErrorName(r, &s1);
+        cuGetErrorName(r2, &s2);
+        snprintf(what, sizeof what, "instantiate_v2=%s launch=%s", s1, s2);
+    } else if (!strcmp(mode, "greens")) {   // 64 green contexts alive, 64 more made and destroyed
+        // (4-5 MiB each on an H200, none of it back before the primary context goes)
+        CUdevice dev;
+        cuDeviceGet(&dev, 0);
+        CUdevResource sms;
+        CUdevResourceDesc desc;
+        CUresult r = cuDeviceGetDevResource(dev, &sms, CU_DEV_RESOURCE_TYPE_SM);
+        if (r == CUDA_SUCCESS) r = cuDevResourceGenerateDesc(&desc, &sms, 1);
+        static CUgreenCtx alive[64];
+        int made = 0, churned = 0;
+        for (int i = 0; r == CUDA_SUCCESS && i < 64; i++)
+            if ((r = cuGreenCtxCreate(&alive[i], desc, dev, CU_GREEN_CTX_DEFAULT_STREAM)) == CUDA_SUCCESS) made++;
+        for (int i = 0; r == CUDA_SUCCESS && i < 64; i++) {
+            CUgreenCtx g;
+            if ((r = cuGreenCtxCreate(&g, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM)) == CUDA_SUCCESS) {
+                cuGreenCtxDestroy(g);
+                churned++;
+            }
+        }
+        const char *s1 = "?";
+        cuGetErrorName(r, &s1);
+        snprintf(what, sizeof what, "greens_alive=%d made_and_destroyed=%d last=%s", made, churned, s1);
     } else if (!strcmp(mode, "pool")) {   // keeps 6 GiB in the default pool, fills nothing
         cudaStream_t st;
         cudaStreamCreate(&st);
