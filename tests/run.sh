@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: `bash tests/run.sh [pytest args]`.  On a fresh Debian 12 with only
 # Python and git, as root, it installs what the tests need when it is missing (Docker's engine
-# and CLI, a C compiler, make, binutils, python3-venv; tox into a venv of its own), then runs
+# and CLI, a C compiler, make, binutils, python3-venv; tox into a venv of its own; a newer
+# Docker engine with CDI into a cache of its own, tests/e2e/fetch_cdi_engine.sh), then runs
 # `tox -e test`.  Not root: it installs nothing and names what is missing.  .ci/run calls it.
 # GPUMEM_TOX_VENV: where tox goes when it is not on PATH (default ${TMPDIR:-/tmp}/gpumem-tox).
 # The exit code is the tests' own; "no tests collected" (pytest's 5) is reported as a failure.
@@ -41,6 +42,13 @@ command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
     apt_install "${need[@]}"
+fi
+
+# --- a Docker engine with CDI for the driver path's e2e (Debian 12's 20.10 has none) ----------------
+# Debian 13's dockerd and docker, unpacked into a cache of their own, fetched once (about 30 MB)
+if [ "$(id -u)" -eq 0 ]; then
+    bash tests/e2e/fetch_cdi_engine.sh >/dev/null ||
+        log "no Docker engine with CDI fetched: the driver path's e2e will say why"
 fi
 
 # --- tox, in a venv of its own (Debian's Python refuses a system-wide pip install) ---------------

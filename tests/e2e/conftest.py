@@ -110,12 +110,17 @@ def _engine_runtimes(env) -> set[str] | None:
     return set(proc.stdout.split())
 
 
-def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
+def _start_own_engine(
+    base: Path, *, dockerd: str = "dockerd", extra: tuple = (), wrap: tuple = (), path: str | None = None
+) -> tuple[subprocess.Popen, Engine]:
+    """A private dockerd in ``base``; ``extra``: more of its flags; ``wrap``: a command it runs
+    under (a namespace); ``path``: its PATH (where it finds containerd, runc, docker-init)."""
     sock = base / "docker.sock"
     log = base / "dockerd.log"
     namespace = f"gpumem-e2e-{uuid.uuid4().hex[:12]}"  # containerd allows [A-Za-z0-9._-]
     argv = [
-        "dockerd",
+        *wrap,
+        dockerd,
         "--add-runtime",
         "nvidia=runc",
         "--data-root",
@@ -138,10 +143,12 @@ def _start_own_engine(base: Path) -> tuple[subprocess.Popen, Engine]:
         "2",
         "--log-level",
         "warn",
+        *extra,
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(a) for a in argv],
+            env=dict(os.environ, PATH=path) if path else None,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -262,6 +269,45 @@ def docker_engine():
         yield engine
     finally:
         mp.undo()
+        _stop_own_engine(proc, base)
+
+
+@pytest.fixture(scope="session")
+def cdi_docker(e2e, tmp_path_factory):
+    """A second private engine for the driver path: Docker with CDI on and cgroup v2, and the
+    stand-in NVIDIA CDI spec whose hook records what it is given (tests/e2e/cdi_engine.py); it
+    holds the e2e image.  Started only by the tests that ask for it."""
+    import cdi_engine
+
+    from compose_gpumem import hostfacts
+
+    if os.geteuid() != 0:
+        unavailable("a private engine with CDI needs root")
+    try:
+        bin_dir = cdi_engine.engine_bin()
+        wrap = cdi_engine.cgroup_wrap()
+    except cdi_engine.Unavailable as why:
+        unavailable(f"no Docker engine with CDI here: {why}")
+    hostfacts.forget()
+    uuids = [gpu.uuid for gpu in hostfacts.nvml().gpus]  # the stand-in NVML's (GPUMEM_NVML_LIBRARY)
+    hostfacts.forget()
+    base = cdi_engine.new_base()
+    (base / "owner").write_text(f"{os.getpid()}\n")
+    engine, flags = cdi_engine.prepare(base, uuids)
+    engine.bin_dir = bin_dir
+    proc, _ = _start_own_engine(
+        base,
+        dockerd=os.path.join(bin_dir, "dockerd") if bin_dir else "dockerd",
+        extra=flags,
+        wrap=wrap,
+        path=f"{bin_dir}:{os.environ.get('PATH', '')}" if bin_dir else None,
+    )
+    try:
+        tar = tmp_path_factory.mktemp("cdi-image") / "image.tar"
+        run(["docker", "save", "-o", tar, e2e.image])
+        run(["docker", "load", "-i", tar], env=engine.env())
+        yield engine
+    finally:
         _stop_own_engine(proc, base)
 
 
