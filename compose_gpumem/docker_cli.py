@@ -14,6 +14,11 @@ order, and ``docker`` replaces this process, so signals, the terminal and the ex
 ``LD_PRELOAD`` given with ``-e`` or in an ``--env-file`` is kept behind ours.  Other subcommands (and
 ``run`` without ``--gpu-memory``) go to ``docker`` as they are.  ``GPUMEM_DOCKER_BIN`` names
 another docker binary.
+
+``--enforce MODE`` and ``--gpu-memory-request V`` are ``x-gpu-memory-enforce`` and
+``x-gpu-memory-request`` of a compose file, decided by :func:`enforce.decide` with the same
+rules; on the driver path the GPUs asked for become ``--device nvidia.com/gpu=<UUID>`` with the
+two ``NVIDIA_GPU_MEMORY_*`` variables, as :func:`enforce.apply` does for a service.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import re
 import sys
 from typing import NamedTuple, Sequence
 
-from . import containers, inject, library
+from . import containers, enforce, inject, library
 from .errors import GpumemError, NoGpuRequest, UsageError
 from .validate import parse_value
 
@@ -32,6 +37,11 @@ PROG = "gpumem-docker"
 OPTION = "--gpu-memory"
 #: ours too: start even when the host's GPUs would be promised more than they hold
 ALLOW = "--allow-overcommit"
+#: ours too, as ``x-gpu-memory-enforce`` and ``x-gpu-memory-request`` in a compose file
+ENFORCE = "--enforce"
+REQUEST = "--gpu-memory-request"
+#: our options that take a value, taken out before docker sees them
+OURS_WITH_VALUE = (OPTION, ENFORCE, REQUEST)
 #: ``docker run`` / ``docker create`` options that take no value; every other option does.
 RUN_FLAGS = frozenset(
     "-d --detach -i --interactive -t --tty --rm --privileged --init --read-only -P --publish-all "
@@ -72,10 +82,12 @@ def rewrite(
     lib_dir: str | None = None,
     environ: dict[str, str] | None = None,
     names: containers.GpuNames | None = None,
+    decision: enforce.Decision | None = None,
 ) -> list[str]:
     """The docker arguments with ``--gpu-memory`` replaced by the injection (pure function);
-    ``names``: the host's GPUs, for labels naming them by UUID."""
-    return rewrite_and_plan(args, lib_dir=lib_dir, environ=environ, names=names).args
+    ``names``: the host's GPUs, for labels naming them by UUID; ``decision``: how the cap is
+    enforced (``None``: the library)."""
+    return rewrite_and_plan(args, lib_dir=lib_dir, environ=environ, names=names, decision=decision).args
 
 
 class Rewritten(NamedTuple):
@@ -83,6 +95,8 @@ class Rewritten(NamedTuple):
     plan: inject.Plan | None  # None: nothing capped
     allow_overcommit: bool = False
     name: str = ""  # --name, for messages
+    enforce: str = "auto"  # --enforce
+    request: str | None = None  # --gpu-memory-request
 
 
 def rewrite_and_plan(
@@ -91,14 +105,22 @@ def rewrite_and_plan(
     lib_dir: str | None = None,
     environ: dict[str, str] | None = None,
     names: containers.GpuNames | None = None,
+    decision: enforce.Decision | None = None,
 ) -> Rewritten:
-    """:func:`rewrite`, the container's plan, and our own ``--allow-overcommit`` (taken out)."""
+    """:func:`rewrite`, the container's plan, and our own options (taken out):
+    ``--allow-overcommit``, ``--enforce MODE``, ``--gpu-memory-request V``.
+
+    With a ``decision`` for the driver path, the GPUs asked for (``--gpus``, CDI devices) become
+    CDI devices by UUID and the two ``NVIDIA_GPU_MEMORY_*`` variables are set, as
+    :func:`enforce.apply` does for a service; a ``driver``-only decision leaves the library out."""
     args = list(args)
     environ = dict(os.environ) if environ is None else environ
     start, options = _subcommand(args)
     if tuple(args[start:options]) not in STARTS:
         return Rewritten(args, None)
     value: str | None = None
+    ours: dict[str, str] = {}  # --enforce, --gpu-memory-request
+    driver = decision is not None and decision.driver
     allow = False
     name = ""
     kept: list[str] = []
@@ -117,15 +139,16 @@ def rewrite_and_plan(
             allow = True
             i += 1
             continue
-        if arg == OPTION or arg.startswith(OPTION + "="):
+        flag = arg.split("=", 1)[0]
+        if flag in OURS_WITH_VALUE:
             if "=" in arg:
-                value = arg.split("=", 1)[1]
+                ours[flag] = arg.split("=", 1)[1]
                 i += 1
             elif i + 1 < len(args):
-                value = args[i + 1]
+                ours[flag] = args[i + 1]
                 i += 2
             else:
-                raise UsageError(f"{OPTION} needs a value")
+                raise UsageError(f"{flag} needs a value")
             continue
         pair = [arg, args[i + 1]] if _takes_value(arg) and i + 1 < len(args) else [arg]
         device = ""
@@ -143,6 +166,9 @@ def rewrite_and_plan(
             asked.append(_gpus_value(arg.split("=", 1)[1] if "=" in arg else pair[-1]))
         elif device.startswith(inject.CDI_GPU):
             asked.append(device[len(inject.CDI_GPU) :].split(":")[0])
+        if driver and (arg.startswith("--gpus") or device.startswith(inject.CDI_GPU)):
+            i += len(pair)  # the driver path asks for the GPUs as CDI devices by UUID, below
+            continue
         if pair[0] == "--env-file" and len(pair) == 2:
             env_files.append(pair[1])
         elif pair[0].startswith("--env-file="):
@@ -156,14 +182,18 @@ def rewrite_and_plan(
             asked.append(env.split("=", 1)[1])
         if env is not None and env.split("=", 1)[0] == "LD_PRELOAD":
             preload.append(env.split("=", 1)[1] if "=" in env else environ.get("LD_PRELOAD", ""))
-        elif env is not None and re.fullmatch(r"GPUMEM_LIMIT(_[0-9]+)?", env.split("=", 1)[0]):
+        elif env is not None and re.fullmatch(_declared_variables(driver), env.split("=", 1)[0]):
             own_limits.append(env)  # --gpu-memory wins when given (see below); else kept as is
             kept += pair
             dropped.append((len(kept) - len(pair), len(pair)))
         else:
             kept += pair
         i += len(pair)
+    value = ours.get(OPTION)
+    mode = enforce.parse_mode(ours.get(ENFORCE, "auto"), key=ENFORCE)
     if value is None:
+        if len(ours) > 0:
+            raise UsageError(f"{' and '.join(ours)} without {OPTION}: there is no cap to enforce")
         return Rewritten([a for a in args if a != ALLOW] if allow else args, None)
     if not preload:
         preload = _env_file_preload(env_files, environ)
@@ -182,22 +212,39 @@ def rewrite_and_plan(
         for start_at, length in reversed(dropped):
             del kept[start_at : start_at + length]
     plan = inject.Plan(limits, _request(asked))
-    added = [
-        "--mount",
-        library_mount(lib_dir or library.host_dir()),
-        "--mount",
-        f"type=tmpfs,destination={inject.LEDGER_DIR}",
-        "-e",
-        f"LD_PRELOAD={inject.preload(' '.join(p for p in preload if p) or None)}",
-        "-e",
-        f"GPUMEM_STATE_DIR={plan.state_dir}",
-    ]
-    for index, limit in limits.items():
-        variable = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
-        added += ["-e", f"{variable}={limit.text}"]
-    for key, text in plan.labels("", names).items():
+    added: list[str] = []
+    if decision is None or decision.library:
+        added += [
+            "--mount",
+            library_mount(lib_dir or library.host_dir()),
+            "--mount",
+            f"type=tmpfs,destination={inject.LEDGER_DIR}",
+            "-e",
+            f"LD_PRELOAD={inject.preload(' '.join(p for p in preload if p) or None)}",
+            "-e",
+            f"GPUMEM_STATE_DIR={plan.state_dir}",
+        ]
+        for index, limit in limits.items():
+            variable = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
+            added += ["-e", f"{variable}={limit.text}"]
+    if decision is not None and decision.driver:
+        for variable, number in decision.env.items():
+            added += ["-e", f"{variable}={number}"]
+        for device in decision.cdi_devices:
+            added += ["--device", device]
+    labels = plan.labels("", names)
+    if decision is not None:
+        labels[containers.ENFORCE] = decision.mode  # what `top` and admission read
+    for key, text in labels.items():
         added += ["--label", f"{key}={text}"]
-    return Rewritten(args[:options] + added + kept + args[i:], plan, allow, name)
+    return Rewritten(args[:options] + added + kept + args[i:], plan, allow, name, mode, ours.get(REQUEST))
+
+
+def _declared_variables(driver: bool) -> str:
+    """The variables ``--gpu-memory`` decides, which a hand-set ``-e`` does not override:
+    the library's caps, and on the driver path NVIDIA's pair."""
+    library = r"GPUMEM_LIMIT(_[0-9]+)?"
+    return library + r"|NVIDIA_GPU_MEMORY_(REQUEST|LIMIT)" if driver else library
 
 
 def library_mount(lib_dir: str) -> str:
@@ -285,9 +332,13 @@ def _decode(value: str) -> object:
 
 
 HELP_NOTE = f"""\
-{PROG}: docker, with two more options for `run` and `create`:
+{PROG}: docker, with more options for `run` and `create`:
   {OPTION} V    a hard GPU-memory cap for the container (needs --gpus): 0.3, 30%,
                   12GiB, or per device as JSON, '{{"0": 0.5, "1": "8GiB"}}'
+  {ENFORCE} MODE  auto (default), library, driver or both: who enforces it (the library,
+                  NVIDIA's per-cgroup limit, or both; auto: both where the host has
+                  every prerequisite of the driver's, else the library)
+  {REQUEST} V   the driver's soft limit (its request; default: the cap)
   {ALLOW}  start it even when the GPU's running capped containers and this one are
                   promised more than the GPU holds (a warning instead of a refusal)
 Everything else is Docker's own; its help follows.
@@ -338,6 +389,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             from .prereq import docker_run_service, require_for_run
 
             require_for_run({"the container": docker_run_service(args)})
+            decision = decide(done)
+            new = rewrite_and_plan(args, names=names, decision=decision).args
             shares = [(s.gpu, s.limit) for s in done.plan.shares("")]
             promise = containers.promise(shares, names)
             docker_start(
@@ -352,6 +405,25 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: cannot run {docker}: {error.strerror}", file=sys.stderr)
         return 127
     return 0  # pragma: no cover - exec does not return
+
+
+def decide(done: Rewritten) -> enforce.Decision:
+    """How the container's cap is enforced (:func:`enforce.decide`, errors naming our options)."""
+    from . import hostfacts
+
+    assert done.plan is not None
+    if done.enforce == "library":  # nothing of the host to read
+        return enforce.Decision("the container", "library", "library", ("asked for",))
+    return enforce.decide(
+        "the container",
+        done.enforce,
+        done.plan.limits,
+        done.plan.request.gpus(),
+        hostfacts.gather(),
+        request=done.request,
+        keys=(ENFORCE, REQUEST),
+        named=False,
+    )
 
 
 def _doctor(args: list[str]) -> int:

@@ -44,11 +44,11 @@ CDI_GPU = "nvidia.com/gpu="
 MiB = 1 << 20
 
 
-def parse_mode(value: Any, *, file: str | None = None, service: str | None = None) -> str:
+def parse_mode(value: Any, *, file: str | None = None, service: str | None = None, key: str = KEY) -> str:
     """One of :data:`MODES`; :class:`InvalidValue` naming where otherwise."""
     if value in MODES:
         return str(value)
-    raise InvalidValue(f"must be one of {', '.join(MODES)}", file=file, service=service, value=value, key=KEY)
+    raise InvalidValue(f"must be one of {', '.join(MODES)}", file=file, service=service, value=value, key=key)
 
 
 @dataclass(frozen=True)
@@ -147,9 +147,14 @@ def decide(
     *,
     request: Any = None,
     file: str | None = None,
+    keys: tuple[str, str] = (KEY, REQUEST_KEY),
+    named: bool = True,
 ) -> Decision:
     """The enforcement of one service; :class:`InvalidValue` when ``driver``/``both`` is asked
-    for and a prerequisite is missing (named), or the request exceeds the limit."""
+    for and a prerequisite is missing (named), or the request exceeds the limit.  ``keys``: how
+    errors name the mode and the request (``gpumem-docker``: its options); ``named``: whether
+    they name the service."""
+    where = {"file": file, "service": service if named else None}
     if asked == "library":
         return Decision(service, asked, "library", ("asked for",))
     gpus = target(gpu_ids, facts.nvml)
@@ -159,23 +164,26 @@ def decide(
             return Decision(service, asked, "library", tuple(missing))
         raise InvalidValue(
             f"the driver path needs what this host lacks: {'; '.join(missing)}",
-            file=file,
-            service=service,
             value=asked,
-            key=KEY,
+            key=keys[0],
+            **where,
         )
     (limit,) = {limit.text: limit for limit in limits.values()}.values()
     limit_mib = mib(limit, gpus.gpus)
     request_mib = limit_mib
     if request is not None:
-        request_mib = mib(next(iter(parse_value(request, file=file, service=service).values())), gpus.gpus)
+        try:
+            asked_request = parse_value(request, **where)
+        except InvalidValue as error:
+            error.key = keys[1]  # the request's own name, not x-gpu-memory's
+            raise
+        request_mib = mib(next(iter(asked_request.values())), gpus.gpus)
         if request_mib > limit_mib:
             raise InvalidValue(
                 f"is {request_mib} MiB, above the limit of {limit_mib} MiB",
-                file=file,
-                service=service,
                 value=request,
-                key=REQUEST_KEY,
+                key=keys[1],
+                **where,
             )
     mode = "both" if asked == "auto" else asked
     env = {ENV_REQUEST: str(request_mib), ENV_LIMIT: str(limit_mib)}

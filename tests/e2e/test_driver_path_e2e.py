@@ -116,3 +116,35 @@ def test_doctor_on_the_cdi_engine_with_r615_finds_the_driver_path_ready(e2e, cdi
         "older than r615" in w for w in services["auto"]["why"]
     )
     assert services["drv"]["enforce"] is None and "older than r615" in services["drv"]["error"]
+
+
+@pytest.mark.parametrize(("asked", "mode"), [("driver", "driver"), ("auto", "both")])
+def test_gpumem_docker_run_enforce_gives_the_same_to_one_container(e2e, cdi_docker, tmp_path, asked, mode):
+    env = cdi_docker.env(**R615)
+    name = f"gpumem-e2e-docker-{asked}-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    argv = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--gpus",
+        "all",
+        "--gpu-memory",
+        "0.5",
+        "--gpu-memory-request",
+        "1GiB",
+    ]
+    done = gpumem(e2e.gpumem_docker, [*argv, "--enforce", asked, e2e.image, "sleep", "300"], env, tmp_path)
+    try:
+        assert done.returncode == 0, done.stderr
+        box = inspect(env, name)
+        variables = dict(e.split("=", 1) for e in box["Config"]["Env"])
+        pair = {"NVIDIA_GPU_MEMORY_REQUEST": "1024", "NVIDIA_GPU_MEMORY_LIMIT": str(NVML_TOTAL_MIB // 2)}
+        assert {k: variables[k] for k in pair} == pair
+        assert [r["Driver"] for r in box["HostConfig"]["DeviceRequests"]] == ["cdi"]  # no `--gpus` request
+        assert box["Config"]["Labels"]["io.gpumem.enforce"] == mode
+        assert ("GPUMEM_LIMIT" in variables) == (mode == "both")
+        hooked = cdi_docker.hooked(box["Id"])
+        assert hooked is not None and hooked["env"] == {**pair, "STANDIN_CDI": "1"}
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, env=env)

@@ -236,7 +236,8 @@ def test_a_cdi_device_is_a_gpu_request() -> None:
 )
 def test_help_names_our_option_before_dockers_own(tmp_path: Path, fake_docker: Path, args: list[str]) -> None:
     done = cli(*args, cwd=tmp_path, prog="docker", env={"GPUMEM_DOCKER_BIN": str(fake_docker)})
-    assert done.stdout.startswith("gpumem-docker: docker, with two more options")
+    assert done.stdout.startswith("gpumem-docker: docker, with more options")
+    assert "--enforce MODE" in done.stdout and "--gpu-memory-request V" in done.stdout
     assert "--gpu-memory V" in done.stdout
     assert done.returncode == 5  # then Docker's help, with its arguments untouched
     assert (tmp_path / "record").read_text().splitlines() == (args or [""])
