@@ -127,8 +127,8 @@ def rewrite_and_plan(
     preload: list[str] = []
     env_files: list[str] = []
     gpu = False
-    own_limits: list[str] = []  # -e GPUMEM_LIMIT[_N]=... the user set by hand
-    dropped: list[tuple[int, int]] = []  # where those pairs are in `kept`: start, length
+    own: dict[str, str] = {}  # -e of a variable --gpu-memory decides, set by hand
+    placed: list[tuple[str, int, int]] = []  # where those pairs are in `kept`: variable, start, length
     asked: list[str] = []  # the GPUs asked for: --gpus values, CDI devices, NVIDIA_VISIBLE_DEVICES
     i = options
     while i < len(args):
@@ -183,9 +183,10 @@ def rewrite_and_plan(
         if env is not None and env.split("=", 1)[0] == "LD_PRELOAD":
             preload.append(env.split("=", 1)[1] if "=" in env else environ.get("LD_PRELOAD", ""))
         elif env is not None and re.fullmatch(_declared_variables(driver), env.split("=", 1)[0]):
-            own_limits.append(env)  # --gpu-memory wins when given (see below); else kept as is
-            kept += pair
-            dropped.append((len(kept) - len(pair), len(pair)))
+            variable, _, text = env.partition("=")
+            own[variable] = text if "=" in env else environ.get(variable, "")
+            kept += pair  # --gpu-memory wins when given (see below); else kept as is
+            placed.append((variable, len(kept) - len(pair), len(pair)))
         else:
             kept += pair
         i += len(pair)
@@ -202,18 +203,22 @@ def rewrite_and_plan(
         raise NoGpuRequest(
             "needs a GPU: add `--gpus all` (or `--gpus device=0`) to `docker run`", value=value, key=OPTION
         )
-    if own_limits:
-        # One rule for both tools: the declared cap wins over a hand-set variable, as
-        # x-gpu-memory wins over a service's own GPUMEM_LIMIT in gpumem-compose.
-        print(
-            f"gpumem-docker: warning: {OPTION} {value} wins over -e {', -e '.join(own_limits)}",
-            file=sys.stderr,
-        )
-        for start_at, length in reversed(dropped):
-            del kept[start_at : start_at + length]
     plan = inject.Plan(limits, _request(asked))
+    # One rule for both tools (inject.replaced): the declared cap wins over its variables set by
+    # hand, as x-gpu-memory wins over a service's own environment in gpumem-compose.
+    hand_set = {**_env_file_values(env_files, environ), **own}
+    library_path = decision is None or decision.library
+    taken = inject.replaced(hand_set, plan) if library_path else {}
+    if decision is not None and decision.driver:
+        taken.update({v: (hand_set[v], str(n)) for v, n in decision.env.items() if v in hand_set})
+    changed = inject.conflicts(taken)
+    if changed:
+        print(f"gpumem-docker: warning: {OPTION} {value} wins over -e {changed}", file=sys.stderr)
+    for variable, start_at, length in reversed(placed):
+        if variable in taken:
+            del kept[start_at : start_at + length]
     added: list[str] = []
-    if decision is None or decision.library:
+    if library_path:
         added += [
             "--mount",
             library_mount(lib_dir or library.host_dir()),
@@ -221,12 +226,11 @@ def rewrite_and_plan(
             f"type=tmpfs,destination={inject.LEDGER_DIR}",
             "-e",
             f"LD_PRELOAD={inject.preload(' '.join(p for p in preload if p) or None)}",
-            "-e",
-            f"GPUMEM_STATE_DIR={plan.state_dir}",
         ]
-        for index, limit in limits.items():
-            variable = "GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"
-            added += ["-e", f"{variable}={limit.text}"]
+        cap_env = {**inject.cap_environment(plan), **{v: new for v, (_, new) in taken.items()}}
+        for variable, text in cap_env.items():
+            if not variable.startswith("NVIDIA_"):
+                added += ["-e", f"{variable}={text}"]
     if decision is not None and decision.driver:
         for variable, number in decision.env.items():
             added += ["-e", f"{variable}={number}"]
@@ -243,7 +247,7 @@ def rewrite_and_plan(
 def _declared_variables(driver: bool) -> str:
     """The variables ``--gpu-memory`` decides, which a hand-set ``-e`` does not override:
     the library's caps, and on the driver path NVIDIA's pair."""
-    library = r"GPUMEM_LIMIT(_[0-9]+)?"
+    library = r"GPUMEM_LIMIT(_[0-9]+)?|GPUMEM_STATE_DIR"
     return library + r"|NVIDIA_GPU_MEMORY_(REQUEST|LIMIT)" if driver else library
 
 
@@ -305,16 +309,23 @@ def _env_assignment(pair: list[str]) -> str | None:
 def _env_file_preload(paths: list[str], environ: dict[str, str]) -> list[str]:
     """``LD_PRELOAD`` as ``--env-file`` files set it (the last one wins, as in Docker): our
     ``-e`` would otherwise replace it."""
-    found: list[str] = []
+    found = _env_file_values(paths, environ, ("LD_PRELOAD",))
+    return [found["LD_PRELOAD"]] if "LD_PRELOAD" in found else []
+
+
+def _env_file_values(
+    paths: list[str], environ: dict[str, str], names: tuple[str, ...] = ("GPUMEM_", "NVIDIA_GPU_MEMORY_")
+) -> dict[str, str]:
+    """The variables ``--env-file`` files set whose names start with one of ``names``, as
+    Docker reads them (the last one wins; a bare name takes the caller's value)."""
+    found: dict[str, str] = {}
     for path in paths:
         try:
             with open(path, encoding="utf-8") as lines:
                 for line in lines:
-                    line = line.strip()
-                    if line == "LD_PRELOAD":
-                        found = [environ.get("LD_PRELOAD", "")]
-                    elif line.startswith("LD_PRELOAD="):
-                        found = [line.split("=", 1)[1]]
+                    variable, eq, text = line.strip().partition("=")
+                    if variable.startswith(names):
+                        found[variable] = text if eq else environ.get(variable, "")
         except OSError:
             continue  # docker reports it
     return found

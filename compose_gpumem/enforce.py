@@ -173,7 +173,7 @@ def decide(
     request_mib = limit_mib
     if request is not None:
         try:
-            asked_request = parse_value(request, **where)
+            asked_request = parse_value(request, file=where["file"], service=where["service"])
         except InvalidValue as error:
             error.key = keys[1]  # the request's own name, not x-gpu-memory's
             raise

@@ -14,7 +14,8 @@ the same result as injecting once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,14 +164,18 @@ class Plan:
         return containers.labels(self.limits, promised, state_dir=self.state_dir)
 
 
-def plan(services: dict[str, Any], default: Any = None, *, file: str | None = None) -> dict[str, Plan]:
+def plan(
+    services: dict[str, Any], default: Any = None, *, file: str | None = None, interpolated: bool = True
+) -> dict[str, Plan]:
     """Which services get a cap and which; raises on invalid values and missing GPU requests.
 
     ``default`` is the top-level ``x-gpu-memory``: it applies to every service that requests a
-    GPU and has no value of its own.
+    GPU and has no value of its own.  ``interpolated=False``: values may hold ``${VAR}``
+    (:func:`compose_gpumem.validate.parse_value`).
     """
     plans: dict[str, Plan] = {}
-    default_limits = parse_value(default, file=file) if default is not None else None
+    defer = not interpolated
+    default_limits = parse_value(default, file=file, defer=defer) if default is not None else None
     for name, service in services.items():
         if not isinstance(service, dict):
             continue
@@ -178,7 +183,7 @@ def plan(services: dict[str, Any], default: Any = None, *, file: str | None = No
         if KEY in service:
             if request is None:
                 raise NoGpuRequest(HOW_TO_REQUEST, file=file, service=name, value=service[KEY])
-            limits = parse_value(service[KEY], file=file, service=name)
+            limits = parse_value(service[KEY], file=file, service=name, defer=defer)
         elif request is not None and default_limits is not None:
             limits = default_limits
         else:
@@ -258,16 +263,48 @@ def mount(source: str) -> dict[str, Any]:
     }
 
 
+def cap_environment(p: Plan) -> dict[str, str]:
+    """The variables a declared cap sets: ``GPUMEM_STATE_DIR`` and ``GPUMEM_LIMIT[_<N>]``."""
+    env = {"GPUMEM_STATE_DIR": p.state_dir}
+    for index, limit in sorted(p.limits.items(), key=lambda item: -1 if item[0] is None else item[0]):
+        env["GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"] = limit.text
+    return env
+
+
+def replaced(own: Mapping[str, Any], p: Plan) -> dict[str, tuple[str, str]]:
+    """The variables of ``own`` (a service's environment, ``-e``) that the declared cap sets
+    too, each with its value and the declared one, which wins (one rule for both tools).  A
+    ``GPUMEM_LIMIT_<N>`` set by hand for a device the declared cap covers through
+    ``GPUMEM_LIMIT`` gets that cap (the library reads ``GPUMEM_LIMIT_<N>`` first); one for a
+    device the declared cap leaves alone is no conflict and stays."""
+    ours = cap_environment(p)
+    out = {}
+    for variable, value in own.items():
+        new = ours.get(str(variable))
+        if new is None and None in p.limits and re.fullmatch(r"GPUMEM_LIMIT_[0-9]+", str(variable)):
+            new = p.limits[None].text
+        if new is not None:
+            out[str(variable)] = ("" if value is None else str(value), new)
+    return out
+
+
+def conflicts(taken: Mapping[str, tuple[str, str]]) -> str | None:
+    """``GPUMEM_LIMIT=0.9 (now 0.3), ...`` for the hand-set variables (see :func:`replaced`)
+    whose value the declared cap changes; ``None`` when there are none (injecting twice changes
+    nothing)."""
+    changed = [f"{name}={old} (now {new})" for name, (old, new) in taken.items() if old != new]
+    return ", ".join(changed) or None
+
+
 def additions(
     service: dict[str, Any], p: Plan, source: str, *, name: str = "", names: containers.GpuNames | None = None
 ) -> dict[str, Any]:
     """Only what the cap adds to one service: its environment entries, the two mounts and the
     labels (GPUs by UUID where ``names`` knows them)."""
-    env: dict[str, Any] = {}
-    env["GPUMEM_STATE_DIR"] = p.state_dir
-    for index, limit in sorted(p.limits.items(), key=lambda item: -1 if item[0] is None else item[0]):
-        env["GPUMEM_LIMIT" if index is None else f"GPUMEM_LIMIT_{index}"] = limit.text
-    env["LD_PRELOAD"] = preload((service.get("environment") or {}).get("LD_PRELOAD"))
+    own = service.get("environment") or {}
+    env: dict[str, Any] = cap_environment(p)
+    env.update({variable: new for variable, (_, new) in replaced(own, p).items()})
+    env["LD_PRELOAD"] = preload(own.get("LD_PRELOAD"))
     return {
         "environment": dict(sorted(env.items())),
         "labels": p.labels(name, names),

@@ -17,6 +17,8 @@ from . import compose, containers, inject, library, yamlio
 from .errors import ComposeFailed, GpumemError
 from .validate import check_overcommit, decimal_unit_note
 
+#: a key of a service as messages name it: ``FILE: service 'NAME'`` (see :mod:`origins`)
+Where = Callable[[str, str], str]
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:", "nvidia.com/gpu=")
 #: The keys of a service that decide its cap; only these are parsed.
 _NEEDED = frozenset(
@@ -167,7 +169,8 @@ def load(
         allow_overcommit=allow_overcommit,
         enabled=enabled,
         scale=scale,
-        where=lambda service: origins.named(service, inject.KEY, options.label()),
+        where=lambda service, key: origins.named(service, key, options.label()),
+        interpolated="--no-interpolate" not in extra,
     )
 
 
@@ -210,7 +213,7 @@ def _read(text: str, label: str | None) -> dict[str, Any]:
     return doc
 
 
-def _note_decimal_units(plans: Mapping[str, inject.Plan], where: Callable[[str], str]) -> None:
+def _note_decimal_units(plans: Mapping[str, inject.Plan], where: Where) -> None:
     """One line on stderr per value written with a unit that reads as decimal elsewhere."""
     import sys
 
@@ -219,7 +222,48 @@ def _note_decimal_units(plans: Mapping[str, inject.Plan], where: Callable[[str],
         note = decimal_unit_note(plan.limits)
         if note and note not in seen:
             seen.add(note)
-            print(f"gpumem-compose: note: {where(name)}: {note}", file=sys.stderr)
+            print(f"gpumem-compose: note: {where(name, inject.KEY)}: {note}", file=sys.stderr)
+
+
+def _note_uninterpolated(
+    services: Mapping[str, Any], plans: Mapping[str, inject.Plan], default: Any, label: str | None
+) -> None:
+    """One line on stderr naming the services whose cap is written with its variables: such a
+    value is checked, and counted against the GPU, once it is interpolated."""
+    import sys
+
+    from .validate import has_variables
+
+    named = [name for name in plans if has_variables(services[name].get(inject.KEY, default))]
+    if named:
+        print(
+            f"gpumem-compose: note: {f'{label}: ' if label else ''}--no-interpolate: x-gpu-memory of "
+            f"{', '.join(repr(n) for n in named)} is written with its variables, for Compose to fill in; "
+            "it is checked, and counted against the GPU, once interpolated (`config` without "
+            "--no-interpolate, `up`)",
+            file=sys.stderr,
+        )
+
+
+def _warn_replaced(
+    services: Mapping[str, Any], plans: Mapping[str, inject.Plan], default: Any, where: Where
+) -> None:
+    """One line on stderr per service whose own environment sets a variable of the cap to
+    another value: the declared cap wins (as ``--gpu-memory`` wins over ``-e`` in gpumem-docker)."""
+    import sys
+
+    from .errors import _show
+
+    for name, plan in plans.items():
+        service = services[name]
+        changed = inject.conflicts(inject.replaced(service.get("environment") or {}, plan))
+        if changed:
+            declared = _show(service.get(inject.KEY, default))
+            print(
+                f"gpumem-compose: warning: {where(name, 'environment')}: {inject.KEY} {declared} wins over "
+                f"its environment's {changed}",
+                file=sys.stderr,
+            )
 
 
 def from_text(
@@ -229,11 +273,16 @@ def from_text(
     allow_overcommit: bool = False,
     enabled: Sequence[str] | None = None,
     scale: Mapping[str, int] | None = None,
-    where: Callable[[str], str] | None = None,
+    where: Where | None = None,
+    interpolated: bool = True,
 ) -> Project:
     """The same as :func:`load` from ``docker compose config`` output already in hand.
 
-    ``where``: a service's value as notes name it, ``FILE: service 'NAME'`` (default: ``label``).
+    ``where``: a key of a service as messages name it, ``FILE: service 'NAME'`` (default: ``label``).
+
+    ``interpolated``: ``False`` for ``config --no-interpolate``, whose output keeps ``${VAR}``:
+    a value with a variable goes into the environment and labels as written, for Compose to
+    fill in as it fills in ``x-gpu-memory`` (see :func:`validate.parse_value`).
 
     ``scale``: ``up --scale SERVICE=N``, which wins over the files' replicas.
 
@@ -247,7 +296,8 @@ def from_text(
         default_block = yamlio.top_level_block(split.head, inject.KEY)
     default = None
     if default_block is not None:
-        default = _unescape(_read(default_block, label).get(inject.KEY))
+        default = _read(default_block, label).get(inject.KEY)
+        default = _unescape(default) if interpolated else default
     blocks: dict[str, int] = {}
     if split is None:
         services = _read(text, label).get("services") or {}
@@ -263,12 +313,16 @@ def from_text(
             for i, name in zip(wanted, services):
                 blocks[name] = i
     checked = {
-        name: ({**svc, inject.KEY: _unescape(svc[inject.KEY])} if inject.KEY in svc else svc)
+        name: ({**svc, inject.KEY: _unescape(svc[inject.KEY])} if inject.KEY in svc and interpolated else svc)
         for name, svc in services.items()
         if isinstance(svc, dict)
     }
-    plans = inject.plan(checked, default, file=label)
-    _note_decimal_units(plans, where or (lambda name: f"{label}: service {name!r}"))
+    plans = inject.plan(checked, default, file=label, interpolated=interpolated)
+    if not interpolated:
+        _note_uninterpolated(checked, plans, default, label)
+    where = where or (lambda name, key: f"{label}: service {name!r}")
+    _note_decimal_units(plans, where)
+    _warn_replaced(checked, plans, default, where)
     for name, count in (scale or {}).items():
         if name in plans:
             plans[name] = dataclasses.replace(plans[name], replicas=count)

@@ -113,28 +113,40 @@ def _positive(limit: Limit) -> Limit | None:
     return limit if (limit.fraction or 0) > 0 or (limit.size or 0) > 0 else None
 
 
+def has_variables(value: Any) -> bool:
+    """Whether Compose would fill something in: a ``$`` that is not the escape ``$$``."""
+    if isinstance(value, dict):
+        return any(has_variables(item) for item in value.values())
+    return isinstance(value, str) and "$" in value.replace("$$", "")
+
+
 def parse_value(
-    value: Any, *, file: str | None = None, service: str | None = None
+    value: Any, *, file: str | None = None, service: str | None = None, defer: bool = False
 ) -> dict[int | None, Limit]:
     """A value as caps per device index; key ``None`` is the cap for every device.
 
     Raises :class:`InvalidValue` naming the file, the service, the value and the rule it
-    breaks when the schema (or the library's range) refuses it.
+    breaks when the schema (or the library's range) refuses it.  ``defer``: a text with a
+    variable (``${CAP:-0.3}``, from ``config --no-interpolate``) is taken as it is, unchecked
+    and of unknown size, to be written where Compose fills it in as it fills in the value.
     """
     if isinstance(value, dict) and value:
         result: dict[int | None, Limit] = {}
         for key, item in value.items():
-            limit = _parse_limit(item)
+            limit = Limit(item) if defer and has_variables(item) else _parse_limit(item)
             if limit is None or not re.fullmatch(r"[0-9]+", str(key)):
                 break
             result[int(key)] = limit
         else:
             return result
     else:
-        limit = _parse_limit(value)
+        limit = Limit(value) if defer and has_variables(value) else _parse_limit(value)
         if limit is not None:
             return {None: limit}
-    raise InvalidValue(why(value), file=file, service=service, value=value)
+    checked = value
+    if defer and isinstance(value, dict):  # the rule broken by an item that was checked
+        checked = {key: item for key, item in value.items() if not has_variables(item)} or value
+    raise InvalidValue(why(checked), file=file, service=service, value=value)
 
 
 FORMS = 'a fraction (0.3), a percent ("30%"), a size with a binary unit ("12GiB") or {"0": 0.5, "1": "8GiB"}'
