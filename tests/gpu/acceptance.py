@@ -356,15 +356,20 @@ def hold_and_measure(env: Env, name, argvs, environ):
     return used, outs
 
 
+def within_cap(used):
+    """(whether the physical use read from outside is within the tolerance, its figure)"""
+    cap_mib = CAP // MIB
+    limit = cap_mib * (1 + PHYS_TOLERANCE)
+    return 0 < used <= limit, f"physical {used} MiB of cap {cap_mib} (<= {limit:.0f}, 2%)"
+
+
 def class_row(env: Env, name, argvs, globals_=False):
     environ = env.environ("8GiB", env.state_dir(name))
     exe = classes_exe(env, globals_)
     used, outs = hold_and_measure(env, name, [[exe, *a] for a in argvs], environ)
-    cap_mib = CAP // MIB
-    limit = cap_mib * (1 + PHYS_TOLERANCE)
+    held, figure = within_cap(used)
     filled = all("held=" in o for o in outs)
-    passed = filled and 0 < used <= limit
-    return passed, f"physical {used} MiB of cap {cap_mib} (<= {limit:.0f}, 2%); " + " | ".join(outs)
+    return filled and held, f"{figure}; " + " | ".join(outs)
 
 
 def check_class_stack(env):
@@ -416,6 +421,16 @@ def check_class_pool(env):
     return class_row(env, "pool", [["pool"], ["fill"]])
 
 
+def check_torch_green(env):
+    # 96 green contexts of 16 SMs through torch.cuda.green_contexts, a kernel in one, then fill
+    environ = env.environ("8GiB", env.state_dir("tgreen"))
+    used, outs = hold_and_measure(env, "tgreen", [[sys.executable, str(HERE / "torch_green.py")]], environ)
+    held, figure = within_cap(used)
+    r = last_json(outs[0]) if outs else {}
+    made = r.get("greens") == 96 and r.get("ran_in_green") == 2.0 * (1 << 20)
+    return held and made and r.get("oom") is not None, f"{figure}; {json.dumps(r)}"
+
+
 def torch_graph_row(env: Env, name, conf):
     environ = env.environ("8GiB", env.state_dir(name), PYTORCH_CUDA_ALLOC_CONF=conf)
     rc, out, err = run(env, [sys.executable, str(HERE / "torch_graph.py")], environ)
@@ -458,6 +473,7 @@ CHECKS = [
     ("class: graph 6 GiB, old cuGraphInstantiate, fill", check_class_oldgraph),
     ("class: 64 green contexts + 64 made/destroyed, fill", check_class_greens),
     ("class: pool keeps 6 GiB + 2nd fills", check_class_pool),
+    ("torch green contexts (96), fill", check_torch_green),
     ("torch CUDA graph, default allocator", check_torch_graph_default),
     ("torch CUDA graph, cudaMallocAsync", check_torch_graph_async),
 ]
