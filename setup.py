@@ -3,9 +3,11 @@
 ``make -C libinterpose`` builds ``libinterpose/build/libgpumem.so`` and the ledger reader
 ``libinterpose/build/gpumem-ledger`` with the system C compiler; both are copied to
 ``compose_gpumem/lib/`` inside the build so the wheel carries them as package data, in a wheel
-tagged for this machine (:class:`PlatformWheel`).  ``GPUMEM_SKIP_LIB=1`` builds without them (a
-wheel for tooling only, ``py3-none-any``: ``gpumem-compose install-lib`` then says the library
-is missing).
+tagged for this machine (:class:`PlatformWheel`).  ``GPUMEM_ARCH=aarch64`` cross-builds both for
+that machine instead (with ``aarch64-linux-gnu-gcc``, or ``CC``; into
+``libinterpose/build-aarch64``) and tags the wheel for it.  ``GPUMEM_SKIP_LIB=1`` builds without
+them (a wheel for tooling only, ``py3-none-any``: ``gpumem-compose install-lib`` then says the
+library is missing).
 """
 
 from __future__ import annotations
@@ -27,13 +29,39 @@ except ImportError:  # setuptools before 70.1
 
 ROOT = Path(__file__).resolve().parent
 LIBDIR = ROOT / "libinterpose"
-BUILT = LIBDIR / "build" / "libgpumem.so"
+LIBRARY = "libgpumem.so"
 #: shipped beside the library: ``gpumem-compose top`` reads ledgers through it
-READER = LIBDIR / "build" / "gpumem-ledger"
+READER = "gpumem-ledger"
+#: the machines a wheel can be built for (the library pins its glibc symbols for these two)
+ARCHES = ("x86_64", "aarch64")
+
+
+def target_arch() -> str:
+    """The machine the wheel is for: ``GPUMEM_ARCH``, else this one."""
+    arch = os.environ.get("GPUMEM_ARCH") or platform.machine()
+    if arch not in ARCHES:
+        sys.exit(f"compose_gpumem: GPUMEM_ARCH={arch}: a wheel is built for {' or '.join(ARCHES)}")
+    return arch
+
+
+def make_variables(arch: str) -> dict[str, str]:
+    """``make`` variables for ``arch``: none for this machine; a cross compiler and a build
+    directory of its own otherwise (objects of two machines never mix)."""
+    if arch == platform.machine():
+        return {}
+    cc = os.environ.get("CC") or f"{arch}-linux-gnu-gcc"
+    if shutil.which(cc) is None:
+        libc = {"aarch64": "arm64", "x86_64": "amd64"}[arch]
+        sys.exit(
+            f"compose_gpumem: cannot build for {arch}: `{cc}` not found "
+            f"(Debian: apt-get install gcc-{arch.replace('_', '-')}-linux-gnu libc6-dev-{libc}-cross)"
+        )
+    return {"CC": cc, "BUILD": str(LIBDIR / f"build-{arch}")}
 
 
 def build_library() -> Path:
-    """Run ``make -C libinterpose``; the built library's path, or exit with a clear message."""
+    """Run ``make -C libinterpose``; the directory holding what it built, or exit with a clear
+    message."""
     if not (LIBDIR / "Makefile").is_file():
         sys.exit(f"compose_gpumem: cannot build libgpumem.so: {LIBDIR / 'Makefile'} is missing")
     make = os.environ.get("MAKE", "make")
@@ -41,13 +69,16 @@ def build_library() -> Path:
         sys.exit(
             f"compose_gpumem: cannot build libgpumem.so: `{make}` not found (install make and a C compiler)"
         )
-    done = subprocess.run([make, "-C", str(LIBDIR)], check=False)
+    variables = make_variables(target_arch())
+    argv = [make, "-C", str(LIBDIR), *(f"{name}={value}" for name, value in variables.items())]
+    done = subprocess.run(argv, check=False)
     if done.returncode != 0:
-        sys.exit(f"compose_gpumem: `make -C libinterpose` failed (exit {done.returncode}); see above")
-    for built in (BUILT, READER):
+        sys.exit(f"compose_gpumem: `{' '.join(argv)}` failed (exit {done.returncode}); see above")
+    out = Path(variables.get("BUILD", LIBDIR / "build"))
+    for built in (out / LIBRARY, out / READER):
         if not built.is_file():
-            sys.exit(f"compose_gpumem: `make -C libinterpose` did not produce {built}")
-    return BUILT
+            sys.exit(f"compose_gpumem: `{' '.join(argv)}` did not produce {built}")
+    return out
 
 
 class BuildPyWithLibrary(build_py):
@@ -61,22 +92,23 @@ class BuildPyWithLibrary(build_py):
         for base in {Path(self.build_lib), ROOT} if self.editable_mode else {Path(self.build_lib)}:
             target = base / "compose_gpumem" / "lib"
             target.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(built, target / "libgpumem.so")
-            shutil.copy2(READER, target / READER.name)
+            for name in (LIBRARY, READER):
+                shutil.copy2(built / name, target / name)
 
 
 class PlatformWheel(bdist_wheel):  # type: ignore[misc]
     """A wheel that carries libgpumem.so is for one machine: ``py3-none-manylinux_2_17_<arch>``.
 
     No Python ABI is involved (the library is loaded by containers, not by Python); the library
-    needs nothing newer than GLIBC_2.17 (tests/lib/test_build.py checks it), which is the
-    manylinux2014 baseline.  ``GPUMEM_SKIP_LIB=1`` gives a wheel without it: ``py3-none-any``.
+    needs nothing newer than GLIBC_2.17 and the ledger reader is linked statically
+    (tests/unit/test_wheel.py checks both in the wheel), so the manylinux2014 baseline holds.
+    ``GPUMEM_SKIP_LIB=1`` gives a wheel without them: ``py3-none-any``.
     """
 
     def get_tag(self) -> tuple[str, str, str]:
         if self.root_is_pure:
             return super().get_tag()
-        arch = platform.machine()
+        arch = target_arch()
         return "py3", "none", f"manylinux_2_17_{arch}.manylinux2014_{arch}"
 
 

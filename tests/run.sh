@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: `bash tests/run.sh [pytest args]`.  On a fresh Debian 12 with only
 # Python and git, as root, it installs what the tests need when it is missing (Docker's engine
-# and CLI, a C compiler, make, binutils, python3-venv; tox into a venv of its own; a newer
-# Docker engine with CDI into a cache of its own, tests/e2e/fetch_cdi_engine.sh), then runs
+# and CLI, a C compiler, make, binutils, python3-venv, an aarch64 cross compiler and qemu-user;
+# tox into a venv of its own; a newer Docker engine with CDI into a cache of its own,
+# tests/e2e/fetch_cdi_engine.sh), then runs
 # `tox -e test`.  Not root: it installs nothing and names what is missing.  .ci/run calls it.
 # GPUMEM_TOX_VENV: where tox goes when it is not on PATH (default ${TMPDIR:-/tmp}/gpumem-tox).
 # The exit code is the tests' own; "no tests collected" (pytest's 5) is reported as a failure.
@@ -38,6 +39,12 @@ command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v zsh >/dev/null 2>&1 || need+=(zsh)               # the completion scripts' tests
 command -v fish >/dev/null 2>&1 || need+=(fish)
 command -v git >/dev/null 2>&1 || need+=(git)               # pre-commit try-repo
+# the aarch64 wheel: cross-built, its library run under qemu-user (tests/unit/test_wheel.py)
+if [ "$(uname -m)" = x86_64 ]; then
+    command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need+=(gcc-aarch64-linux-gnu)
+    [ -e /usr/aarch64-linux-gnu/include/stdio.h ] || need+=(libc6-dev-arm64-cross)
+    command -v qemu-aarch64 >/dev/null 2>&1 || need+=(qemu-user)
+fi
 command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
     mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

@@ -7,9 +7,8 @@
  * 2 no ledger in DIR; 3 usage error or the file cannot be read (one line on stderr, no JSON).
  * It never waits on the ledger: the file is opened non-blocking and not followed through a link,
  * read with pread into a copy (a shrunken file cannot fault it), the slot locks are only queried,
- * and an alarm ends it after ALARM_S whatever the file system does.  A host tool, built where it
- * runs (pip install .): its symbols are pinned as the library's are, but an executable's start-up
- * (__libc_start_main) is the building glibc's.  The JSON is documented in
+ * and an alarm ends it after ALARM_S whatever the file system does.  A host tool, linked
+ * statically (Makefile), so it runs on any glibc the wheel's manylinux_2_17 tag promises.  The JSON is documented in
  * libinterpose/README.md ("Reading a ledger"). */
 #include <errno.h>
 #include <fcntl.h>

@@ -7,8 +7,8 @@ cd "$(dirname "$0")/../.."
 out="$(mktemp -d)"
 chmod 755 "$out"   # a test runs the library as another user
 trap 'rm -rf "$out"' EXIT
-make -s -C libinterpose BUILD="$out/ubsan" CFLAGS="-O1 -g -fsanitize=undefined -fno-sanitize-recover=all"
-make -s -C libinterpose BUILD="$out/asan" CFLAGS="-O1 -g -fsanitize=address"
+make -s -C libinterpose BUILD="$out/ubsan" READER_LDFLAGS= CFLAGS="-O1 -g -fsanitize=undefined -fno-sanitize-recover=all"
+make -s -C libinterpose BUILD="$out/asan" READER_LDFLAGS= CFLAGS="-O1 -g -fsanitize=address"
 echo "== UBSan"
 GPUMEM_TEST_LIB="$out/ubsan/libgpumem.so" python -m pytest -q tests/lib "$@"
 echo "== ASan"
