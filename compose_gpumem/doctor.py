@@ -3,18 +3,27 @@ what each capped service of the project will get, and why.
 
 Reads :mod:`hostfacts` (nothing is started), runs the run path's prerequisite checks of
 :mod:`prereq` all at once instead of stopping at the first, and :mod:`enforce`'s decision per
-service.  Exit 0 only when every capped service will run capped as declared.
+service.  For each service the library caps, whether it loads in the service's image
+(:mod:`imagelibc`: the image's glibc, read from its files); for each running capped container
+(of the project, or of the engine outside one; read by :mod:`containers`, the one reader of
+the ``io.gpumem.*`` labels), the file system its ledger lives on, its size and room.  Exit 0
+only when every capped service will run capped as declared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import enforce, hostfacts, prereq
+from . import containers, enforce, hostfacts, imagelibc, prereq
 from .errors import GpumemError
 
-GiB = 1 << 30
+GiB, MiB, KiB = 1 << 30, 1 << 20, 1 << 10
+#: The ledger's file and its size: ``sizeof(struct ledger)`` of libinterpose/src/ledger_layout.h
+#: (1024 process slots, 32 devices; tests/unit/test_doctor.py compiles it to hold this true).
+LEDGER_FILE = "ledger-v4"
+LEDGER_BYTES = 283752
 
 
 def library_path(facts: hostfacts.Facts, services: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -40,13 +49,54 @@ def library_path(facts: hostfacts.Facts, services: Mapping[str, Mapping[str, Any
     return missing
 
 
+def ledger_room(container: containers.Capped) -> dict[str, Any]:
+    """The file system of a running container's ledger, read from the host through its root:
+    size and free bytes, the ledger's own size (``None``: no CUDA process has made it yet), and
+    a ``problem`` when a ledger still to be made has no room (every allocation would then be
+    refused)."""
+    room: dict[str, Any] = {"dir": container.state_dir}
+    if not container.ledger_dir:
+        return {**room, "error": "not running"}
+    try:
+        fs = os.statvfs(container.ledger_dir)
+    except OSError as error:
+        return {**room, "error": f"unreadable from here ({error.strerror}): doctor reads it as root"}
+    try:
+        ledger: int | None = os.stat(os.path.join(container.ledger_dir, LEDGER_FILE)).st_size
+    except OSError:
+        ledger = None
+    size, free = fs.f_blocks * fs.f_frsize, fs.f_bavail * fs.f_frsize
+    return {**room, "size": size, "free": free, "ledger_bytes": ledger, "problem": room_problem(free, ledger)}
+
+
+def room_problem(free: int, ledger: int | None) -> str:
+    """Why a ledger cannot be made in ``free`` bytes (``""``: it can, or it is there)."""
+    if ledger is not None or free >= LEDGER_BYTES:
+        return ""
+    return (
+        f"{_size(free)} free, and the ledger takes {_size(LEDGER_BYTES)}: its first CUDA process "
+        "will have every allocation refused"
+    )
+
+
+def _size(n: int) -> str:
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if n >= unit:
+            return f"{n / unit:.1f} {name}"
+    return f"{n} bytes"
+
+
 def report(
     facts: hostfacts.Facts,
     services: Mapping[str, Mapping[str, Any]],
     decisions: Mapping[str, enforce.Decision | str],
+    *,
+    images: Mapping[str, imagelibc.ImageLibc] | None = None,
+    running: Iterable[containers.Capped] = (),
 ) -> dict[str, Any]:
     """Everything doctor says, as data (``--format json``); ``decisions``: a decision, or the
-    error that refuses the service."""
+    error that refuses the service; ``images``: per service the library caps, what its image's
+    C library says; ``running``: the capped containers to report on."""
     lib_missing = library_path(facts, {f"service {n!r}": s for n, s in services.items()})
     driver_missing = enforce.driver_missing(facts, enforce.target(["*"], facts.nvml), {})
     per_service: dict[str, dict[str, Any]] = {}
@@ -63,6 +113,28 @@ def report(
             "driver_env": decision.env,
             "cdi_devices": list(decision.cdi_devices),
         }
+        found = (images or {}).get(name)
+        if found is not None and decision.library:
+            per_service[name]["image"] = {"name": found.image, "loads": found.loads, "why": found.why}
+            ok = ok and found.loads is not False
+    boxes = []
+    for box in running:
+        entry: dict[str, Any] = {
+            "name": box.name,
+            "service": box.service,
+            "enforce": box.enforce,
+            "problem": box.problem,
+        }
+        if box.enforce in ("library", "both") and not box.problem:
+            # its pid is the engine's host's: /proc here is another machine's
+            entry["ledger"] = (
+                ledger_room(box)
+                if facts.engine.local
+                else {"dir": box.state_dir, "error": "the engine is on another host: not read from here"}
+            )
+            ok = ok and not entry["ledger"].get("problem")
+        ok = ok and not box.problem
+        boxes.append(entry)
     return {
         "ok": ok,
         "host": facts.as_dict(),
@@ -71,6 +143,7 @@ def report(
             "driver": {"ready": not driver_missing, "missing": driver_missing},
         },
         "services": per_service,
+        "running": boxes,
     }
 
 
@@ -121,6 +194,10 @@ def render(data: dict[str, Any]) -> str:
         out.append(line)
         if svc["enforce"] == "library" and svc["asked"] == "auto":
             out += [f"    not the driver's limit: {why}" for why in svc["why"]]
+        if "image" in svc:
+            verdict = {True: "libgpumem.so loads", False: "NOT CAPPED", None: "cannot tell"}
+            image = svc["image"]
+            out.append(f"    image {image['name']}: {image['why']} ({verdict[image['loads']]})")
         if "live" in svc:
             reading = svc["live"]
             if "total_mib" in reading:
@@ -128,6 +205,25 @@ def render(data: dict[str, Any]) -> str:
                 out.append(f"    live: nvidia-smi in a throwaway container shows {shown}")
             else:
                 out.append(f"    live: no reading ({reading['error']})")
+    if data["running"]:
+        out.append("running capped containers:")
+    for box in data["running"]:
+        line = f"  {box['name']}: {box['enforce']}"
+        if box["problem"]:
+            line += f": {box['problem']}"
+        ledger = box.get("ledger")
+        if ledger and "error" in ledger:
+            line += f"; ledger {ledger['dir']}: {ledger['error']}"
+        elif ledger:
+            made = (
+                f"{_size(ledger['ledger_bytes'])} ledger"
+                if ledger["ledger_bytes"] is not None
+                else "no ledger yet"
+            )
+            line += f"; ledger {ledger['dir']}: {_size(ledger['size'])}, {_size(ledger['free'])} free, {made}"
+            if ledger["problem"]:
+                line += f": {ledger['problem']}"
+        out.append(line)
     out.append("ok: every capped service will run capped as declared" if data["ok"] else "not ok")
     return "\n".join(out) + "\n"
 
@@ -144,19 +240,51 @@ def run(
     facts = hostfacts.gather()
     services: dict[str, Mapping[str, Any]] = {}
     decisions: dict[str, enforce.Decision | str] = {}
+    name = ""
     if project is not None:
         plans = {n: p for n, p in project.plans.items() if not only or n in only}
         services = {n: project.services[n] for n in plans}
-        for name in plans:
+        name, image_of = service_images(project.text)
+        for service in plans:
             try:
                 decisions.update(
                     enforce.project_decisions(
-                        project.text, {name: plans[name]}, facts, override=override, file=file
+                        project.text, {service: plans[service]}, facts, override=override, file=file
                     )
                 )
             except GpumemError as error:
-                decisions[name] = str(error)
-    return report(facts, services, decisions)
+                decisions[service] = str(error)
+    images: dict[str, imagelibc.ImageLibc] = {}
+    running: list[containers.Capped] = []
+    if facts.engine.reachable:
+        seen: dict[str, imagelibc.ImageLibc] = {}
+        for service, decision in decisions.items():
+            if isinstance(decision, enforce.Decision) and decision.library:
+                image = image_of.get(service) or f"{name}-{service}"
+                images[service] = seen[image] = seen.get(image) or imagelibc.read(image)
+        try:
+            found = containers.inventory().capped
+        except GpumemError:
+            found = ()
+        running = [
+            c for c in found if project is None or (c.project == name and (not only or c.service in only))
+        ]
+    return report(facts, services, decisions, images=images, running=running)
+
+
+def service_images(text: str) -> tuple[str, dict[str, str]]:
+    """The project's name and each service's image, from Compose's resolved YAML (a service
+    with ``build:`` and no ``image:`` is ``<project>-<service>``, as Compose names it)."""
+    from .yamlio import load_fast
+
+    doc = load_fast(text) or {}
+    name = str(doc.get("name") or "")
+    services = doc.get("services") or {}
+    return name, {
+        service: str(spec.get("image") or f"{name}-{service}")
+        for service, spec in services.items()
+        if isinstance(spec, dict)
+    }
 
 
 #: What ``--live`` runs in each service's image: nvidia-smi, which the NVIDIA runtime mounts into

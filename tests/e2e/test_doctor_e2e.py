@@ -139,3 +139,91 @@ def test_doctor_live_without_nvidia_smi_in_the_image_is_not_ok(e2e, tmp_path):
     data = json.loads(done.stdout)
     assert done.returncode == 1 and data["ok"] is False
     assert data["services"]["bare"]["live"]["error"].startswith("exit ")
+
+
+def test_doctor_reads_the_images_glibc_and_the_running_containers_ledger(e2e, tmp_path):
+    (tmp_path / "compose.yaml").write_text(
+        json.dumps(
+            {
+                "services": {
+                    "app": {
+                        "image": e2e.image,
+                        "runtime": "nvidia",
+                        "x-gpu-memory": "2GiB",
+                        "command": ["sleep", "300"],
+                    }
+                }
+            }
+        )
+    )
+    project = f"gpumem-e2e-doctor-{os.getpid()}"
+    env = dict(os.environ, COMPOSE_PROJECT_NAME=project)
+    up = doctor([e2e.gpumem_compose, "up", "-d"], env, tmp_path)
+    assert up.returncode == 0, up.stderr
+    try:
+        box = e2e.container_of(project, "app")
+        before = json.loads(doctor([e2e.gpumem_compose, "doctor", "--format", "json"], env, tmp_path).stdout)
+        assert e2e.alloc(box, 1 << 20) == "ok"  # the first CUDA process makes the ledger
+        done = doctor([e2e.gpumem_compose, "doctor", "--format", "json"], env, tmp_path)
+        data = json.loads(done.stdout)
+        release = os.confstr("CS_GNU_LIBC_VERSION").split()[-1]  # the image holds this host's libc
+        assert data["services"]["app"]["image"] == {
+            "name": e2e.image,
+            "loads": True,
+            "why": f"glibc {release}",
+        }
+        (running,) = data["running"]
+        assert (running["service"], running["enforce"], running["problem"]) == ("app", "library", "")
+        ledger = running["ledger"]
+        assert ledger["dir"] == "/run/gpumem" and ledger["problem"] == "" and ledger["free"] > 0
+        assert before["running"][0]["ledger"]["ledger_bytes"] is None
+        assert ledger["ledger_bytes"] == 283752  # sizeof(struct ledger): doctor's LEDGER_BYTES
+        assert done.returncode == 0, data
+        text = doctor([e2e.gpumem_compose, "doctor"], env, tmp_path).stdout
+        assert f"    image {e2e.image}: glibc {release} (libgpumem.so loads)\n" in text
+        assert "running capped containers:\n  " in text and "277.1 KiB ledger" in text
+    finally:
+        doctor([e2e.gpumem_compose, "down", "-t", "0"], env, tmp_path)
+
+
+def _import(tmp_path, tag, files):
+    """An image of a few files (path -> bytes), imported (no registry)."""
+    import tarfile
+
+    tar_path = tmp_path / f"{tag.replace(':', '-')}.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, fileobj=__import__("io").BytesIO(data))
+    subprocess.run(["docker", "import", str(tar_path), tag], capture_output=True, check=True)
+
+
+def test_doctor_says_when_the_library_cannot_load_in_an_image_or_cannot_tell(e2e, tmp_path):
+    suffix = os.getpid()
+    musl, bare = f"gpumem-e2e-musl:{suffix}", f"gpumem-e2e-bare:{suffix}"
+    _import(tmp_path, musl, {"lib/ld-musl-x86_64.so.1": b"\x7fELF musl stand-in", "bin/sh": b"#!"})
+    _import(tmp_path, bare, {"app": b"a static program"})
+    services = {
+        name: {"image": image, "runtime": "nvidia", "x-gpu-memory": "1GiB"}
+        for name, image in (("musl", musl), ("bare", bare), ("absent", f"gpumem-e2e-absent:{suffix}"))
+    }
+    (tmp_path / "compose.yaml").write_text(json.dumps({"services": services}))
+    try:
+        done = doctor([e2e.gpumem_compose, "doctor", "--format", "json"], dict(os.environ), tmp_path)
+        data = json.loads(done.stdout)
+        images = {name: svc["image"] for name, svc in data["services"].items()}
+        assert images["musl"]["loads"] is False and images["musl"]["why"].startswith("musl libc, no glibc")
+        assert images["bare"] == {
+            "name": bare,
+            "loads": None,
+            "why": "unknown: no libc.so.6 where distributions keep it",
+        }
+        assert images["absent"]["why"] == "unknown: the image is not on the engine (pull or build it first)"
+        assert done.returncode == 1 and data["ok"] is False  # musl alone makes it not ok
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"ancestor={musl}"], capture_output=True, text=True
+        )
+        assert left.stdout.split() == []  # the containers read from are gone
+    finally:
+        subprocess.run(["docker", "rmi", "-f", musl, bare], capture_output=True)
