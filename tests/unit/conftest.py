@@ -71,3 +71,12 @@ def recorder(tmp_path: Path, compose_cmd: list[str]) -> Path:
     )
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return script
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path) -> Path:
+    """GPUMEM_DOCKER_BIN stand-in: records its arguments in tmp_path/record and exits 5."""
+    script = tmp_path / "docker"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/record\nexit 5\n')
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
@@ -120,15 +119,6 @@ def test_errors() -> None:
         rewrite(["run", "--gpu-memory", "0.3", "img"], environ={})
     with pytest.raises(UsageError):
         rewrite(["run", "--gpus", "all", "--gpu-memory"], environ={})
-
-
-@pytest.fixture
-def fake_docker(tmp_path: Path) -> Path:
-    """GPUMEM_DOCKER_BIN stand-in: records its arguments and exits 5."""
-    script = tmp_path / "docker"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/record\nexit 5\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return script
 
 
 def test_docker_gets_the_arguments_and_its_exit_code_comes_back(

@@ -4,7 +4,6 @@ options."""
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
@@ -71,14 +70,6 @@ def test_our_options_need_a_cap_and_a_known_mode() -> None:
     with pytest.raises(InvalidValue) as caught:
         rewrite(["run", "--gpus", "all", "--gpu-memory", "0.3", "--enforce=cgroup", "img"], environ={})
     assert str(caught.value) == "--enforce 'cgroup': must be one of auto, library, driver, both"
-
-
-@pytest.fixture
-def fake_docker(tmp_path: Path) -> Path:
-    script = tmp_path / "docker"
-    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {tmp_path}/record\nexit 5\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return script
 
 
 def _run(tmp_path: Path, fake_docker: Path, fake_nvml: Path, *args: str, driver: str = "580.159.04"):
