@@ -10,7 +10,9 @@ command line wins over both) is ``auto``, ``library``, ``driver`` or ``both``:
   calls ``nvmlDeviceSetMemoryLimits_v1`` on the container's cgroup when both
   ``NVIDIA_GPU_MEMORY_REQUEST`` and ``NVIDIA_GPU_MEMORY_LIMIT`` (MiB, request <= limit) are set
   and the GPU comes through CDI (``nvidia.com/gpu=...``).  It counts all memory the driver holds
-  for the container (contexts included), but the container is still told the whole card.
+  for the container (contexts included).  What CUDA then reports to the container is not
+  documented; NVIDIA documents NVML's ``nvmlDeviceGetMemoryInfo_v2``, read inside the cgroup,
+  as what is left to allocate.
 - ``both``: the driver's limit under the library (the cap in ``nvidia-smi`` and
   ``mem_get_info``, one ledger for ``top``).
 - ``auto`` (the default): ``both`` where every prerequisite of the driver path holds, else
@@ -96,7 +98,7 @@ def driver_missing(facts: hostfacts.Facts, gpus: Target, limits: Mapping[int | N
     if migs:
         missing.append(f"GPU {', '.join(migs)} in MIG mode (the driver's limit is for non-MIG devices)")
     if not engine.cdi_spec_dirs:
-        missing.append("the engine does not resolve CDI devices (Docker 27 or later, CDI enabled)")
+        missing.append("the engine does not resolve CDI devices (Docker 25 or later with CDI enabled)")
     elif not any(s.memory_limit_hook and s.kind == "nvidia.com/gpu" for s in facts.cdi):
         missing.append(
             f"no CDI spec in {', '.join(engine.cdi_spec_dirs)} runs the toolkit's "

@@ -145,7 +145,7 @@ def check_routes(
         if way.cdi and not engine.cdi_spec_dirs:
             raise PrerequisiteMissing(
                 f"{name} asks for a CDI device (`{inject.CDI_GPU}{way.cdi[0]}`), and the Docker "
-                f"engine {engine.version or ''} does not resolve CDI devices: use Docker 27 or later with "
+                f"engine {engine.version or ''} does not resolve CDI devices: use Docker 25 or later with "
                 "CDI enabled (on by default from Docker 28)"
             )
         missing = [d for d in way.cdi if d not in gpu_devices]

@@ -34,7 +34,7 @@ def test_doctor_on_this_cpu_host_says_no_gpu_and_why_the_driver_path_is_absent(e
     assert any(m.startswith("no NVIDIA GPU on this host (no /dev/nvidiactl") for m in library), library
     driver = data["paths"]["driver"]["missing"]
     assert "no NVIDIA driver answers (no /dev/nvidiactl: no NVIDIA driver is loaded)" in driver
-    assert "the engine does not resolve CDI devices (Docker 27 or later, CDI enabled)" in driver
+    assert "the engine does not resolve CDI devices (Docker 25 or later with CDI enabled)" in driver
     assert data["services"]["cuda"]["enforce"] == "library"
     text = doctor([e2e.gpumem_compose, "doctor"], env, REPO / "samples" / "first-cap").stdout
     assert "  cuda: library (auto)" in text and "  driver: not ready" in text and text.endswith("not ok\n")

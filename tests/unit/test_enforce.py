@@ -98,7 +98,7 @@ def test_auto_on_the_580_driver_is_the_library_and_says_why(host):
     [
         ({"mig": "1"}, "GPU 0 in MIG mode (the driver's limit is for non-MIG devices)"),
         ({"cgroup": "1"}, "the engine runs cgroup v1; the driver's limit needs v2"),
-        ({"cdi": None}, "the engine does not resolve CDI devices (Docker 27 or later, CDI enabled)"),
+        ({"cdi": None}, "the engine does not resolve CDI devices (Docker 25 or later with CDI enabled)"),
         ({"cdi": UNHOOKED}, "runs the toolkit's `apply-cuda-memory-limits` hook"),
         ({"cuda": "13030"}, "is older than r615 (CUDA 13.4)"),
         ({"local": False}, "the engine (tcp://gpu-box:2376) is not on this host"),
