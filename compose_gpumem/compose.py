@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
 
 from .errors import (
     ComposeFailed,
@@ -23,6 +22,10 @@ from .errors import (
     raise_if_stopped,
     stop_requests,
 )
+
+TYPE_CHECKING = False  # `typing` (and collections.abc) stay off the path to starting Compose
+if TYPE_CHECKING:
+    from typing import Sequence
 
 PLUGIN_DIRS = (
     "/usr/local/lib/docker/cli-plugins",

@@ -6,7 +6,9 @@ straight to the line to fix (``compose.yaml: service 'trainer': x-gpu-memory '1.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # `typing` stays off the path to starting Compose (see options.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class GpumemError(Exception):

@@ -8,20 +8,24 @@ Per limited service: a read-only bind mount of the library file at ``/opt/gpumem
 ``LD_PRELOAD`` with ``/opt/gpumem/libgpumem.so`` put in front of any value already there,
 ``GPUMEM_LIMIT`` (or ``GPUMEM_LIMIT_<n>`` per device index) with the value as written,
 ``GPUMEM_STATE_DIR=/run/gpumem`` on a tmpfs mount of its own (see :data:`LEDGER_DIR`), and the
-labels of :mod:`compose_gpumem.containers`.  Nothing else changes, and injecting twice gives
+labels of :mod:`compose_gpumem.caplabels`.  Nothing else changes, and injecting twice gives
 the same result as injecting once.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from . import containers
+from . import caplabels
 from .errors import InvalidValue, NoGpuRequest
-from .validate import Limit, Share, parse_value
+from .records import Record
+from .validate import Share, parse_value
+
+TYPE_CHECKING = False  # `typing` stays off the path of `config` (see options.py)
+if TYPE_CHECKING:
+    from typing import Any, Mapping, Sequence
+
+    from .validate import Limit
 
 KEY = "x-gpu-memory"
 MOUNT_DIR = "/opt/gpumem"
@@ -40,12 +44,15 @@ HOW_TO_REQUEST = (
 )
 
 
-@dataclass(frozen=True)
-class GpuRequest:
+class GpuRequest(Record):
     """The GPUs a service asks for: host ids in container order, or a count (``-1``: all)."""
 
-    ids: tuple[str, ...] = ()
-    count: int = -1
+    FIELDS = ("ids", "count")
+    __slots__ = FIELDS
+
+    def __init__(self, ids: tuple[str, ...] = (), count: int = -1) -> None:
+        self.ids = ids
+        self.count = count
 
     def host_gpu(self, index: int) -> str | None:
         """The host GPU behind container device ``index``; ``None`` when there is none."""
@@ -127,16 +134,31 @@ def _flatten(items: Any) -> list[Any]:
     return out
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What one service gets: caps per device index (``None``: every device) and its GPUs."""
+class Plan(Record):
+    """What one service gets: caps per device index (``None``: every device) and its GPUs;
+    ``replicas``: containers of the service (``deploy.replicas``, ``scale``, ``up --scale``),
+    each capped."""
 
-    limits: dict[int | None, Limit]
-    request: GpuRequest
-    profiles: tuple[str, ...] = ()
-    state_dir: str = STATE_DIR
-    #: containers of the service (``deploy.replicas``, ``scale``, ``up --scale``), each capped
-    replicas: int = 1
+    FIELDS = ("limits", "request", "profiles", "state_dir", "replicas")
+    __slots__ = FIELDS
+
+    def __init__(
+        self,
+        limits: dict[int | None, Limit],
+        request: GpuRequest,
+        profiles: tuple[str, ...] = (),
+        state_dir: str = STATE_DIR,
+        replicas: int = 1,
+    ) -> None:
+        self.limits = limits
+        self.request = request
+        self.profiles = profiles
+        self.state_dir = state_dir
+        self.replicas = replicas
+
+    def with_replicas(self, replicas: int) -> Plan:
+        """The same plan for ``replicas`` containers (``up --scale``)."""
+        return Plan(self.limits, self.request, self.profiles, self.state_dir, replicas)
 
     def shares(self, service: str) -> list[Share]:
         """One container's caps as shares of host GPUs."""
@@ -156,12 +178,12 @@ class Plan:
             return self.shares(service)
         return [s for n in range(1, self.replicas + 1) for s in self.shares(f"{service}-{n}")]
 
-    def labels(self, service: str, names: containers.GpuNames | None = None) -> dict[str, str]:
-        """The labels a container of this service carries (:mod:`compose_gpumem.containers`);
+    def labels(self, service: str, names: caplabels.GpuNames | None = None) -> dict[str, str]:
+        """The labels a container of this service carries (:mod:`compose_gpumem.caplabels`);
         GPUs by UUID where ``names`` knows them, else as the file names them."""
         shares = [(s.gpu, s.limit) for s in self.shares(service)]
-        promised = containers.promise(shares, names or containers.GpuNames())
-        return containers.labels(self.limits, promised, state_dir=self.state_dir)
+        promised = caplabels.promise(shares, names or caplabels.GpuNames())
+        return caplabels.labels(self.limits, promised, state_dir=self.state_dir)
 
 
 def plan(
@@ -297,7 +319,7 @@ def conflicts(taken: Mapping[str, tuple[str, str]]) -> str | None:
 
 
 def additions(
-    service: dict[str, Any], p: Plan, source: str, *, name: str = "", names: containers.GpuNames | None = None
+    service: dict[str, Any], p: Plan, source: str, *, name: str = "", names: caplabels.GpuNames | None = None
 ) -> dict[str, Any]:
     """Only what the cap adds to one service: its environment entries, the two mounts and the
     labels (GPUs by UUID where ``names`` knows them)."""
@@ -331,7 +353,7 @@ def inject_service(
     source: str,
     *,
     name: str = "",
-    names: containers.GpuNames | None = None,
+    names: caplabels.GpuNames | None = None,
 ) -> dict[str, Any]:
     """A new service with the additions merged in as Compose would merge an override."""
     added = additions(service, p, source, name=name, names=names)

@@ -7,11 +7,9 @@ This module imports nothing heavy; ``click`` is imported only by :func:`compose_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 TYPE_CHECKING = False  # `typing` costs ~10 ms to import: it stays off the path to Compose
 if TYPE_CHECKING:
-    from typing import Any, Callable, TypeVar
+    from typing import Any, Callable, Sequence, TypeVar
 
     F = TypeVar("F", bound=Callable[..., Any])
 

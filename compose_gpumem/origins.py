@@ -11,10 +11,13 @@ relative to the file that names them.  Files are read only when a message needs 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import compose, yamlio
 from .errors import GpumemError, Overcommit
+
+TYPE_CHECKING = False  # `typing` stays off the path of `config` (see options.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: per key, where the value Compose keeps is written: a file's absolute path and the service
 #: there (another than the one asked about when it comes through ``extends``; "" at the top level)

@@ -9,16 +9,17 @@ text; :meth:`Project.injected_document` gives the whole document (for ``--format
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
-
-from . import compose, containers, inject, library, yamlio
+from . import caplabels, compose, inject, library, yamlio
 from .errors import ComposeFailed, GpumemError
 from .validate import check_overcommit, decimal_unit_note
 
-#: a key of a service as messages name it: ``FILE: service 'NAME'`` (see :mod:`origins`)
-Where = Callable[[str, str], str]
+TYPE_CHECKING = False  # `typing` stays off the path of `config` (see options.py)
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping, Sequence
+
+    #: a key of a service as messages name it: ``FILE: service 'NAME'`` (see :mod:`origins`)
+    Where = Callable[[str, str], str]
+
 _GPU_HINTS = ("gpus:", "runtime: nvidia", "capabilities:", "nvidia.com/gpu=")
 #: The keys of a service that decide its cap; only these are parsed.
 _NEEDED = frozenset(
@@ -30,22 +31,30 @@ _WRITTEN = ("environment", "labels", "volumes")
 _OUR_TARGETS = (inject.MOUNT_DIR, inject.LEDGER_DIR)
 
 
-@dataclass
 class Project:
     """A resolved project and the caps its services get.
 
     ``services`` holds, per service that may carry a cap, the keys that decide it (see
     ``_NEEDED``) and ``volumes`` when it already mounts ``/opt/gpumem``; ``blocks`` gives each
-    such service's block in ``split``, where the injection is spliced in.
+    such service's block in ``split``, where the injection is spliced in; ``names``: the host's
+    GPUs, for labels naming them by UUID (empty: as the files name them).
     """
 
-    text: str
-    services: dict[str, Any]
-    plans: dict[str, inject.Plan]
-    split: yamlio.Split | None
-    blocks: dict[str, int] = field(default_factory=dict)
-    #: the host's GPUs, for labels naming them by UUID (empty: as the files name them)
-    names: containers.GpuNames = field(default_factory=containers.GpuNames)
+    def __init__(
+        self,
+        text: str,
+        services: dict[str, Any],
+        plans: dict[str, inject.Plan],
+        split: yamlio.Split | None,
+        blocks: dict[str, int] | None = None,
+        names: caplabels.GpuNames | None = None,
+    ) -> None:
+        self.text = text
+        self.services = services
+        self.plans = plans
+        self.split = split
+        self.blocks = blocks if blocks is not None else {}
+        self.names = names if names is not None else caplabels.GpuNames()
 
     def injected_yaml(self, source: str | None = None) -> str:
         """Compose's YAML with the caps injected, in Compose's layout; ``$`` stays ``$$``."""
@@ -83,7 +92,7 @@ class Project:
 
 
 def _splice(
-    block: str, service: dict[str, Any], plan: inject.Plan, source: str, name: str, names: containers.GpuNames
+    block: str, service: dict[str, Any], plan: inject.Plan, source: str, name: str, names: caplabels.GpuNames
 ) -> str:
     """One service block with the injection written into its ``environment``, ``labels`` and
     ``volumes``."""
@@ -325,7 +334,7 @@ def from_text(
     _warn_replaced(checked, plans, default, where)
     for name, count in (scale or {}).items():
         if name in plans:
-            plans[name] = dataclasses.replace(plans[name], replicas=count)
+            plans[name] = plans[name].with_replicas(count)
     if not allow_overcommit:
         groups = [inject.all_shares(plans)] if enabled is None else inject.share_groups(plans, enabled)
         for shares in groups:

@@ -13,45 +13,60 @@ imported only when a size is given; no driver or no GPU means sizes are not chec
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Iterable, Mapping
 
 from .errors import InvalidValue, Overcommit
+from .records import Record
+
+TYPE_CHECKING = False  # `typing`, `re` and `json` stay off the path of a numeric value
+if TYPE_CHECKING:
+    import re
+    from typing import Any, Callable, Iterable, Mapping
 
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
-@dataclass(frozen=True)
-class Limit:
+class Limit(Record):
     """One cap: ``text`` goes to ``GPUMEM_LIMIT*`` verbatim; ``fraction`` or ``size`` is its meaning."""
 
-    text: str
-    fraction: float | None = None
-    size: int | None = None
+    FIELDS = ("text", "fraction", "size")
+    __slots__ = FIELDS
+
+    def __init__(self, text: str, fraction: float | None = None, size: int | None = None) -> None:
+        self.text = text
+        self.fraction = fraction
+        self.size = size
 
 
-@lru_cache(maxsize=1)
+_loaded: dict[str, Any] = {}
+
+
 def schema() -> dict[str, Any]:
-    """The JSON Schema of ``x-gpu-memory``, as shipped in the package."""
-    with open(os.path.join(os.path.dirname(__file__), "schema.json"), encoding="utf-8") as file:
-        text = file.read()
-    result: dict[str, Any] = json.loads(text)
+    """The JSON Schema of ``x-gpu-memory``, as shipped in the package (read once)."""
+    if "schema" not in _loaded:
+        import json
+
+        with open(os.path.join(os.path.dirname(__file__), "schema.json"), encoding="utf-8") as file:
+            _loaded["schema"] = json.loads(file.read())
+    result: dict[str, Any] = _loaded["schema"]
     return result
 
 
-@lru_cache(maxsize=1)
 def _patterns() -> dict[str, re.Pattern[str]]:
-    defs = schema()["$defs"]
-    return {name: re.compile(defs[name]["pattern"]) for name in ("fraction-text", "percent", "size")}
+    """The schema's patterns for a text value, compiled once (only a text value needs them)."""
+    if "patterns" not in _loaded:
+        import re
+
+        defs = schema()["$defs"]
+        _loaded["patterns"] = {
+            name: re.compile(defs[name]["pattern"]) for name in ("fraction-text", "percent", "size")
+        }
+    patterns: dict[str, re.Pattern[str]] = _loaded["patterns"]
+    return patterns
 
 
 #: The largest size the library takes (``limits.c``: a size above 1.8e19 bytes is malformed).
 MAX_BYTES = 1.8e19
-_NUMBER = re.compile(r"([0-9]*)(?:\.([0-9]+))?")
 
 
 def value_text(value: Any) -> str:
@@ -59,23 +74,43 @@ def value_text(value: Any) -> str:
     and no exponent (the library reads a number without a dot as a count of bytes, and knows
     no exponent): ``1e-30`` is written ``0.000000000000000000000000000001``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        from decimal import Decimal
-
-        text = format(Decimal(repr(float(value))), "f")
+        text = _positional(repr(float(value)))
         return text if "." in text else text + ".0"
     return str(value)
+
+
+def _positional(text: str) -> str:
+    """A float's ``repr`` without its exponent, every digit kept (as ``format(Decimal(text),
+    "f")`` writes it; decimal costs an import on every call of ``config``)."""
+    mantissa, e, exponent = text.partition("e")
+    if not e:
+        return text  # already positional (or inf, nan: never a value that gets here)
+    sign = "-" if mantissa.startswith("-") else ""
+    whole, _, fraction = mantissa.lstrip("-").partition(".")
+    digits = whole + fraction
+    point = len(whole) + int(exponent)  # where the dot goes in `digits`
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def _digits(text: str) -> bool:
+    """``[0-9]+``: one ASCII digit or more (``str.isdigit`` alone takes other scripts' digits)."""
+    return text.isascii() and text.isdigit()
 
 
 def library_number(text: str) -> float:
     """``digits[.digits]`` read exactly as the library's ``parse_number`` reads it (the same
     double operations in the same order), so the tool means the bytes the library will cap at."""
-    match = _NUMBER.fullmatch(text)
-    if match is None:
+    whole, dot, fraction = text.partition(".")
+    if (whole and not _digits(whole)) or (dot and not _digits(fraction)):
         raise ValueError(text)
     value, scale = 0.0, 1.0
-    for digit in match.group(1):
+    for digit in whole:
         value = value * 10 + (ord(digit) - 48)
-    for digit in match.group(2) or "":
+    for digit in fraction:
         scale /= 10
         value += (ord(digit) - 48) * scale
     return value
@@ -97,6 +132,8 @@ def _parse_limit(value: Any) -> Limit | None:
     if patterns["percent"].match(value):
         return _positive(Limit(value, fraction=library_number(value[:-1]) / 100.0))
     if patterns["size"].match(value):
+        import re
+
         match = re.match(r"([0-9.]+)([a-zA-Z]*)", value)
         assert match is not None
         unit = match.group(2).lower()[:1]
@@ -134,7 +171,7 @@ def parse_value(
         result: dict[int | None, Limit] = {}
         for key, item in value.items():
             limit = Limit(item) if defer and has_variables(item) else _parse_limit(item)
-            if limit is None or not re.fullmatch(r"[0-9]+", str(key)):
+            if limit is None or not _digits(str(key)):
                 break
             result[int(key)] = limit
         else:
@@ -158,6 +195,8 @@ def why(value: Any) -> str:
 
 
 def _rule(value: Any, *, nested: bool = False) -> str:
+    import re
+
     if isinstance(value, bool) or value is None:
         return f"must be a number or a text, not {_short(value)}"
     if isinstance(value, (int, float)):
@@ -195,6 +234,8 @@ def _rule(value: Any, *, nested: bool = False) -> str:
 
 
 def _short(value: Any) -> str:
+    import json
+
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
 
@@ -203,8 +244,12 @@ def decimal_unit_note(limits: dict[int | None, Limit]) -> str | None:
     """A note when a size is written with a unit that reads as decimal elsewhere ("12GB"): the
     units here are binary, as in Docker, so say which it is."""
     for limit in limits.values():
+        if limit.size is None:
+            continue
+        import re
+
         match = re.fullmatch(r"([0-9.]+)([kKmMgGtTpP])[bB]", limit.text)
-        if match and limit.size is not None:
+        if match:
             unit = match.group(2).upper()
             return (
                 f"{limit.text!r} is read as {match.group(1)} {unit}iB = {limit.size} bytes "
@@ -213,13 +258,16 @@ def decimal_unit_note(limits: dict[int | None, Limit]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Share:
+class Share(Record):
     """One service's cap on one GPU, named as the host names it (``*``: every GPU)."""
 
-    service: str
-    gpu: str
-    limit: Limit
+    FIELDS = ("service", "gpu", "limit")
+    __slots__ = FIELDS
+
+    def __init__(self, service: str, gpu: str, limit: Limit) -> None:
+        self.service = service
+        self.gpu = gpu
+        self.limit = limit
 
 
 def device_totals(gpus: Iterable[str]) -> dict[str, int]:

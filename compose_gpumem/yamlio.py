@@ -20,11 +20,15 @@ that came from Compose keeps its ``$$`` escapes and reads back the same.
 
 from __future__ import annotations
 
-import json
-import math
 import re
-from dataclasses import dataclass, field
-from typing import Any
+
+from .records import Record
+
+TYPE_CHECKING = False  # `typing` stays off the path of `config` (see options.py)
+if TYPE_CHECKING:
+    from typing import Any
+
+_INFINITY = float("inf")
 
 #: plain text, and ``0=0.5,1=8GiB`` (our labels): digits then ``=`` are no number or date in YAML
 #: 1.1 or 1.2, and Compose prints them plain too
@@ -43,9 +47,9 @@ def scalar(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
+        if value != value:  # nan
             return ".nan"
-        if math.isinf(value):
+        if value in (_INFINITY, -_INFINITY):
             return ".inf" if value > 0 else "-.inf"
         text = repr(value)
         if "e" in text and "." not in text:  # YAML 1.1 wants a dot in the mantissa
@@ -55,7 +59,34 @@ def scalar(value: Any) -> str:
     text = str(value)
     if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
         return text
+    return _quoted(text)
+
+
+def _plain_json(text: str) -> bool:
+    """Whether JSON writes ``text`` between its quotes unchanged: no quote, no backslash, no
+    control character."""
+    return '"' not in text and "\\" not in text and (not text or min(text) >= " ")
+
+
+def _quoted(text: str) -> str:
+    """``json.dumps(text, ensure_ascii=False)``; json is imported only for text it escapes."""
+    if _plain_json(text):
+        return f'"{text}"'
+    import json
+
     return json.dumps(text, ensure_ascii=False)
+
+
+def _unquoted(inner: str) -> str:
+    """The string of the JSON text ``"inner"``; ValueError when that is no JSON string."""
+    if _plain_json(inner):
+        return inner
+    import json
+
+    value = json.loads(f'"{inner}"')
+    if not isinstance(value, str):  # pragma: no cover - a quoted JSON text is a string or invalid
+        raise ValueError(inner)
+    return value
 
 
 def _emit_map(data: dict[Any, Any], indent: int, out: list[str]) -> None:
@@ -147,13 +178,12 @@ def _value(text: str) -> Any:
     if text == "[]":
         return []
     if text.startswith('"'):
+        if len(text) < 2 or not text.endswith('"'):
+            raise NotCanonical(text)
         try:
-            value = json.loads(text)
+            return _unquoted(text[1:-1])
         except ValueError:
             raise NotCanonical(text) from None
-        if isinstance(value, str):
-            return value
-        raise NotCanonical(text)
     if text.startswith("'"):
         inner = text[1:-1]
         if len(text) < 2 or not text.endswith("'") or "'" in inner.replace("''", ""):
@@ -168,8 +198,7 @@ def _indent(line: str) -> int:
 
 def _key(match: re.Match[str]) -> str:
     if match.group(1) is not None:
-        key: str = json.loads(f'"{match.group(1)}"')
-        return key
+        return _unquoted(match.group(1))
     return match.group(2)
 
 
@@ -277,13 +306,16 @@ def load(text: str) -> Any:
         loader.dispose()
 
 
-@dataclass
-class Split:
+class Split(Record):
     """Compose's YAML cut into what comes before the services, their blocks, and the rest."""
 
-    head: str
-    blocks: list[str] = field(default_factory=list)
-    tail: str = ""
+    FIELDS = ("head", "blocks", "tail")
+    __slots__ = FIELDS
+
+    def __init__(self, head: str, blocks: list[str] | None = None, tail: str = "") -> None:
+        self.head = head
+        self.blocks = blocks if blocks is not None else []
+        self.tail = tail
 
 
 _SECTION = re.compile(r"^services:\n", re.MULTILINE)

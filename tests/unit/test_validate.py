@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from compose_gpumem.errors import InvalidValue, Overcommit
-from compose_gpumem.validate import Limit, Share, check_overcommit, parse_value, schema
+from compose_gpumem.validate import (
+    Limit,
+    Share,
+    check_overcommit,
+    library_number,
+    parse_value,
+    schema,
+    value_text,
+)
 
 GOOD: list[Any] = [
     0.3,
@@ -157,3 +169,30 @@ def test_nvml_absent_or_without_gpu_checks_nothing() -> None:
     from compose_gpumem.validate import device_totals
 
     assert device_totals(["0"]) == {} or all(v > 0 for v in device_totals(["0"]).values())
+
+
+@settings(max_examples=2000, deadline=None, derandomize=True, database=None)
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**20), 10**20))
+@example(1e-30)
+@example(5e-324)
+@example(1e16)
+@example(-1.5e-07)
+@example(123456789.0)
+def test_value_text_writes_every_number_as_decimal_would(value: float) -> None:
+    """The number's text for GPUMEM_LIMIT is written without the decimal module (an import on
+    every `config`), and must be what ``format(Decimal(repr(value)), "f")`` writes."""
+    expected = format(Decimal(repr(float(value))), "f")
+    assert value_text(value) == (expected if "." in expected else expected + ".0")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "0", "12", ".5", "0.25", "007.1000", "5.", ".", "1.2.3", "1e3", "٣", "-1"]
+)
+def test_library_number_reads_digits_dot_digits_only(text: str) -> None:
+    """``[0-9]*(\\.[0-9]+)?`` and nothing else (no other scripts' digits, no sign, no exponent)."""
+    valid = re.fullmatch(r"([0-9]*)(?:\.([0-9]+))?", text) is not None
+    if valid:
+        assert library_number(text) == (float(text) if text.strip(".") else 0.0)
+    else:
+        with pytest.raises(ValueError):
+            library_number(text)

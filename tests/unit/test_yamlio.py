@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compose_gpumem.yamlio import NotCanonical, dump, load, load_canonical, load_fast, scalar, split_services
 
@@ -199,3 +202,15 @@ def test_canonical_reader_refuses_what_it_does_not_know(document: str) -> None:
         load_canonical(document)
     if "a: 1\na: 2" not in document and "    b: 1\n  c" not in document:
         assert load_fast(document) == load(document)
+
+
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None)
+@given(st.text(st.characters(codec="utf-8"), max_size=12) | st.text('"\\\x00\x1f\x7f é\u2028a:', max_size=6))
+def test_quoted_text_is_json_and_reads_back_without_importing_json_for_plain_text(text: str) -> None:
+    """A quoted scalar is written and read without json unless it holds a quote, a backslash or
+    a control character; both ways must give exactly what json gives."""
+    written = scalar(text)
+    if written.startswith('"'):
+        assert written == json.dumps(text, ensure_ascii=False)
+    assert load_canonical(f"k: {json.dumps(text, ensure_ascii=False)}\n") == {"k": text}
+    assert load_canonical(f"{json.dumps(text, ensure_ascii=False)}: 1\n") == {text: 1}
