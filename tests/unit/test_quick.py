@@ -83,6 +83,52 @@ def test_quick_config_imports_no_click_and_prints_what_click_prints(
         assert "GPUMEM_LIMIT" in quick.stdout
 
 
+#: Modules whose import cost more than Compose's whole run of a small project on the bench host
+#: (bench/RESULTS.md, "CPU side, start-up"); a plain `config` needs none of them.
+HEAVY = {"click", "dataclasses", "inspect", "typing", "decimal", "compose_gpumem.containers"}
+
+
+def test_quick_config_and_override_import_nothing_heavy(tmp_path: Path, compose_cmd: list[str]) -> None:
+    write(tmp_path / "compose.yaml", STACK)
+    probe = (
+        "import sys\nfrom compose_gpumem import launch\nsys.argv = ['gpumem-compose', *sys.argv[1:]]\n"
+        "try:\n    launch.main()\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": PACKAGE_ROOT}
+    for args in (["config"], ["override", "-o", "o.yaml"], ["override", "--check", "-o", "o.yaml"]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *args], cwd=tmp_path, env=env, capture_output=True, text=True
+        )
+        loaded = set(done.stderr.strip().splitlines()[-1].split())
+        assert "compose_gpumem.project" in loaded, done.stderr  # it did resolve the project
+        assert not HEAVY & loaded, args
+
+
+def test_the_script_imports_nothing_heavy_before_compose_starts() -> None:
+    """The installed `gpumem-compose` (scripts/gpumem-compose, beside the interpreter once
+    installed) and what it imports before launch.main starts Compose: no regex engine, enum,
+    typing or collections."""
+    script = Path(sys.executable).parent / "gpumem-compose"
+    if not script.is_file():  # the tests run from a checkout, not installed
+        script = Path(__file__).resolve().parents[2] / "scripts" / "gpumem-compose"
+    probe = (
+        "import sys\nbefore = set(sys.modules)\n"
+        f"exec(compile(open({str(script)!r}).read(), 'gpumem-compose', 'exec'), {{'__name__': 'probe'}})\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": PACKAGE_ROOT},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(done.stdout.split())
+    assert "compose_gpumem.launch" in loaded
+    assert not {"re", "enum", "typing", "collections", "signal", "subprocess"} & loaded, loaded
+
+
 def test_quick_override_check_and_errors_match_click(tmp_path: Path, compose_cmd: list[str]) -> None:
     write(tmp_path / "compose.yaml", STACK)
     assert cli("override", "-o", "o.yaml", cwd=tmp_path).returncode == 0
