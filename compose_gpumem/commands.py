@@ -115,22 +115,34 @@ def config(
         settings.cancel_early()
         return compose.passthrough(settings.options, ["config", *listing, *services])
     extra = [*shaping, *services]
-    as_json = None
     if fmt == "json" and not quiet and not hash_of:
-        as_json = compose.start_resolve(settings.options, extra, fmt="json")
+        write_text(_config_json(settings, extra), output)
+        return 0
     resolved = load(settings, extra, all_profiles=False)
     if hash_of:
         return compose.run_resolved(settings.options, resolved.injected_yaml(), ["config", "--hash", hash_of])
     if quiet:
         return 0
-    if as_json:
-        from . import configout
-
-        text = configout.json_text(resolved, as_json.result())
-    else:
-        text = resolved.injected_yaml()
-    write_text(text, output)
+    write_text(resolved.injected_yaml(), output)
     return 0
+
+
+def _config_json(settings: Settings, extra: Sequence[str]) -> str:
+    """``config --format json``'s text: Compose's own JSON with the caps injected."""
+    from . import configout
+    from .compose import config_argv
+    from .project import load_json
+
+    running = None
+    if settings.early is not None:
+        if settings.early.argv == config_argv(settings.options, extra, fmt="json"):
+            running, settings.early = settings.early, None
+        else:
+            settings.cancel_early()
+    plans, text = load_json(
+        settings.options, extra=extra, allow_overcommit=settings.allow_overcommit, running=running
+    )
+    return configout.json_text(plans, text)
 
 
 def override(settings: Settings, output: str, check: bool) -> int:

@@ -284,14 +284,15 @@ class Resolving:
         self.returncode = os.waitstatus_to_exitcode(status)
         return b"".join(chunks[self.fds[0]]), b"".join(chunks[self.fds[1]])
 
-    def result(self, *, quiet_failure: bool = False) -> str:
+    def result(self, *, quiet_failure: bool = False, silent: bool = False) -> str:
         """The resolved project as YAML; :class:`ComposeFailed` when Compose refused it
-        (``quiet_failure``: without printing Compose's message, for a caller that tries again)."""
+        (``quiet_failure``: without printing Compose's message, for a caller that tries again;
+        ``silent``: nothing Compose said is printed, for a run of our own besides the user's)."""
         out, err = self._collect()
         code = self.returncode or 0
-        if quiet_failure and code != 0:
+        if (quiet_failure or silent) and code != 0:
             raise ComposeFailed("docker compose could not resolve the project", code)
-        if err:
+        if err and not silent:
             sys.stderr.write(err.decode("utf-8", "replace"))
             sys.stderr.flush()
         if code != 0:

@@ -21,7 +21,7 @@ from .options import passed_args, prescan
 TYPE_CHECKING = False  # `typing` (and collections.abc) stay off the path to starting Compose
 if TYPE_CHECKING:
     import signal
-    from typing import Sequence
+    from typing import Any, Sequence
 else:
     try:  # see above: `signal` without enum
         import _signal as signal
@@ -29,9 +29,9 @@ else:
         import signal
 
 
-def speculate(argv: Sequence[str]) -> Resolving | None:
-    """Start ``docker compose config`` for the global options in ``argv``, when the command
-    is one that resolves the project; ``None`` when in doubt."""
+def speculate(argv: Sequence[str], fmt: str = "yaml") -> Resolving | None:
+    """Start ``docker compose config`` (``--format fmt``) for the global options in ``argv``,
+    when the command is one that resolves the project; ``None`` when in doubt."""
     found = prescan(argv)
     if found is None:
         return None
@@ -54,9 +54,17 @@ def speculate(argv: Sequence[str]) -> Resolving | None:
         passed_args(values),
     )
     try:
-        return start_resolve(options, all_profiles=argv[index] != "config")
+        return start_resolve(options, all_profiles=argv[index] != "config", fmt=fmt)
     except GpumemError:
         return None  # the real call reports it
+
+
+def _format(plain: tuple[str, dict[str, Any], dict[str, Any]] | None) -> str:
+    """The format the command will ask Compose for: ``json`` for a plain ``config --format
+    json`` that prints (see :func:`compose_gpumem.commands.config`)."""
+    if plain is not None and plain[0] == "config" and not plain[2].get("quiet"):
+        return str(plain[2].get("fmt", "yaml"))
+    return "yaml"
 
 
 def _stop(signum: int, _frame: object) -> None:
@@ -79,16 +87,16 @@ def main() -> None:
     early = None
     stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
     try:
+        from .quick import parse
+
+        plain = parse(sys.argv[1:])  # a plain `config` or `override`: no click to load
         # held back while Compose starts, so one that comes meanwhile finds `early` set and
         # Compose is killed, not left running (the child starts with a clear mask)
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         try:
-            early = speculate(sys.argv[1:])
+            early = speculate(sys.argv[1:], fmt=_format(plain))
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        from .quick import parse
-
-        plain = parse(sys.argv[1:])  # a plain `config` or `override`: no click to load
         if plain is not None:
             from .quick import run as run_plain
 

@@ -169,18 +169,132 @@ def load(
     if all_profiles:
         from_env = compose.dotenv_value(options, "COMPOSE_PROFILES") or ""
         enabled = [*options.profiles, *(p.strip() for p in from_env.split(",") if p.strip())]
-    from .origins import Origins
-
-    origins = Origins(options)
     return from_text(
         text,
         label=options.label(),
         allow_overcommit=allow_overcommit,
         enabled=enabled,
         scale=scale,
-        where=lambda service, key: origins.named(service, key, options.label()),
+        where=_where(options),
         interpolated="--no-interpolate" not in extra,
     )
+
+
+def _where(options: compose.Options) -> Where:
+    """A service's key as messages name it: the file it is written in (see :mod:`origins`)."""
+    from .origins import Origins
+
+    origins = Origins(options)
+    return lambda service, key: origins.named(service, key, options.label())
+
+
+def load_json(
+    options: compose.Options,
+    *,
+    extra: Sequence[str] = (),
+    allow_overcommit: bool = False,
+    running: compose.Resolving | None = None,
+) -> tuple[dict[str, inject.Plan], str]:
+    """For ``config --format json``: the caps, and Compose's own JSON of the project
+    (``running``: its ``docker compose config --format json``, already started).
+
+    Compose's JSON has everything that decides a cap but the services' ``x-gpu-memory`` (it
+    drops service-level ``x-*`` keys).  Those come from a second Compose run started at the
+    same time, with ``--no-interpolate``: on a large project that run takes a third of the
+    time (interpolating is most of Compose's work), and a value without ``$`` is the same
+    interpolated or not.  Where a value holds a ``$``, or that run lists other services (a
+    profile, an ``include`` or ``extends`` path written with a variable), or fails, the YAML
+    is resolved in full, as ``config`` resolves it.  With ``--no-interpolate`` given, Compose's
+    JSON keeps service-level ``x-*`` keys: one run is all.
+    """
+    interpolated = "--no-interpolate" not in extra
+    running = running or compose.start_resolve(options, extra, fmt="json")
+    values = compose.start_resolve(options, [*extra, "--no-interpolate"]) if interpolated else None
+    try:
+        _refuse_alias_bombs(options)
+        text = running.result()
+    except BaseException:
+        running.cancel()  # a no-op once Compose has been reaped
+        if values is not None:
+            values.cancel()
+        raise
+    doc = _read_json(text, options.label())
+    services = doc.get("services") or {}
+    if values is not None:
+        declared = _declared(values, services, options.label())
+        if declared is None:
+            return load(options, extra=extra, allow_overcommit=allow_overcommit).plans, text
+        services = {
+            name: {**svc, **declared[name]} for name, svc in services.items() if isinstance(svc, dict)
+        }
+    default = doc.get(inject.KEY)
+    plans = decide(
+        services,
+        _unescape(default) if interpolated else default,
+        label=options.label(),
+        allow_overcommit=allow_overcommit,
+        where=_where(options),
+        interpolated=interpolated,
+    )
+    return plans, text
+
+
+def _declared(
+    running: compose.Resolving, services: Mapping[str, Any], label: str
+) -> dict[str, dict[str, Any]] | None:
+    """Per service of ``services``, ``{"x-gpu-memory": value}`` as ``running`` (``config
+    --no-interpolate``) prints it, or ``{}`` without one; ``None`` when that may not be the
+    resolved value (see :func:`load_json`)."""
+    try:
+        text = running.result(silent=True)  # its warnings are the user's run's, printed there
+    except ComposeFailed:
+        return None
+    split = yamlio.split_services(text)
+    if split is None:
+        listed = _read(text, label).get("services") or {}
+    else:  # each service's header line and its x-gpu-memory alone
+        parts = []
+        for block in split.blocks:
+            header, keys = yamlio.service_keys(block)
+            parts.append(header + "".join(part for key, part in keys if key == inject.KEY))
+        listed = _read("".join(parts), label) if parts else {}
+    declared = {}
+    for name in services:
+        if name not in listed:
+            return None
+        service = listed[name] or {}
+        if inject.KEY in service:
+            if _holds_dollar(service[inject.KEY]):
+                return None
+            declared[name] = {inject.KEY: service[inject.KEY]}
+        else:
+            declared[name] = {}
+    return declared
+
+
+def _holds_dollar(value: Any) -> bool:
+    """Whether an uninterpolated value may read otherwise once interpolated (``$$`` too)."""
+    if isinstance(value, dict):
+        return any(_holds_dollar(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_holds_dollar(item) for item in value)
+    return isinstance(value, str) and "$" in value
+
+
+def _read_json(text: str, label: str) -> dict[str, Any]:
+    """Compose's JSON as a mapping; one clear error for anything else."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise GpumemError(
+            f"Compose's output is not JSON ({reason[:120]}); is COMPOSE_BIN a Docker Compose?", file=label
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("services", {}), (dict, type(None))):
+        raise GpumemError("Compose printed no project; is --compose-bin / COMPOSE_BIN a Docker Compose v2+?")
+    return doc
 
 
 def _refuse_alias_bombs(options: compose.Options) -> None:
@@ -321,6 +435,33 @@ def from_text(
             services = _read("".join(_partial(split.blocks[i]) for i in wanted), label)
             for i, name in zip(wanted, services):
                 blocks[name] = i
+    plans = decide(
+        services,
+        default,
+        label=label,
+        allow_overcommit=allow_overcommit,
+        enabled=enabled,
+        scale=scale,
+        where=where,
+        interpolated=interpolated,
+    )
+    return Project(text, services, plans, split, blocks)
+
+
+def decide(
+    services: Mapping[str, Any],
+    default: Any,
+    *,
+    label: str | None = None,
+    allow_overcommit: bool = False,
+    enabled: Sequence[str] | None = None,
+    scale: Mapping[str, int] | None = None,
+    where: Where | None = None,
+    interpolated: bool = True,
+) -> dict[str, inject.Plan]:
+    """The caps of resolved ``services`` (as Compose printed them; the keys of ``_NEEDED`` are
+    enough) under the top-level ``default``, checked, with their notes and warnings printed;
+    the arguments are :func:`from_text`'s."""
     checked = {
         name: ({**svc, inject.KEY: _unescape(svc[inject.KEY])} if inject.KEY in svc and interpolated else svc)
         for name, svc in services.items()
@@ -339,4 +480,4 @@ def from_text(
         groups = [inject.all_shares(plans)] if enabled is None else inject.share_groups(plans, enabled)
         for shares in groups:
             check_overcommit(shares, file=label)
-    return Project(text, services, plans, split, blocks)
+    return plans

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,80 @@ def test_config_json_is_composes_json_plus_the_injection(
         .replace("&", "\\u0026")
         == theirs_text
     )
+
+
+def counting_compose(tmp_path: Path, compose_cmd: list[str]) -> tuple[Path, Path]:
+    """COMPOSE_BIN that runs the real Compose and logs each call's arguments on one line."""
+    log = tmp_path / "calls"
+    script = tmp_path / "compose-counter"
+    script.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {shlex.join(compose_cmd)} "$@"\n')
+    script.chmod(0o755)
+    return script, log
+
+
+CAPS_BY_VARIABLE = """\
+services:
+  trainer:
+    image: busybox
+    gpus: all
+    x-gpu-memory: "${SHARE:-30%}"
+  server:
+    image: busybox
+    runtime: nvidia
+    x-gpu-memory: 0.2
+"""
+
+
+@pytest.mark.parametrize(
+    ("stack", "full_yaml_runs", "limits"),
+    [
+        (STACK.replace("    profiles: [train]\n", ""), 0, {"trainer": "0.3", "cache": "0.2"}),
+        (CAPS_BY_VARIABLE, 1, {"trainer": "30%", "server": "0.2"}),  # a `$`: resolved in full
+        (CAPS_BY_VARIABLE.replace("30%", "$$5"), 1, None),  # `$$` reads `$` once resolved: refused
+    ],
+)
+def test_config_json_resolves_in_full_only_where_an_uninterpolated_value_may_differ(
+    tmp_path: Path,
+    compose_cmd: list[str],
+    lib_dir: Path,
+    stack: str,
+    full_yaml_runs: int,
+    limits: dict[str, str] | None,
+) -> None:
+    """Compose's JSON drops the services' x-gpu-memory; they come from a run with
+    --no-interpolate beside it, and from the full YAML only where a value holds a `$`."""
+    write(tmp_path / "compose.yaml", stack)
+    counter, log = counting_compose(tmp_path, compose_cmd)
+    done = cli("config", "--format", "json", cwd=tmp_path, env={"COMPOSE_BIN": str(counter)})
+    calls = log.read_text().splitlines()
+    assert sum("--format json" in call for call in calls) == 1, calls
+    assert sum("--format yaml" in call and "--no-interpolate" in call for call in calls) == 1, calls
+    full = [call for call in calls if "--format yaml" in call and "--no-interpolate" not in call]
+    assert len(full) == full_yaml_runs, calls
+    if limits is None:
+        assert done.returncode == 1
+        assert "x-gpu-memory '$5'" in done.stderr, done.stderr
+        return
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    assert {
+        name: s["environment"]["GPUMEM_LIMIT"]
+        for name, s in services.items()
+        if "environment" in s and "GPUMEM_LIMIT" in s["environment"]
+    } == limits
+
+
+def test_config_json_prints_nothing_of_its_own_compose_run(tmp_path: Path, compose_cmd: list[str]) -> None:
+    """The run with --no-interpolate is ours: its warnings (it renders every service, whatever
+    the command line names) are not the user's."""
+    write(tmp_path / "compose.yaml", STACK)
+    done = cli("config", "--format", "json", "web", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    theirs = subprocess.run(
+        [*compose_cmd, "config", "--format", "json", "web"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.stderr == theirs.stderr
+    assert done.stdout == theirs.stdout
 
 
 def test_config_json_without_caps_is_byte_for_byte_composes(tmp_path: Path, compose_cmd: list[str]) -> None:
