@@ -502,12 +502,25 @@ def e2e_image(docker_engine, stubs, gpumem_lib_dir, tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def e2e(compose_argv, gpumem_compose, gpumem_docker, docker_engine, gpumem_lib_dir, e2e_image, stubs):
+def e2e(
+    compose_argv,
+    gpumem_compose,
+    gpumem_docker,
+    docker_engine,
+    gpumem_lib_dir,
+    e2e_image,
+    stubs,
+    tmp_path_factory,
+):
     """Everything an end-to-end test needs, with the session environment in place. The CLIs
     check for an NVIDIA GPU before starting a capped container; they read the stand-in NVML
-    (GPUMEM_NVML_LIBRARY), whose one GPU is the one the stand-in driver in the image shows."""
+    (GPUMEM_NVML_LIBRARY), whose one GPU is the one the stand-in driver in the image shows.
+    The session's engine is a host of its own, so it gets an admission lock of its own: another
+    suite running on this machine (a second checkout, CI beside a developer) must not make our
+    starts wait on its lock."""
     mp = pytest.MonkeyPatch()
     mp.setenv("GPUMEM_NVML_LIBRARY", str(stubs.libnvml))
+    mp.setenv("GPUMEM_ADMISSION_LOCK", str(tmp_path_factory.mktemp("admission") / "gpumem-admission.lock"))
     try:
         yield E2E(docker_engine, compose_argv, gpumem_compose, gpumem_docker, gpumem_lib_dir, e2e_image)
     finally:
