@@ -155,7 +155,10 @@ def render(data: dict[str, Any]) -> str:
         out.append(
             f"  Docker engine {engine['version']} at {engine['host']}: "
             f"runtimes {', '.join(engine['runtimes'])}; cgroup v{engine['cgroup_version'] or '?'}; CDI "
-            + (", ".join(engine["cdi_spec_dirs"]) if engine["cdi_spec_dirs"] else "not resolved")
+            + (
+                ", ".join(engine["cdi_spec_dirs"])
+                or ("not resolved" if engine["cdi_reported"] else "not shown by this client")
+            )
         )
     else:
         out.append(f"  Docker engine at {engine['host']}: none answers ({engine['error']})")

@@ -97,8 +97,8 @@ def driver_missing(facts: hostfacts.Facts, gpus: Target, limits: Mapping[int | N
     migs = [str(g.index) for g in gpus.gpus if g.mig]
     if migs:
         missing.append(f"GPU {', '.join(migs)} in MIG mode (the driver's limit is for non-MIG devices)")
-    if not engine.cdi_spec_dirs:
-        missing.append("the engine does not resolve CDI devices (Docker 25 or later with CDI enabled)")
+    if engine.no_cdi():
+        missing.append(engine.no_cdi())
     elif not any(s.memory_limit_hook and s.kind == "nvidia.com/gpu" for s in facts.cdi):
         missing.append(
             f"no CDI spec in {', '.join(engine.cdi_spec_dirs)} runs the toolkit's "

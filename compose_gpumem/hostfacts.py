@@ -84,10 +84,24 @@ class Engine:
     default_runtime: str = ""
     cgroup_version: str = ""
     cdi_spec_dirs: tuple[str, ...] = ()
+    #: The client's ``docker info`` has the field: a client older than Docker 25 drops it, so an
+    #: empty ``cdi_spec_dirs`` then says nothing of the engine.
+    cdi_reported: bool = True
 
     @property
     def reachable(self) -> bool:
         return not self.error
+
+    def no_cdi(self) -> str:
+        """Why the engine is not known to resolve CDI devices, in words (``""``: it does)."""
+        if self.cdi_spec_dirs:
+            return ""
+        if not self.cdi_reported:
+            return (
+                "the docker client is older than Docker 25 and does not show whether the engine "
+                f"{self.version} resolves CDI devices (use a client of the engine's version)"
+            )
+        return "the engine does not resolve CDI devices (Docker 25 or later with CDI enabled)"
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,11 @@ def engine(docker: str = "docker") -> Engine:
     if done.returncode != 0 or errors or not info.get("ServerVersion"):
         lines = [line for line in (done.stderr or "").splitlines() if line.strip()] + errors
         return Engine(host, local, error=(lines[-1] if lines else f"`docker info` exited {done.returncode}"))
+    return engine_from_info(host, local, info)
+
+
+def engine_from_info(host: str, local: bool, info: dict[str, Any]) -> Engine:
+    """An answering engine, from the JSON ``docker info --format '{{json .}}'`` prints."""
     return Engine(
         host,
         local,
@@ -242,6 +261,7 @@ def engine(docker: str = "docker") -> Engine:
         default_runtime=str(info.get("DefaultRuntime") or ""),
         cgroup_version=str(info.get("CgroupVersion") or ""),
         cdi_spec_dirs=tuple(info.get("CDISpecDirs") or ()),
+        cdi_reported="CDISpecDirs" in info,
     )
 
 

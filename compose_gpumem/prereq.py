@@ -142,17 +142,18 @@ def check_routes(
                 f"one here: the NVIDIA Container Toolkit (`{hostfacts.GPU_HOOK}`) is not installed; install "
                 f"it ({TOOLKIT_URL}), {RESTART}"
             )
-        if way.cdi and not engine.cdi_spec_dirs:
+        if way.cdi and not engine.cdi_spec_dirs and engine.cdi_reported:  # unknown: Docker says
             raise PrerequisiteMissing(
                 f"{name} asks for a CDI device (`{inject.CDI_GPU}{way.cdi[0]}`), and the Docker "
                 f"engine {engine.version or ''} does not resolve CDI devices: use Docker 25 or later with "
                 "CDI enabled (on by default from Docker 28)"
             )
         missing = [d for d in way.cdi if d not in gpu_devices]
+        spec_dirs = engine.cdi_spec_dirs or hostfacts.DEFAULT_CDI_DIRS
         if way.cdi and engine.local and missing:
             raise PrerequisiteMissing(
                 f"{name} asks for `{inject.CDI_GPU}{missing[0]}`, and no CDI spec in "
-                f"{', '.join(engine.cdi_spec_dirs)} names it: generate one with "
+                f"{', '.join(spec_dirs)} names it: generate one with "
                 "`nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
             )
 
@@ -186,6 +187,9 @@ def require_for_run(services: Mapping[str, Mapping[str, Any]]) -> None:
     routes = {name: route(svc) for name, svc in services.items()}
     if engine.local:
         check_gpu(hostfacts.nvml(), sorted(services))
-    dirs = engine.cdi_spec_dirs if engine.local else ()
+    # a client that does not show the engine's spec directories: the default ones
+    dirs = (
+        (engine.cdi_spec_dirs if engine.cdi_reported else hostfacts.DEFAULT_CDI_DIRS) if engine.local else ()
+    )
     check_routes(engine, routes, gpu_hook=hostfacts.gpu_hook(), cdi=hostfacts.cdi_specs(dirs))
     check_library()

@@ -4,6 +4,7 @@ whose ``apply-cuda-memory-limits`` hook records what it is given: the two variab
 device reach the container's OCI spec, and the hook runs with them."""
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -116,6 +117,30 @@ def test_doctor_on_the_cdi_engine_with_r615_finds_the_driver_path_ready(e2e, cdi
         "older than r615" in w for w in services["auto"]["why"]
     )
     assert services["drv"]["enforce"] is None and "older than r615" in services["drv"]["error"]
+
+
+def _client_major(docker):
+    done = subprocess.run([docker, "--version"], capture_output=True, text=True)
+    words = done.stdout.replace(",", " ").split()  # Docker version 20.10.24+dfsg1, build ...
+    return int(words[2].split(".")[0]) if len(words) > 2 and words[2][:1].isdigit() else 0
+
+
+def test_doctor_through_a_client_older_than_the_engine_says_it_cannot_see_cdi(
+    e2e, cdi_docker, project, tmp_path
+):
+    _, env, cwd = project
+    # Debian 12's own client (20.10) drops CDISpecDirs from `docker info`
+    found = [d for d in ("/usr/bin/docker", "/bin/docker") if os.path.exists(d) and 0 < _client_major(d) < 25]
+    if not found:
+        pytest.skip("no docker client older than 25 on this host")
+    old_bin = tmp_path / "old-client"
+    old_bin.mkdir()
+    (old_bin / "docker").symlink_to(found[0])
+    old = {**env, "PATH": f"{old_bin}:{env['PATH']}"}
+    data = json.loads(gpumem(e2e.gpumem_compose, ["doctor", "--format", "json"], old, cwd).stdout)
+    why = "the docker client is older than Docker 25 and does not show whether the engine 26."
+    assert any(m.startswith(why) for m in data["paths"]["driver"]["missing"]), data["paths"]["driver"]
+    assert data["services"]["auto"]["enforce"] == "library" and data["services"]["drv"]["enforce"] is None
 
 
 @pytest.mark.parametrize(("asked", "mode"), [("driver", "driver"), ("auto", "both")])

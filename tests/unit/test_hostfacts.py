@@ -134,3 +134,17 @@ def test_engine_that_does_not_answer_is_reported_in_dockers_words(tmp_path, monk
 def test_engine_without_client_says_so(monkeypatch):
     found = hostfacts.engine("/nonexistent/docker")
     assert found.error == "no `/nonexistent/docker` client on PATH"
+
+
+def test_cdi_spec_dirs_absent_from_docker_info_are_unknown_not_missing():
+    base = {"ServerVersion": "26.1.5", "CgroupVersion": "2", "Runtimes": {"runc": {}}}
+    with_cdi = hostfacts.engine_from_info("unix:///s", True, {**base, "CDISpecDirs": ["/etc/cdi"]})
+    assert (with_cdi.cdi_spec_dirs, with_cdi.cdi_reported, with_cdi.no_cdi()) == (("/etc/cdi",), True, "")
+    off = hostfacts.engine_from_info("unix:///s", True, {**base, "CDISpecDirs": []})
+    assert off.no_cdi() == "the engine does not resolve CDI devices (Docker 25 or later with CDI enabled)"
+    old_client = hostfacts.engine_from_info("unix:///s", True, base)  # a 20.10 client drops the field
+    assert old_client.cdi_reported is False
+    assert old_client.no_cdi() == (
+        "the docker client is older than Docker 25 and does not show whether the engine 26.1.5 "
+        "resolves CDI devices (use a client of the engine's version)"
+    )

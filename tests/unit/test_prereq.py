@@ -109,3 +109,16 @@ def test_only_services_the_command_can_start_are_checked(monkeypatch):
     assert list(prereq.started(services, services, [], ["c"])) == ["service 'a'", "service 'c'"]
     monkeypatch.setenv("COMPOSE_PROFILES", "x,torch")
     assert len(prereq.started(services, services, [], [])) == 3
+
+
+def test_a_client_that_does_not_show_cdi_is_not_taken_for_an_engine_without_it():
+    # a docker client older than 25 drops CDISpecDirs from `docker info`: the engine may have CDI
+    old_client = hostfacts.Engine(
+        "unix:///var/run/docker.sock", True, version="26.1.5", runtimes=("runc",), cdi_reported=False
+    )
+    route = {"service 'app'": Route(False, False, ("0",))}
+    prereq.check_routes(old_client, route, gpu_hook="", cdi=(SPEC,))  # Docker itself says the rest
+    assert refused(old_client, route, cdi=()) == (
+        "service 'app' asks for `nvidia.com/gpu=0`, and no CDI spec in /etc/cdi, /var/run/cdi names it: "
+        "generate one with `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`"
+    )
