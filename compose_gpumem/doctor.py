@@ -206,6 +206,8 @@ def render(data: dict[str, Any]) -> str:
             if "total_mib" in reading:
                 shown = ", ".join(f"GPU {i}: {mib} MiB" for i, mib in reading["total_mib"].items())
                 out.append(f"    live: nvidia-smi in a throwaway container shows {shown}")
+                if "note" in reading:
+                    out.append(f"      ({reading['note']})")
             else:
                 out.append(f"    live: no reading ({reading['error']})")
     if data["running"]:
@@ -357,13 +359,24 @@ def _totals(stdout: str) -> dict[str, int] | None:
     return totals or None
 
 
+#: Why ``--live`` does not judge a service the driver alone caps by what ``nvidia-smi`` shows.
+DRIVER_LIVE = (
+    "the driver's limit is not told as the card's total (nvidia-smi shows the card): "
+    "not judged by this reading"
+)
+
+
 def add_live(data: dict[str, Any], seen: dict[str, Any]) -> None:
     """Fold ``--live``'s readings into the report: a service that saw no total, or a total as
-    large as the card's, is not capped as declared."""
+    large as the card's, is not capped as declared; a service the driver alone caps is judged
+    only by having answered (its limit does not show as the total)."""
     cards = [gpu["total"] // (1 << 20) for gpu in data["host"]["nvml"]["gpus"]]
     for service, reading in seen.items():
         entry = data["services"].setdefault(service, {"enforce": None})
         entry["live"] = reading
         totals = reading.get("total_mib") or {}
+        if totals and entry.get("enforce") == "driver":
+            reading["note"] = DRIVER_LIVE
+            continue
         if not totals or (cards and max(totals.values()) >= min(cards)):
             data["ok"] = False

@@ -166,3 +166,26 @@ def test_a_remote_engines_containers_ledgers_are_not_read_through_this_hosts_pro
         "error": "the engine is on another host: not read from here",
     }
     assert "; ledger " + str(tmp_path) + ": the engine is on another host" in doctor.render(data)
+
+
+def live_data(mode: str) -> dict:
+    nvml = {"gpus": [{"total": 8 << 30}]}
+    return {"ok": True, "host": {"nvml": nvml}, "services": {"app": {"enforce": mode}}}
+
+
+@pytest.mark.parametrize(
+    ("mode", "total_mib", "ok"),
+    [("library", 2048, True), ("library", 8192, False), ("both", 8192, False), ("driver", 8192, True)],
+)
+def test_live_judges_the_total_seen_except_where_the_driver_alone_caps(mode, total_mib, ok):
+    data = live_data(mode)
+    doctor.add_live(data, {"app": {"total_mib": {"0": total_mib}}})
+    assert data["ok"] is ok
+    assert ("note" in data["services"]["app"]["live"]) == (mode == "driver")
+
+
+def test_live_without_a_reading_is_not_ok_whatever_enforces() -> None:
+    for mode in ("library", "driver"):
+        data = live_data(mode)
+        doctor.add_live(data, {"app": {"error": "exit 127: nvidia-smi: not found"}})
+        assert data["ok"] is False
