@@ -361,15 +361,14 @@ def _totals(stdout: str) -> dict[str, int] | None:
 
 #: Why ``--live`` does not judge a service the driver alone caps by what ``nvidia-smi`` shows.
 DRIVER_LIVE = (
-    "the driver's limit is not told as the card's total (nvidia-smi shows the card): "
-    "not judged by this reading"
+    "whether the driver's limit shows in nvidia-smi's total is not documented: not judged by this reading"
 )
 
 
 def add_live(data: dict[str, Any], seen: dict[str, Any]) -> None:
     """Fold ``--live``'s readings into the report: a service that saw no total, or a total as
     large as the card's, is not capped as declared; a service the driver alone caps is judged
-    only by having answered (its limit does not show as the total)."""
+    only by having answered (whether its limit shows as the total is not documented)."""
     cards = [gpu["total"] // (1 << 20) for gpu in data["host"]["nvml"]["gpus"]]
     for service, reading in seen.items():
         entry = data["services"].setdefault(service, {"enforce": None})
