@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import click
 
 from . import __version__
-from .commands import PROG, Settings, guarded
+from .commands import PROG, Settings, guarded, name_its_file
 from .commands import load as _load
 from .options import compose_options
 
@@ -200,7 +200,13 @@ def doctor_command(
         compose._find_default(settings.options.directory())
     )
     project = _load(settings) if has_project else None
-    data = doctor.run(project, override=enforce, only=services, file=settings.options.label())
+    data = doctor.run(
+        project,
+        override=enforce,
+        only=services,
+        file=settings.options.label(),
+        relabel=lambda error: name_its_file(error, settings),
+    )
     if live and project is not None and project.plans:
         from .enforce import enforced_yaml
 

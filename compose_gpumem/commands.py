@@ -164,7 +164,7 @@ def guarded(call: Callable[[], int], settings: Settings) -> int:
         return call()
     except GpumemError as error:
         sys.stdout.flush()
-        _name_its_file(error, settings)
+        name_its_file(error, settings)
         print(f"{PROG}: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
@@ -183,7 +183,7 @@ def guarded(call: Callable[[], int], settings: Settings) -> int:
         settings.cancel_early()
 
 
-def _name_its_file(error: GpumemError, settings: Settings) -> None:
+def name_its_file(error: GpumemError, settings: Settings) -> None:
     """An error about one value, labelled with the project's files as a whole, names the file
     the value is written in (an ``include``d one, a second ``-f``, the base of an ``extends``)."""
     if error.file != settings.options.label():

@@ -13,7 +13,7 @@ only when every capped service will run capped as declared.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import containers, enforce, hostfacts, imagelibc, prereq
@@ -239,9 +239,11 @@ def run(
     override: str | None = None,
     only: tuple[str, ...] = (),
     file: str | None = None,
+    relabel: Callable[[GpumemError], None] | None = None,
 ) -> dict[str, Any]:
     """Gather the facts and decide for ``project`` (a resolved :class:`project.Project`, or
-    ``None``: the host alone); ``only``: these services."""
+    ``None``: the host alone); ``only``: these services; ``relabel``: points a service's refusal
+    at the file its value is written in (:func:`commands.name_its_file`)."""
     facts = hostfacts.gather()
     services: dict[str, Mapping[str, Any]] = {}
     decisions: dict[str, enforce.Decision | str] = {}
@@ -258,6 +260,8 @@ def run(
                     )
                 )
             except GpumemError as error:
+                if relabel is not None:
+                    relabel(error)
                 decisions[service] = str(error)
     images: dict[str, imagelibc.ImageLibc] = {}
     running: list[containers.Capped] = []

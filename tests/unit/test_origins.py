@@ -110,3 +110,14 @@ def test_an_overcommit_names_the_files_of_the_values_that_add_up(
     )
     line = one_line_error(cli("config", cwd=tmp_path))
     assert line.startswith("gpumem-compose: sub/gpu.yaml, compose.yaml: services sharing every GPU"), line
+
+
+def test_doctor_names_the_included_file_of_a_refused_service(tmp_path: Path, compose_cmd: list[str]) -> None:
+    """`doctor` reports each service's refusal in its table: the same file as an error would name."""
+    write(tmp_path / "compose.yaml", "include:\n  - sub/gpu.yaml\n" + MAIN)
+    write(tmp_path / "sub/gpu.yaml", INC.format("0.3") + "    x-gpu-memory-enforce: fast\n")
+    done = cli("doctor", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "sub/gpu.yaml: service 'inc': x-gpu-memory-enforce 'fast': must be one of" in done.stdout, (
+        done.stdout
+    )
