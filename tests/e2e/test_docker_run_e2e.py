@@ -1,5 +1,6 @@
 """`gpumem-docker run --gpu-memory` on a real engine: one container, the same injection as Compose."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -119,3 +120,47 @@ def test_container_whose_library_file_is_gone_fails_to_start_rather_than_run_unc
         assert "total=" not in started.stdout  # the probe never ran
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True, timeout=60)
+
+
+def test_the_declared_cap_wins_over_a_hand_set_limit_in_both_tools(e2e, device_total, tmp_path):
+    """One rule on the real engine: a hand-set GPUMEM_LIMIT / GPUMEM_LIMIT_0 (a service's
+    environment, `-e`) loses to the declared cap, which the probe then sees as its total, and
+    each tool says so in one warning."""
+    hand_set = {"GPUMEM_LIMIT": "0.9", "GPUMEM_LIMIT_0": "0.8"}
+    cap = int(device_total * 0.3)
+    ours = docker_run(
+        e2e,
+        *(a for k, v in hand_set.items() for a in ("-e", f"{k}={v}")),
+        "--gpu-memory",
+        "0.3",
+        e2e.image,
+        "gpumem_probe",
+        "info",
+    )
+    assert ours.returncode == 0, ours.stderr
+    assert e2e.parse_info(ours.stdout)["total"] == cap
+    assert (
+        "--gpu-memory 0.3 wins over -e GPUMEM_LIMIT=0.9 (now 0.3), GPUMEM_LIMIT_0=0.8 (now 0.3)"
+        in ours.stderr
+    )
+    service = {"image": e2e.image, "runtime": "nvidia", "x-gpu-memory": 0.3, "environment": hand_set}
+    (tmp_path / "compose.yaml").write_text(json.dumps({"services": {"t": service}}))
+    project = f"gpumem-e2e-rule-{uuid.uuid4().hex[:8]}"
+    compose = [e2e.gpumem_compose, "-p", project]
+    try:
+        ran = subprocess.run(
+            [*compose, "run", "--rm", "t", "gpumem_probe", "info"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            timeout=180,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert e2e.parse_info(ran.stdout)["total"] == cap
+        assert (
+            "gpumem-compose: warning: compose.yaml: service 't': x-gpu-memory 0.3 wins over its "
+            "environment's GPUMEM_LIMIT=0.9 (now 0.3), GPUMEM_LIMIT_0=0.8 (now 0.3)"
+        ) in ran.stderr
+    finally:
+        subprocess.run([*compose, "down", "-t", "0"], cwd=tmp_path, capture_output=True, timeout=120)
