@@ -157,7 +157,7 @@ def render(data: dict[str, Any]) -> str:
             f"runtimes {', '.join(engine['runtimes'])}; cgroup v{engine['cgroup_version'] or '?'}; CDI "
             + (
                 ", ".join(engine["cdi_spec_dirs"])
-                or ("not resolved" if engine["cdi_reported"] else "not shown by this client")
+                or ("not shown by this client" if engine["cdi_unknown"] else "not resolved")
             )
         )
     else:

@@ -39,6 +39,7 @@ GPU_HOOK = "nvidia-container-runtime-hook"
 #: The NVIDIA Container Toolkit's CDI hook that applies NVIDIA_GPU_MEMORY_REQUEST/LIMIT.
 MEMORY_LIMIT_HOOK = "apply-cuda-memory-limits"
 DEFAULT_CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
+CDI_SINCE = 25  # the first Docker engine that resolves CDI devices (opt-in until 28)
 DOCKER_INFO_TIMEOUT = 10.0
 
 
@@ -92,11 +93,22 @@ class Engine:
     def reachable(self) -> bool:
         return not self.error
 
+    @property
+    def major(self) -> int:
+        """The engine's major version (``26`` of ``26.1.5+dfsg1``); 0 when unknown."""
+        head = self.version.split(".", 1)[0]
+        return int(head) if head.isdigit() else 0
+
+    @property
+    def cdi_unknown(self) -> bool:
+        """An engine new enough for CDI whose client does not show its spec directories."""
+        return not self.cdi_reported and self.major >= CDI_SINCE
+
     def no_cdi(self) -> str:
         """Why the engine is not known to resolve CDI devices, in words (``""``: it does)."""
         if self.cdi_spec_dirs:
             return ""
-        if not self.cdi_reported:
+        if self.cdi_unknown:  # an older engine has no CDI at all, whatever its client shows
             return (
                 "the docker client is older than Docker 25 and does not show whether the engine "
                 f"{self.version} resolves CDI devices (use a client of the engine's version)"
@@ -139,6 +151,7 @@ class Facts:
         data = asdict(self)
         data["nvml"]["cuda_text"] = self.nvml.cuda_text
         data["engine"]["reachable"] = self.engine.reachable
+        data["engine"]["cdi_unknown"] = self.engine.cdi_unknown
         return data
 
 

@@ -142,7 +142,7 @@ def check_routes(
                 f"one here: the NVIDIA Container Toolkit (`{hostfacts.GPU_HOOK}`) is not installed; install "
                 f"it ({TOOLKIT_URL}), {RESTART}"
             )
-        if way.cdi and not engine.cdi_spec_dirs and engine.cdi_reported:  # unknown: Docker says
+        if way.cdi and not engine.cdi_spec_dirs and not engine.cdi_unknown:  # unknown: Docker says
             raise PrerequisiteMissing(
                 f"{name} asks for a CDI device (`{inject.CDI_GPU}{way.cdi[0]}`), and the Docker "
                 f"engine {engine.version or ''} does not resolve CDI devices: use Docker 25 or later with "
@@ -189,7 +189,7 @@ def require_for_run(services: Mapping[str, Mapping[str, Any]]) -> None:
         check_gpu(hostfacts.nvml(), sorted(services))
     # a client that does not show the engine's spec directories: the default ones
     dirs = (
-        (engine.cdi_spec_dirs if engine.cdi_reported else hostfacts.DEFAULT_CDI_DIRS) if engine.local else ()
+        (hostfacts.DEFAULT_CDI_DIRS if engine.cdi_unknown else engine.cdi_spec_dirs) if engine.local else ()
     )
     check_routes(engine, routes, gpu_hook=hostfacts.gpu_hook(), cdi=hostfacts.cdi_specs(dirs))
     check_library()

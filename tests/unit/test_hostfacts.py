@@ -148,3 +148,6 @@ def test_cdi_spec_dirs_absent_from_docker_info_are_unknown_not_missing():
         "the docker client is older than Docker 25 and does not show whether the engine 26.1.5 "
         "resolves CDI devices (use a client of the engine's version)"
     )
+    # an engine older than 25 has no CDI, whatever its client shows
+    old_engine = hostfacts.engine_from_info("unix:///s", True, {**base, "ServerVersion": "20.10.24+dfsg1"})
+    assert old_engine.no_cdi() == off.no_cdi()
