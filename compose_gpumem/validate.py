@@ -7,8 +7,8 @@ refuses gets a message naming the rule it breaks (:func:`why`).
 Tests check that both agree on every example file.
 
 :func:`check_overcommit` adds up the fractions of the services pinned to each GPU; sizes are
-turned into fractions where NVML can tell the GPU's memory (``pynvml`` from ``nvidia-ml-py``,
-imported only when a size is given; no driver or no GPU means sizes are not checked).
+turned into fractions where NVML can tell the GPU's memory (:func:`device_totals`, read only when a
+size is given; no driver or no GPU means sizes are not checked).
 """
 
 from __future__ import annotations
@@ -271,35 +271,17 @@ class Share(Record):
 
 
 def device_totals(gpus: Iterable[str]) -> dict[str, int]:
-    """Total memory in bytes of the named host GPUs (index or UUID) per NVML; empty without one."""
-    if not any(os.path.exists(node) for node in ("/dev/nvidiactl", "/dev/dxg")):
-        return {}  # no NVIDIA driver here: skip importing pynvml at all
-    try:
-        import pynvml
-    except ImportError:
-        return {}
-    try:
-        pynvml.nvmlInit()
-    except Exception:
-        return {}
+    """Total memory in bytes of the named host GPUs (index, UUID, or ``*``: the smallest GPU), as
+    :func:`compose_gpumem.hostfacts.nvml` read it, the one reader of the host's GPUs; a GPU NVML
+    does not list is left out (no driver: empty)."""
+    from .containers import gpu_names  # containers reads Limit from here
+
+    names = gpu_names()
     totals: dict[str, int] = {}
-    try:
-        count = pynvml.nvmlDeviceGetCount()
-        for gpu in set(gpus):
-            try:
-                if gpu == "*":
-                    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-                    totals[gpu] = min(int(pynvml.nvmlDeviceGetMemoryInfo(h).total) for h in handles)
-                    continue
-                if gpu.isdigit():
-                    handle = pynvml.nvmlDeviceGetHandleByIndex(int(gpu))
-                else:
-                    handle = pynvml.nvmlDeviceGetHandleByUUID(gpu)
-                totals[gpu] = int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)
-            except Exception:
-                continue
-    finally:
-        pynvml.nvmlShutdown()
+    for gpu in set(gpus):
+        total = min(names.totals.values(), default=None) if gpu == "*" else names.total(gpu)
+        if total:
+            totals[gpu] = total
     return totals
 
 

@@ -57,6 +57,18 @@ def fake_nvml(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def nvml_lib(fake_nvml: Path, tmp_path: Path) -> Path:
+    """A copy of the stand-in of this test's own: a library is loaded once per process, and reads
+    its FAKE_* variables at its first nvmlInit."""
+    import shutil
+
+    copy = tmp_path / "nv" / "libnvidia-ml.so.1"
+    copy.parent.mkdir()
+    shutil.copy(fake_nvml, copy)
+    return copy
+
+
+@pytest.fixture
 def recorder(tmp_path: Path, compose_cmd: list[str]) -> Path:
     """COMPOSE_BIN for pass-through tests: `config` goes to the real Compose; any other command
     is recorded (its arguments, and the file given with -f) and exits 7."""

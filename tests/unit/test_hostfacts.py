@@ -14,16 +14,6 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
-@pytest.fixture
-def nvml_lib(fake_nvml: Path, tmp_path: Path) -> Path:
-    """A copy of the stand-in of this test's own: a library is loaded once per process, and reads
-    its FAKE_* variables at its first nvmlInit."""
-    copy = tmp_path / "nv" / "libnvidia-ml.so.1"
-    copy.parent.mkdir()
-    shutil.copy(fake_nvml, copy)
-    return copy
-
-
 @pytest.fixture(autouse=True)
 def _fresh(monkeypatch: pytest.MonkeyPatch):
     for name in list(os.environ):

@@ -165,10 +165,49 @@ def test_a_size_larger_than_the_gpu_is_an_error_when_nvml_knows_it() -> None:
         check_overcommit([_share("b", "0", size=100 << 30)], totals=lambda gpus: {"0": 80 << 30})
 
 
-def test_nvml_absent_or_without_gpu_checks_nothing() -> None:
+@pytest.fixture
+def two_gpus(nvml_lib, monkeypatch):
+    """The stand-in NVML with two 16 GiB GPUs as the host's; their facts as hostfacts reads them."""
+    from compose_gpumem import hostfacts
+
+    monkeypatch.setenv(hostfacts.ENV_NVML, str(nvml_lib))
+    monkeypatch.setenv("FAKE_CUDA_DEVICES", "2")
+    monkeypatch.setenv("FAKE_CUDA_TOTAL", str(16 << 30))
+    hostfacts.forget()
+    yield hostfacts.nvml().gpus
+    hostfacts.forget()
+
+
+def test_device_totals_are_the_host_facts_read_by_index_uuid_and_star(two_gpus) -> None:
     from compose_gpumem.validate import device_totals
 
-    assert device_totals(["0"]) == {} or all(v > 0 for v in device_totals(["0"]).values())
+    first, second = two_gpus
+    assert first.total == (16 << 30) + (480 << 20)  # NVML's total, the driver's reserve included
+    assert device_totals(["0", second.uuid, "*", "7", "GPU-none"]) == {
+        "0": first.total,
+        second.uuid: second.total,
+        "*": min(first.total, second.total),
+    }
+
+
+def test_sizes_are_checked_against_the_memory_nvml_reports(two_gpus) -> None:
+    with pytest.raises(Overcommit, match="larger than GPU 0's memory"):
+        check_overcommit([_share("b", "0", size=20 << 30)])
+    with pytest.raises(Overcommit, match="promised"):
+        check_overcommit([_share("a", "1", 0.5), _share("b", "1", size=10 << 30)])
+    check_overcommit([_share("a", "1", 0.3), _share("b", "1", size=10 << 30)])
+
+
+def test_without_a_driver_no_size_is_checked(monkeypatch) -> None:
+    from compose_gpumem import hostfacts
+    from compose_gpumem.validate import device_totals
+
+    monkeypatch.delenv(hostfacts.ENV_NVML, raising=False)
+    hostfacts.forget()
+    if hostfacts.nvml().gpus:
+        pytest.skip("this host has an NVIDIA GPU")
+    assert device_totals(["0", "*"]) == {}
+    check_overcommit([_share("b", "0", size=100 << 30)])
 
 
 @settings(max_examples=2000, deadline=None, derandomize=True, database=None)
