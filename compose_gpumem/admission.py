@@ -37,6 +37,7 @@ from .validate import Limit
 if TYPE_CHECKING:
     from . import compose
     from .project import Project
+    from .starting import Start
 
 ENV_LOCK = "GPUMEM_ADMISSION_LOCK"
 LOCK_DIRS = ("/run/lock", "/var/lock", "/tmp")
@@ -53,6 +54,7 @@ class Holder:
 
     name: str
     promise: Mapping[str, Limit]
+    note: str = ""  # why it starts, when not named: "a dependency of trainer"
 
 
 @dataclass
@@ -81,8 +83,8 @@ def tally(
     """Refusals for every GPU that ``starting`` would take past its memory, with warnings."""
     verdict = Verdict()
 
-    def keyed(holders: Sequence[Holder]) -> list[tuple[str, dict[str, Limit]]]:
-        return [(h.name, {names.key(gpu): limit for gpu, limit in h.promise.items()}) for h in holders]
+    def keyed(holders: Sequence[Holder]) -> list[tuple[Holder, dict[str, Limit]]]:
+        return [(h, {names.key(gpu): limit for gpu, limit in h.promise.items()}) for h in holders]
 
     held, new = keyed(holding), keyed(starting)
     touched = {gpu for _, promise in new for gpu in promise}
@@ -91,17 +93,17 @@ def tally(
     gpus = sorted(touched - {ALL}) or sorted(touched)
     for gpu in gpus:
 
-        def on(group: list[tuple[str, dict[str, Limit]]], gpu: str = gpu) -> list[tuple[str, Limit]]:
-            return [(name, p.get(gpu) or p[ALL]) for name, p in group if gpu in p or ALL in p]
+        def on(group: list[tuple[Holder, dict[str, Limit]]], gpu: str = gpu) -> list[tuple[Holder, Limit]]:
+            return [(h, p.get(gpu) or p[ALL]) for h, p in group if gpu in p or ALL in p]
 
         holders, comers = on(held), on(new)
         if not comers:
             continue
         total = names.totals.get(gpu)
-        parts = [(name, limit, _amount(limit, total)) for name, limit in holders + comers]
+        parts = [(h, limit, _amount(limit, total)) for h, limit in holders + comers]
         known = sum(amount for _, _, amount in parts if amount is not None)
         where = _gpu_text(gpu, names)
-        unsized = [f"{name}={limit.text}" for name, limit, amount in parts if amount is None]
+        unsized = [_shown(h, limit) for h, limit, amount in parts if amount is None]
         if unsized:
             verdict.warnings.append(
                 f"{where}: its memory is unknown (NVML cannot tell), so sizes cannot be compared with "
@@ -109,8 +111,8 @@ def tally(
             )
         if known > 1 + 1e-9:
 
-            def listing(group: list[tuple[str, Limit]]) -> str:
-                return ", ".join(f"{name}={limit.text}" for name, limit in group) or "none"
+            def listing(group: list[tuple[Holder, Limit]]) -> str:
+                return ", ".join(_shown(h, limit) for h, limit in group) or "none"
 
             verdict.refusals.append(
                 f"{where} would be promised {_pct(known)} of its memory "
@@ -124,6 +126,11 @@ def tally(
                 "memory promised to the others"
             )
     return verdict
+
+
+def _shown(holder: Holder, limit: Limit) -> str:
+    """A holder and its cap in a message: ``proj-db-1=0.6 (a dependency of trainer)``."""
+    return f"{holder.name}={limit.text}" + (f" ({holder.note})" if holder.note else "")
 
 
 def _gpu_text(gpu: str, names: GpuNames) -> str:
@@ -262,47 +269,6 @@ def _read_engine(docker: str, prog: str) -> containers.Inventory:
         return containers.Inventory()
 
 
-#: Compose options of the starting commands that take a value (the rest are flags).
-_VALUED = frozenset(
-    "--scale -t --timeout --exit-code-from --pull --wait-timeout --attach --no-attach -e --env -v --volume "
-    "-p --publish --name -u --user -w --workdir --entrypoint -l --label --cap-add --cap-drop "
-    "--env-from-file".split()
-)
-
-
-def positionals(args: Sequence[str]) -> list[str]:
-    """The service names of a Compose command's arguments (for ``run``: the service first)."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            break
-        if arg.startswith("-") and arg != "-":
-            i += 2 if arg in _VALUED else 1
-            continue
-        out.append(arg)
-        i += 1
-    return out
-
-
-def scales(args: Sequence[str]) -> dict[str, int]:
-    """``--scale SERVICE=N`` of ``up`` / ``create``."""
-    out: dict[str, int] = {}
-    for i, arg in enumerate(args):
-        value = (
-            args[i + 1]
-            if arg == "--scale" and i + 1 < len(args)
-            else arg[8:]
-            if arg.startswith("--scale=")
-            else ""
-        )
-        service, _, count = value.partition("=")
-        if service and count.isdigit():
-            out[service] = int(count)
-    return out
-
-
 def enabled() -> bool:
     """Off with ``GPUMEM_HOST_CHECKS=0``, as the other host checks (:mod:`prereq`)."""
     return os.environ.get("GPUMEM_HOST_CHECKS", "1") != "0"
@@ -322,45 +288,40 @@ def project_name(project: Project, options: compose.Options) -> str:
 
 
 def compose_start(
-    project: Project, command: str, args: Sequence[str], *, options: compose.Options, allow: bool
+    project: Project,
+    command: str,
+    chosen: Sequence[Start],
+    *,
+    options: compose.Options,
+    allow: bool,
 ) -> None:
-    """Admit a Compose start of ``project`` or raise; on success the lock is held by a watcher
-    until the containers run or Compose ends (see :func:`hand_over`).  The labels of the
-    injection then name GPUs by UUID where NVML knows them."""
+    """Admit ``chosen`` (what a Compose start of ``project`` starts, :func:`starting.starts`) or
+    raise; on success the lock is held by a watcher until the containers run or Compose ends
+    (see :func:`hand_over`).  The labels of the injection then name GPUs by UUID where NVML
+    knows them."""
     names = containers.gpu_names()
     project.names = names
     if not enabled():
         return
     name = project_name(project, options)
-    profiles = {*options.profiles, *filter(None, os.environ.get("COMPOSE_PROFILES", "").split(","))}
-    wanted = positionals(args)
-    if command == "run":
-        chosen = wanted[:1]
-    else:
-        chosen = wanted or [
-            s
-            for s, p in project.plans.items()
-            if not p.profiles or "*" in profiles or set(p.profiles) & profiles
-        ]
     starting: list[Holder] = []
-    for service in chosen:
-        plan = project.plans.get(service)
+    for start in chosen:
+        plan = project.plans.get(start.service)
         if plan is None:
             continue
-        promise = containers.promise([(s.gpu, s.limit) for s in plan.shares(service)], names)
-        count = 1 if command == "run" else plan.replicas
-        label = "run" if command == "run" else None
-        starting += [Holder(f"{name}-{service}-{label or n}", promise) for n in range(1, count + 1)]
+        promise = containers.promise([(s.gpu, s.limit) for s in plan.shares(start.service)], names)
+        numbers = ["run"] if start.oneoff else [str(n) for n in range(1, plan.replicas + 1)]
+        note = f"a dependency of {start.because}" if start.because else ""
+        starting += [Holder(f"{name}-{start.service}-{n}", promise, note) for n in numbers]
     if not starting:
         return
+    services = {start.service for start in chosen if not start.oneoff}
     fd = host_lock()
     try:
         found = _read_engine("docker", "gpumem-compose")
-        replaced = (
-            []
-            if command == "run"
-            else [c.id for c in found.capped if c.project == name and c.service in chosen and not c.oneoff]
-        )
+        replaced = [
+            c.id for c in found.capped if c.project == name and c.service in services and not c.oneoff
+        ]
         decide(starting, replaced=replaced, allow_overcommit=allow, names=names, found=found)
     except BaseException:
         os.close(fd)

@@ -79,18 +79,27 @@ def _passthrough(name: str) -> click.Command:
 
         if name in compose.NO_PROJECT or name in compose.NEEDS_NO_CAP or _asks_help(args):
             return compose.passthrough(settings.options, [name, *args])
-        from .admission import compose_start, scales
+        from . import starting
         from .enforce import take_option
 
         mode, args = take_option(args) if name in compose.STARTS_CONTAINERS else (None, args)
-        resolved = _load(settings, scale=scales(args) if name in ("up", "create") else None)
+        resolved = _load(settings, scale=starting.scales(name, args) or None)
         text = None
         if name in compose.STARTS_CONTAINERS and resolved.plans:
+            from .admission import compose_start
             from .enforce import enforced_yaml
-            from .prereq import require_for_run, started
+            from .prereq import require_for_run
 
-            require_for_run(started(resolved.services, resolved.plans, settings.options.profiles, args))
-            compose_start(resolved, name, args, options=settings.options, allow=settings.allow_overcommit)
+            profiles = starting.profiles_of(settings.options)
+            chosen = starting.starts(starting.read(resolved.text), name, args, profiles)
+            require_for_run(
+                {
+                    f"service {s.service!r}": resolved.services[s.service]
+                    for s in chosen
+                    if s.service in resolved.plans
+                }
+            )
+            compose_start(resolved, name, chosen, options=settings.options, allow=settings.allow_overcommit)
             text = enforced_yaml(resolved, mode, settings.options.label())
         return compose.run_resolved(settings.options, text or resolved.injected_yaml(), [name, *args])
 

@@ -16,7 +16,7 @@ toolkit are that host's: they are not checked here, and the engine's runtimes st
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,25 +55,6 @@ def route(service: Mapping[str, Any]) -> Route:
         if source.startswith(inject.CDI_GPU):
             cdi.append(source[len(inject.CDI_GPU) :])
     return Route(device_request, service.get("runtime") == "nvidia", tuple(cdi))
-
-
-def started(
-    services: Mapping[str, Mapping[str, Any]],
-    capped: Iterable[str],
-    profiles: Iterable[str],
-    args: Iterable[str],
-) -> dict[str, Mapping[str, Any]]:
-    """The capped services a Compose command can start, keyed ``service 'x'``: those in no
-    profile, in an enabled one (``--profile``, ``COMPOSE_PROFILES``), or named in ``args``."""
-    enabled = {*profiles, *filter(None, os.environ.get("COMPOSE_PROFILES", "").split(","))}
-    named = set(args)
-    out = {}
-    for name in capped:
-        service = services.get(name) or {}
-        own = service.get("profiles") or ()
-        if not own or "*" in enabled or enabled & set(own) or name in named:
-            out[f"service {name!r}"] = service
-    return out
 
 
 def docker_run_service(args: list[str]) -> dict[str, Any]:

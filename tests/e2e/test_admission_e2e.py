@@ -80,6 +80,24 @@ def test_a_second_project_past_the_gpu_is_refused_naming_the_first_and_allow_ove
     assert "180%" in line, line
 
 
+def test_a_capped_dependency_that_compose_starts_counts_and_is_named_unless_no_deps(e2e, projects):
+    held_folder, held = projects("held", {"trainer": {**ON_GPU0, "x-gpu-memory": 0.6}})
+    assert gpumem_compose(e2e, held_folder, held, "up", "-d").returncode == 0
+    # app has no GPU; `up app` and `run app` start the encoder it depends on
+    folder, name = projects(
+        "deps", {"app": {"depends_on": ["encoder"]}, "encoder": {**ON_GPU0, "x-gpu-memory": 0.6}}
+    )
+    for args in (("up", "-d", "app"), ("run", "--rm", "-d", "app")):
+        line = one_line_error(gpumem_compose(e2e, folder, name, *args))
+        assert "would be promised 120%" in line and f"held by {held}-trainer-1=0.6" in line, line
+        assert f"starting {name}-encoder-1=0.6 (a dependency of app)" in line, line
+        assert e2e.project_leftovers(name)["containers"] == []
+    alone = gpumem_compose(e2e, folder, name, "up", "-d", "--no-deps", "app")  # starts app alone
+    assert alone.returncode == 0, alone.stderr
+    assert e2e.container_of(name, "app")
+    assert len(e2e.project_leftovers(name)["containers"]) == 1
+
+
 def test_gpumem_docker_run_is_admitted_against_compose_projects(e2e, projects):
     folder, name = projects("holder", {"trainer": {**ON_GPU0, "x-gpu-memory": 0.7}})
     assert gpumem_compose(e2e, folder, name, "up", "-d").returncode == 0

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compose_gpumem import admission
-from compose_gpumem.admission import Holder, positionals, scales, tally
+from compose_gpumem.admission import Holder, tally
 from compose_gpumem.containers import GpuNames, Uncapped
 from compose_gpumem.validate import parse_value
 
@@ -84,10 +84,14 @@ def test_uncapped_gpu_containers_on_the_same_gpu_are_warned_about() -> None:
     ]
 
 
-def test_service_names_and_scale_are_read_from_compose_arguments() -> None:
-    assert positionals(["-d", "--scale", "w=3", "--timeout", "5", "web", "worker"]) == ["web", "worker"]
-    assert positionals(["--rm", "-e", "A=1", "job", "python", "-c", "x"])[0] == "job"
-    assert scales(["-d", "--scale", "w=3", "--scale=x=2", "--scale", "bad"]) == {"w": 3, "x": 2}
+def test_a_holder_started_as_a_dependency_is_named_with_the_service_that_brings_it() -> None:
+    held = [holder("a-train-1", GPU_a=0.5)]
+    dependency = Holder("b-encoder-1", holder("", GPU_a=0.3).promise, "a dependency of trainer")
+    over = tally(held, [dependency, holder("b-trainer-1", GPU_a=0.3)], TWO)
+    assert over.refusals == [
+        "GPU 0 (GPU-a) would be promised 110% of its memory (held by a-train-1=0.5; "
+        "starting b-encoder-1=0.3 (a dependency of trainer), b-trainer-1=0.3)"
+    ]
 
 
 HOLD = """

@@ -101,16 +101,6 @@ def test_host_checks_on_stop_at_the_engine_first(tmp_path, monkeypatch):
     hostfacts.forget()
 
 
-def test_only_services_the_command_can_start_are_checked(monkeypatch):
-    monkeypatch.delenv("COMPOSE_PROFILES", raising=False)
-    services = {"a": {}, "b": {"profiles": ["torch"]}, "c": {"profiles": ["x"]}}
-    assert list(prereq.started(services, services, [], ["-d"])) == ["service 'a'"]
-    assert list(prereq.started(services, services, ["torch"], [])) == ["service 'a'", "service 'b'"]
-    assert list(prereq.started(services, services, [], ["c"])) == ["service 'a'", "service 'c'"]
-    monkeypatch.setenv("COMPOSE_PROFILES", "x,torch")
-    assert len(prereq.started(services, services, [], [])) == 3
-
-
 def test_a_client_that_does_not_show_cdi_is_not_taken_for_an_engine_without_it():
     # a docker client older than 25 drops CDISpecDirs from `docker info`: the engine may have CDI
     old_client = hostfacts.Engine(
