@@ -10,8 +10,9 @@ kind ``NVIDIA-GPU`` (what nodes advertise with ``--node-generic-resource``); ``x
 goes into the environment as written, so a fraction or percent is resolved by the library
 inside the task against the GPU that task received.  The library travels as a Swarm config
 whose name carries a hash of its bytes (a config is immutable), mounted read-only with mode
-0555 at the path ``LD_PRELOAD`` names: no host path on any node.  Each task has its own
-``/dev/shm``, so its own ledger.
+0555 at the path ``LD_PRELOAD`` names: no host path on any node.  Each task keeps its ledger
+on a tmpfs of its own at ``/run/gpumem`` (``GPUMEM_STATE_DIR``), as a Compose container does,
+so it is per task and writable under ``read_only: true``.
 
 Everything here is a pure function of the resolved document; nothing runs Docker.
 """
@@ -39,7 +40,7 @@ SWARM_KEYS = frozenset(
     """cap_add cap_drop command configs credential_spec depends_on deploy dns dns_search
     entrypoint env_file environment extra_hosts healthcheck hostname image init isolation labels
     logging networks ports read_only secrets stop_grace_period stop_signal stdin_open sysctls
-    tmpfs tty ulimits user volumes working_dir""".split()
+    tty ulimits user volumes working_dir""".split()
 )
 #: Keys Swarm rejects or ignores, with what to do instead.
 REFUSED = {
@@ -154,10 +155,13 @@ def _plan(
 
 
 def _add_cap(service: dict[str, Any], plan: inject.Plan) -> None:
-    """The environment the library reads, and the library itself as a config."""
+    """The environment the library reads, the task's own tmpfs for its ledger, and the library
+    itself as a config."""
     env = dict(service.get("environment") or {})
     env.update(inject.additions(service, plan, "")["environment"])
     service["environment"] = dict(sorted(env.items()))
+    volumes = [v for v in service.get("volumes") or [] if _target(v) != inject.LEDGER_DIR]
+    service["volumes"] = [*volumes, inject.ledger_mount()]
     configs = [c for c in service.get("configs") or [] if not _targets_library(c)]
     configs.append(
         {"source": LIBRARY_CONFIG, "target": inject.LIBRARY, "uid": "0", "gid": "0", "mode": LIBRARY_MODE}
@@ -166,7 +170,15 @@ def _add_cap(service: dict[str, Any], plan: inject.Plan) -> None:
 
 
 def _targets_library(item: Any) -> bool:
-    return isinstance(item, dict) and str(item.get("target", "")).startswith(inject.MOUNT_DIR)
+    return _target(item).startswith(inject.MOUNT_DIR)
+
+
+def _target(item: Any) -> str:
+    """Where a mount (long form, or ``SOURCE:TARGET[:MODE]``) lands in the container."""
+    if isinstance(item, dict):
+        return str(item.get("target", ""))
+    parts = str(item).split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
 
 
 def _service(
@@ -179,6 +191,7 @@ def _service(
 
     count = _gpu_count(name, service, refuse)
     new: dict[str, Any] = {}
+    tmpfs: list[dict[str, Any]] = []  # from the tmpfs key, after the service's own volumes
     deploy = _deploy(service.get("deploy"), refuse)
     for key, value in service.items():
         key = str(key)
@@ -200,6 +213,9 @@ def _service(
                     key, "Swarm does not build images; build and push it, then name it in image:", value
                 )
             notes.append(f"service {name!r}: build left out (Swarm does not build); image {service['image']}")
+        elif key == "tmpfs":
+            tmpfs = _tmpfs_volumes(value, refuse)
+            notes.append(f"service {name!r}: tmpfs (which Swarm ignores) -> volumes of type tmpfs")
         elif key == "expose":
             notes.append(f"service {name!r}: expose left out (services on one network reach every port)")
         elif key == "network_mode":
@@ -215,6 +231,8 @@ def _service(
             new[key] = _convert(key, value)
         else:
             raise refuse(key, "is not part of the Swarm stack format; remove it", value)
+    if tmpfs:
+        new["volumes"] = [*(new.get("volumes") or []), *tmpfs]
     if count:
         resources = deploy.setdefault("resources", {})
         reservations = resources.setdefault("reservations", {})
@@ -256,6 +274,23 @@ def _gpu_count(name: str, service: dict[str, Any], refuse: Any) -> int:
     if request.count < 0:
         raise refuse(key, "Swarm needs a count of GPUs per task; ask for `count: N` instead of all", "all")
     return generic + request.count
+
+
+def _tmpfs_volumes(value: Any, refuse: Any) -> list[dict[str, Any]]:
+    """``tmpfs: PATH`` or ``[PATH, ...]`` as volumes of type tmpfs, which Swarm mounts (it
+    ignores the ``tmpfs`` key without a word).  Mount options have no such translation."""
+    out = []
+    for item in [value] if isinstance(value, str) else list(value or []):
+        path, _, options = str(item).partition(":")
+        if options:
+            raise refuse(
+                "tmpfs",
+                "Swarm ignores tmpfs: and its options cannot be carried over; write it as a volume "
+                "`{type: tmpfs, target: PATH, tmpfs: {size: BYTES}}`",
+                item,
+            )
+        out.append({"type": "tmpfs", "target": path})
+    return out
 
 
 def _generic_kind(item: Any) -> str | None:

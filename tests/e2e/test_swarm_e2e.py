@@ -51,6 +51,23 @@ def swarm(e2e, tmp_path_factory):
         swarm_nodes.stop(cluster)
 
 
+@pytest.fixture
+def stack(swarm):
+    """A fresh stack name; the stack is removed afterwards, and its tasks gone from every node,
+    so that the next test finds the nodes' GPUs free."""
+    name = f"gs{uuid.uuid4().hex[:6]}"
+    yield name
+    swarm.manager.docker("stack", "rm", name, check=False)
+    deadline = time.monotonic() + WAIT_S
+    label = f"label=com.docker.stack.namespace={name}"
+    while time.monotonic() < deadline:
+        if not any(
+            node.docker("ps", "-aq", "--filter", label, check=False).stdout.split() for node in swarm.nodes
+        ):
+            break
+        time.sleep(0.3)
+
+
 def service(image: str, cap, gpus: int, node: str | None) -> dict:
     spec = {
         "image": image,
@@ -78,8 +95,9 @@ def deploy(e2e, cluster, folder, stack: str, services: dict) -> subprocess.Compl
     )
 
 
-def task_report(node: swarm_nodes.Node, service_name: str) -> tuple[str, str]:
-    """The task's container on ``node``: what it printed and its environment's GPU."""
+def task_report(node: swarm_nodes.Node, service_name: str, done: str = "totalmem=") -> tuple[str, str]:
+    """The task's container on ``node``: what it printed (once ``done`` is in it) and its
+    environment's GPU."""
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         ids = node.docker(
@@ -88,7 +106,7 @@ def task_report(node: swarm_nodes.Node, service_name: str) -> tuple[str, str]:
         if ids.split():
             container = ids.split()[0]
             logs = node.docker("logs", container).stdout
-            if "totalmem=" in logs:
+            if done in logs:
                 env = json.loads(node.docker("inspect", container).stdout)[0]["Config"]["Env"]
                 gpu = next(
                     (e.split("=", 1)[1] for e in env if e.startswith("DOCKER_RESOURCE_NVIDIA-GPU=")), ""
@@ -101,8 +119,9 @@ def task_report(node: swarm_nodes.Node, service_name: str) -> tuple[str, str]:
     )
 
 
-def test_capped_tasks_report_their_cap_on_their_own_node_and_too_greedy_stays_pending(e2e, swarm, tmp_path):
-    stack = f"gs{uuid.uuid4().hex[:6]}"
+def test_capped_tasks_report_their_cap_on_their_own_node_and_too_greedy_stays_pending(
+    e2e, swarm, stack, tmp_path
+):
     nodes = swarm.nodes
     caps = {"small": (0.25, nodes[0]), "half": ("50%", nodes[-1])}
     services = {name: service(e2e.image, cap, 1, node.name) for name, (cap, node) in caps.items()}
@@ -132,11 +151,35 @@ def test_capped_tasks_report_their_cap_on_their_own_node_and_too_greedy_stays_pe
     assert state.startswith("Pending") and "no suitable node (insufficient resources" in state, state
 
 
-def test_caps_pinned_to_one_node_past_its_gpu_are_refused_before_deploying(e2e, swarm, tmp_path):
-    stack = f"gs{uuid.uuid4().hex[:6]}"
+def test_caps_pinned_to_one_node_past_its_gpu_are_refused_before_deploying(e2e, swarm, stack, tmp_path):
     node = swarm.manager.name
     services = {"a": service(e2e.image, 0.6, 1, node), "b": service(e2e.image, 0.5, 1, node)}
     proc = deploy(e2e, swarm, tmp_path, stack, services)
     assert proc.returncode == 1
     assert f"tasks pinned to node {node} are promised 1.10 GPUs of memory and it has 1" in proc.stderr
     assert stack not in swarm.manager.docker("service", "ls").stdout
+
+
+#: In a read-only task: its mounts, then an allocation that needs the ledger, then the cap (a
+#: library that cannot write its ledger refuses every allocation).
+READ_ONLY_SERVE = [
+    "sh",
+    "-c",
+    "cat /proc/mounts; gpumem_probe alloc 1073741824; gpumem_probe totalmem; echo done;"
+    " trap 'exit 0' TERM; sleep 600 & wait",
+]
+
+
+def test_a_read_only_task_keeps_its_ledger_on_a_tmpfs_of_its_own_and_allocates_under_its_cap(
+    e2e, swarm, stack, tmp_path
+):
+    node = swarm.manager
+    spec = {**service(e2e.image, 0.25, 1, node.name), "read_only": True, "command": READ_ONLY_SERVE}
+    proc = deploy(e2e, swarm, tmp_path, stack, {"ro": spec})
+    assert proc.returncode == 0, proc.stderr
+    printed, _ = task_report(node, f"{stack}_ro", done="done")
+    lines = printed.splitlines()
+    mounts = {fields[1]: fields for fields in (line.split() for line in lines) if len(fields) == 6}
+    assert mounts["/"][3].split(",")[0] == "ro", mounts["/"]  # the root is read-only
+    assert mounts["/run/gpumem"][2] == "tmpfs" and mounts["/run/gpumem"][3].startswith("rw,"), mounts
+    assert lines[-3:] == ["ok", f"totalmem={STAND_IN_TOTAL // 4}", "done"], printed

@@ -74,6 +74,16 @@ def test_fraction_goes_to_the_task_as_written_to_resolve_on_its_gpu() -> None:
     assert "x-gpu-memory" not in out and "x-gpu-memory" not in out["services"]["t"]
 
 
+def test_each_task_keeps_its_ledger_on_a_tmpfs_of_its_own_after_its_volumes() -> None:
+    mine = {"type": "volume", "source": "data", "target": "/data"}
+    old_ledger = {"type": "bind", "source": "/host/shared", "target": "/run/gpumem"}
+    out = stack({"t": gpu(read_only=True, volumes=[mine, old_ledger], **{"x-gpu-memory": 0.5})}).document
+    service = out["services"]["t"]
+    assert service["volumes"] == [mine, {"type": "tmpfs", "target": "/run/gpumem"}]
+    assert service["environment"]["GPUMEM_STATE_DIR"] == "/run/gpumem" and service["read_only"] is True
+    assert "volumes" not in stack({"t": gpu()}).document["services"]["t"]  # no cap: nothing added
+
+
 def test_top_level_default_caps_every_gpu_service() -> None:
     out = stack({"t": gpu(), "db": {"image": "pg"}}, **{"x-gpu-memory": "40%"}).document["services"]
     assert out["t"]["environment"]["GPUMEM_LIMIT"] == "40%"
@@ -167,6 +177,26 @@ def test_unknown_service_key_is_refused() -> None:
     assert "pull_policy 'always': is not part of the Swarm stack format" in refused(
         {"s": {"image": "i", "pull_policy": "always"}}
     )
+
+
+def test_tmpfs_which_swarm_ignores_becomes_volumes_of_type_tmpfs() -> None:
+    mine = {"type": "bind", "source": "/d", "target": "/d"}
+    result = stack({"s": {"image": "i", "read_only": True, "tmpfs": ["/tmp", "/var/run"], "volumes": [mine]}})
+    assert result.document["services"]["s"]["volumes"] == [
+        mine,
+        {"type": "tmpfs", "target": "/tmp"},
+        {"type": "tmpfs", "target": "/var/run"},
+    ]
+    assert "tmpfs" not in result.document["services"]["s"]
+    assert "service 's': tmpfs (which Swarm ignores) -> volumes of type tmpfs" in result.notes
+    single = stack({"s": {"image": "i", "tmpfs": "/tmp"}}).document["services"]["s"]
+    assert single["volumes"] == [{"type": "tmpfs", "target": "/tmp"}]
+
+
+def test_tmpfs_with_mount_options_is_refused_with_the_volume_to_write() -> None:
+    message = refused({"s": {"image": "i", "tmpfs": ["/run:size=64m"]}})
+    assert message.startswith("c.yaml: service 's': tmpfs '/run:size=64m': Swarm ignores tmpfs:")
+    assert "type: tmpfs" in message
 
 
 def test_x_key_inside_deploy_is_refused() -> None:
