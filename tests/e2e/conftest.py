@@ -558,18 +558,18 @@ class E2E:
         return {k: int(fields[k]) for k in ("total", "used", "free")}
 
     # ---- compose projects
+    def containers_of(self, project: str, service: str) -> list[str]:
+        """The running containers of one service of a project, sorted by id."""
+        filters = [
+            f"label=com.docker.compose.project={project}",
+            f"label=com.docker.compose.service={service}",
+        ]
+        return sorted(
+            run(["docker", "ps", "-q", "--filter", filters[0], "--filter", filters[1]]).stdout.split()
+        )
+
     def container_of(self, project: str, service: str) -> str:
-        ids = run(
-            [
-                "docker",
-                "ps",
-                "-q",
-                "--filter",
-                f"label=com.docker.compose.project={project}",
-                "--filter",
-                f"label=com.docker.compose.service={service}",
-            ]
-        ).stdout.split()
+        ids = self.containers_of(project, service)
         assert len(ids) == 1, f"expected one running {service} container in {project}: {ids}"
         return ids[0]
 

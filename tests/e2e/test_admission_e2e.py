@@ -145,7 +145,7 @@ def test_ipc_host_services_of_two_projects_and_two_replicas_hold_separate_ledger
     for folder, name in ((a_folder, a), (b_folder, b)):
         up = gpumem_compose(e2e, folder, name, "--allow-overcommit", "up", "-d")
         assert up.returncode == 0, up.stderr
-    ids = e2e_ids(e2e, a, "svc") + e2e_ids(e2e, b, "svc")
+    ids = e2e.containers_of(a, "svc") + e2e.containers_of(b, "svc")
     assert len(ids) == 3
     free = {c: e2e.info(c)["free"] for c in ids}
     share = free[ids[0]] * 3 // 4
@@ -157,24 +157,6 @@ def test_ipc_host_services_of_two_projects_and_two_replicas_hold_separate_ledger
             assert e2e.alloc(other, share) == "ok"
     finally:
         finish(holder)
-
-
-def e2e_ids(e2e, project: str, service: str) -> list[str]:
-    out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-            "--filter",
-            f"label=com.docker.compose.service={service}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return sorted(out.stdout.split())
 
 
 def test_a_gpu_container_with_no_cap_on_the_same_gpu_is_warned_about(e2e, projects):
