@@ -93,18 +93,20 @@ class Options:
         found = _find_default(os.getcwd())
         return os.path.basename(found) if found else "compose.yaml"
 
+    def named_files(self) -> list[str]:
+        """The compose files as the user named them: ``-f``, else ``COMPOSE_FILE`` (``-``, stdin,
+        included); empty when Compose is to find one."""
+        if self.files:
+            return list(self.files)
+        separator = os.environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
+        return [f for f in os.environ.get("COMPOSE_FILE", "").split(separator) if f]
+
     def directory(self) -> str:
         """The project directory Compose uses: as given, else the first file's, else the one
         holding the compose file found from the working directory up."""
         if self.project_directory:
             return os.path.abspath(self.project_directory)
-        files = self.files or [
-            f
-            for f in os.environ.get("COMPOSE_FILE", "").split(
-                os.environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
-            )
-            if f
-        ]
+        files = self.named_files()
         if files and files[0] != "-":
             return os.path.dirname(os.path.abspath(files[0]))
         if files:
@@ -116,13 +118,7 @@ class Options:
 def user_files(options: Options) -> list[str]:
     """The compose files Compose will read first (``-f``, else ``COMPOSE_FILE``, else the one
     found from the working directory up); ``-`` (stdin) is left out."""
-    files = options.files or [
-        f
-        for f in os.environ.get("COMPOSE_FILE", "").split(
-            os.environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
-        )
-        if f
-    ]
+    files = options.named_files()
     if not files:
         found = _find_default(os.getcwd())
         files = [found] if found else []

@@ -106,19 +106,7 @@ def build(options: compose.Options) -> swarm.Stack:
 
 def file_version(options: compose.Options) -> str | None:
     """The ``version:`` of the first of the user's files that has one (Compose drops it)."""
-    names = options.files or [
-        f
-        for f in os.environ.get("COMPOSE_FILE", "").split(
-            os.environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
-        )
-        if f
-    ]
-    if not names:
-        default = compose._find_default(os.getcwd())
-        names = [default] if default else []
-    for name in names:
-        if name == "-":
-            continue
+    for name in compose.user_files(options):
         try:
             with open(name, encoding="utf-8") as file:
                 match = _VERSION.search(file.read())

@@ -374,6 +374,21 @@ def test_stack_config_resolves_with_compose_and_copies_version(
     assert "note: service 't': restart: always" in proc.stderr
 
 
+def test_the_version_is_read_from_the_files_compose_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compose_gpumem import compose, stack_cli
+
+    write(tmp_path / "a.yaml", "services: {}\n")
+    write(tmp_path / "b.yaml", 'version: "3.7"\n')
+    write(tmp_path / "compose.yaml", "version: '3.4'\n")
+    monkeypatch.chdir(tmp_path)
+    assert stack_cli.file_version(compose.Options()) == "3.4"  # the file Compose finds
+    monkeypatch.setenv("COMPOSE_FILE", "a.yaml:b.yaml")
+    assert stack_cli.file_version(compose.Options()) == "3.7"
+    assert stack_cli.file_version(compose.Options(files=["-", "a.yaml"])) is None  # -f wins; stdin unread
+
+
 def test_stack_config_refusal_is_one_line_and_exit_1(
     tmp_path: Path, compose_cmd: list[str], lib_dir: Path
 ) -> None:
