@@ -288,12 +288,7 @@ def project_name(project: Project, options: compose.Options) -> str:
 
 
 def compose_start(
-    project: Project,
-    command: str,
-    chosen: Sequence[Start],
-    *,
-    options: compose.Options,
-    allow: bool,
+    project: Project, chosen: Sequence[Start], *, options: compose.Options, allow: bool
 ) -> None:
     """Admit ``chosen`` (what a Compose start of ``project`` starts, :func:`starting.starts`) or
     raise; on success the lock is held by a watcher until the containers run or Compose ends

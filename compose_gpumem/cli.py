@@ -99,7 +99,7 @@ def _passthrough(name: str) -> click.Command:
                     if s.service in resolved.plans
                 }
             )
-            compose_start(resolved, name, chosen, options=settings.options, allow=settings.allow_overcommit)
+            compose_start(resolved, chosen, options=settings.options, allow=settings.allow_overcommit)
             text = enforced_yaml(resolved, mode, settings.options.label())
         return compose.run_resolved(settings.options, text or resolved.injected_yaml(), [name, *args])
 
