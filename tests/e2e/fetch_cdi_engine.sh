@@ -47,12 +47,12 @@ for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
 cp "$work/root/usr/sbin/dockerd" "$work/root/usr/bin/docker" "$work/bin/"
 "$work/bin/dockerd" --version >/dev/null 2>"$work/run.log" || fail "$suite's dockerd does not run here: $(tail -n 1 "$work/run.log")"
 "$work/bin/docker" --version >/dev/null 2>"$work/run.log" || fail "$suite's docker does not run here: $(tail -n 1 "$work/run.log")"
-# in place at once: a directory with bin/ is always complete
+# in place at once: a directory with bin/ is always complete (two fetches at once: the last wins)
 mkdir -p "$(dirname "$dir")"
-rm -rf "$dir.new"
-mkdir "$dir.new"
-mv "$work/bin" "$dir.new/bin"
-"$dir.new/bin/dockerd" --version >"$dir.new/VERSION"
+new="$(mktemp -d "$dir.new.XXXXXX")"
+mv "$work/bin" "$new/bin"
+"$new/bin/dockerd" --version >"$new/VERSION"
+chmod 755 "$new"
 rm -rf "$dir"
-mv "$dir.new" "$dir"
+mv -T "$new" "$dir" 2>/dev/null || rm -rf "$new"
 echo "$dir"
