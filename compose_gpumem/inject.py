@@ -14,8 +14,6 @@ the same result as injecting once.
 
 from __future__ import annotations
 
-import re
-
 from . import caplabels
 from .errors import InvalidValue, NoGpuRequest
 from .records import Record
@@ -293,6 +291,12 @@ def cap_environment(p: Plan) -> dict[str, str]:
     return env
 
 
+def _device_limit(variable: str) -> bool:
+    """``GPUMEM_LIMIT_[0-9]+``."""
+    index = variable.removeprefix("GPUMEM_LIMIT_")
+    return index != variable and index.isascii() and index.isdigit()
+
+
 def replaced(own: Mapping[str, Any], p: Plan) -> dict[str, tuple[str, str]]:
     """The variables of ``own`` (a service's environment, ``-e``) that the declared cap sets
     too, each with its value and the declared one, which wins (one rule for both tools).  A
@@ -303,7 +307,7 @@ def replaced(own: Mapping[str, Any], p: Plan) -> dict[str, tuple[str, str]]:
     out = {}
     for variable, value in own.items():
         new = ours.get(str(variable))
-        if new is None and None in p.limits and re.fullmatch(r"GPUMEM_LIMIT_[0-9]+", str(variable)):
+        if new is None and None in p.limits and _device_limit(str(variable)):
             new = p.limits[None].text
         if new is not None:
             out[str(variable)] = ("" if value is None else str(value), new)

@@ -6,27 +6,21 @@ small project.  So the global options are read first with the same table click u
 is the CLI imported.  :func:`compose_gpumem.commands.load` takes that process only when the parsed
 command line asks for exactly the same call; otherwise it is killed unheard.  Nothing here
 imports more than ``os``: even the signal handlers are set through ``_signal``, the interpreter's
-own module, loaded before any of ours (``signal`` would import enum first: about 5 ms of CPU on
-the bench host, before Compose could start).
+own module (see :mod:`compose_gpumem.compose`), as ``signal`` would import enum before Compose
+could start.
 """
 
 from __future__ import annotations
 
 import sys
 
-from .compose import NEEDS_NO_CAP, NO_PROJECT, Options, Resolving, start_resolve
+from .compose import NEEDS_NO_CAP, NO_PROJECT, Options, Resolving, signal, start_resolve
 from .errors import GpumemError, Interrupted, caused_by_interrupt, stop_requests
 from .options import passed_args, prescan
 
 TYPE_CHECKING = False  # `typing` (and collections.abc) stay off the path to starting Compose
 if TYPE_CHECKING:
-    import signal
     from typing import Any, Sequence
-else:
-    try:  # see above: `signal` without enum
-        import _signal as signal
-    except ImportError:  # pragma: no cover - an interpreter without it
-        import signal
 
 
 def speculate(argv: Sequence[str], fmt: str = "yaml") -> Resolving | None:

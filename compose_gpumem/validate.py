@@ -2,9 +2,11 @@
 
 :func:`parse_value` turns a value into :class:`Limit` objects.  The JSON Schema shipped in the
 package (``schema.json``, usable by editors too) is the definition of a valid value: the fast
-path below compiles the schema's own patterns and accepts what they accept, and any value it
-refuses gets a message naming the rule it breaks (:func:`why`).
-Tests check that both agree on every example file.
+path below (:func:`is_fraction_text`, :func:`is_percent`, :func:`is_size`, plain code: ``re``
+and ``json`` cost a plain ``config`` more than the rest of its Python) accepts what the schema's
+patterns accept, but for a final line break, which their ``$`` lets through and the library
+cannot read; any value it refuses gets a message naming the rule it breaks (:func:`why`).
+Tests check that both agree on generated text and on every example file.
 
 :func:`check_overcommit` adds up the fractions of the services pinned to each GPU; sizes are
 turned into fractions where NVML can tell the GPU's memory (:func:`device_totals`, read only when a
@@ -18,9 +20,8 @@ import os
 from .errors import InvalidValue, Overcommit
 from .records import Record
 
-TYPE_CHECKING = False  # `typing`, `re` and `json` stay off the path of a numeric value
+TYPE_CHECKING = False  # `typing`, `re` and `json` stay off the path of a valid value
 if TYPE_CHECKING:
-    import re
     from typing import Any, Callable, Iterable, Mapping
 
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -52,17 +53,66 @@ def schema() -> dict[str, Any]:
     return result
 
 
-def _patterns() -> dict[str, re.Pattern[str]]:
-    """The schema's patterns for a text value, compiled once (only a text value needs them)."""
-    if "patterns" not in _loaded:
-        import re
+def _number_and_unit(text: str) -> tuple[str, str]:
+    """``([0-9.]*)(.*)``: the digits and dots that lead ``text``, and the rest."""
+    i = 0
+    while i < len(text) and text[i] in "0123456789.":
+        i += 1
+    return text[:i], text[i:]
 
-        defs = schema()["$defs"]
-        _loaded["patterns"] = {
-            name: re.compile(defs[name]["pattern"]) for name in ("fraction-text", "percent", "size")
-        }
-    patterns: dict[str, re.Pattern[str]] = _loaded["patterns"]
-    return patterns
+
+def _fraction_below_one(number: str) -> bool:
+    """``0*0\\.[0-9]*[1-9][0-9]*``: zeros, a dot, digits not all zero."""
+    whole, dot, fraction = number.partition(".")
+    return (
+        bool(dot) and whole != "" and not whole.strip("0") and _digits(fraction) and bool(fraction.strip("0"))
+    )
+
+
+def _positive_number(number: str) -> bool:
+    """``0*[1-9][0-9]*(\\.[0-9]+)?|0*0\\.[0-9]*[1-9][0-9]*``: a number above 0."""
+    whole, dot, fraction = number.partition(".")
+    if _digits(whole) and whole.strip("0") and (not dot or _digits(fraction)):
+        return True
+    return _fraction_below_one(number)
+
+
+def is_fraction_text(text: str) -> bool:
+    """The schema's ``fraction-text`` (``$defs`` in schema.json), a final line break refused."""
+    whole, dot, fraction = text.partition(".")
+    one = (
+        whole.lstrip("0") == "1"
+        and _digits(whole)
+        and bool(dot)
+        and _digits(fraction)
+        and not fraction.strip("0")
+    )
+    return one or _fraction_below_one(text)
+
+
+def is_percent(text: str) -> bool:
+    """The schema's ``percent``, a final line break refused."""
+    if not text.endswith("%"):
+        return False
+    number = text[:-1]
+    whole, dot, fraction = number.partition(".")
+    if _digits(whole) and (not dot or (_digits(fraction) and not fraction.strip("0"))):
+        if whole.lstrip("0") == "100":
+            return True
+    if _digits(whole) and 1 <= len(whole.lstrip("0")) <= 2 and (not dot or _digits(fraction)):
+        return True
+    return _fraction_below_one(number)
+
+
+_BINARY_UNITS = frozenset(
+    [f"{p}{i}{b}" for p in "kKmMgGtTpP" for i in ("", "i", "I") for b in ("", "b", "B")] + ["b", "B"]
+)
+
+
+def is_size(text: str) -> bool:
+    """The schema's ``size``, a final line break refused."""
+    number, unit = _number_and_unit(text)
+    return unit in _BINARY_UNITS and _positive_number(number)
 
 
 #: The largest size the library takes (``limits.c``: a size above 1.8e19 bytes is malformed).
@@ -126,19 +176,15 @@ def _parse_limit(value: Any) -> Limit | None:
         return None
     if not isinstance(value, str):
         return None
-    patterns = _patterns()
-    if patterns["fraction-text"].match(value):
+    if is_fraction_text(value):
         return _positive(Limit(value, fraction=library_number(value)))
-    if patterns["percent"].match(value):
+    if is_percent(value):
         return _positive(Limit(value, fraction=library_number(value[:-1]) / 100.0))
-    if patterns["size"].match(value):
-        import re
-
-        match = re.match(r"([0-9.]+)([a-zA-Z]*)", value)
-        assert match is not None
-        unit = match.group(2).lower()[:1]
+    if is_size(value):
+        number, unit = _number_and_unit(value)
+        unit = unit.lower()[:1]
         unit = "" if unit == "b" else unit
-        size = library_number(match.group(1)) * float(UNITS[unit])
+        size = library_number(number) * float(UNITS[unit])
         if size > MAX_BYTES:
             return None
         return _positive(Limit(value, size=int(size)))
@@ -246,14 +292,12 @@ def decimal_unit_note(limits: dict[int | None, Limit]) -> str | None:
     for limit in limits.values():
         if limit.size is None:
             continue
-        import re
-
-        match = re.fullmatch(r"([0-9.]+)([kKmMgGtTpP])[bB]", limit.text)
-        if match:
-            unit = match.group(2).upper()
+        number, unit = _number_and_unit(limit.text)  # ([0-9.]+)([kKmMgGtTpP])[bB]
+        if number and len(unit) == 2 and unit[0] in "kKmMgGtTpP" and unit[1] in "bB":
+            unit = unit[0].upper()
             return (
-                f"{limit.text!r} is read as {match.group(1)} {unit}iB = {limit.size} bytes "
-                f"(binary units, as in Docker); write {match.group(1)}{unit}iB to say so"
+                f"{limit.text!r} is read as {number} {unit}iB = {limit.size} bytes "
+                f"(binary units, as in Docker); write {number}{unit}iB to say so"
             )
     return None
 

@@ -20,8 +20,7 @@ that came from Compose keeps its ``$$`` escapes and reads back the same.
 
 from __future__ import annotations
 
-import re
-
+from . import yamlscan
 from .records import Record
 
 TYPE_CHECKING = False  # `typing` stays off the path of `config` (see options.py)
@@ -30,9 +29,6 @@ if TYPE_CHECKING:
 
 _INFINITY = float("inf")
 
-#: plain text, and ``0=0.5,1=8GiB`` (our labels): digits then ``=`` are no number or date in YAML
-#: 1.1 or 1.2, and Compose prints them plain too
-_PLAIN = re.compile(r"(?:[A-Za-z_/$]|-[A-Za-z_]|[0-9]+=)[\w./+@$=,-]*(?: [\w./+@$=,-]+)*")
 _RESERVED = frozenset("true false yes no on off y n null ~".split())
 
 
@@ -57,7 +53,7 @@ def scalar(value: Any) -> str:
             text = f"{mantissa}.0e{exponent}"
         return text
     text = str(value)
-    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
+    if yamlscan.is_plain(text) and text.lower() not in _RESERVED:
         return text
     return _quoted(text)
 
@@ -136,17 +132,6 @@ class NotCanonical(Exception):
     """The text uses YAML beyond what :func:`load_canonical` reads; use :func:`load`."""
 
 
-_KEY = re.compile(r'(?:"((?:[^"\\]|\\.)*)"|([A-Za-z0-9_./][A-Za-z0-9_./-]*)):(?: |$)')
-_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
-_FLOAT = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
-#: Plain text that every YAML version reads as a string: starts with a letter, ``_``, ``/``,
-#: ``$``, ``-`` before a letter, or a digit when a letter or ``%`` follows (``8GiB``, ``30%``);
-#: no flow indicators, comments or ``: ``.
-_PLAIN_TEXT = re.compile(
-    r"(?:[A-Za-z_/$]|-(?=[A-Za-z_-])|[0-9](?=[0-9.]*[A-Za-z%]))[^\s#\[\]{},]*(?: [^\s#\[\]{},]+)*"
-)
-#: Digit-led text some YAML version reads as a number or a date: ``1e3``, ``0x1F``, ``2024-01-01``.
-_NUMBERISH = re.compile(r"[0-9][0-9._:]*(?:[eE][-+]?[0-9]+)?|0[xXoObB].*|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*")
 _AMBIGUOUS = frozenset("yes no on off y n true false null ~".split())
 
 
@@ -157,16 +142,16 @@ def _plain(text: str) -> Any:
         return True
     if text == "false":
         return False
-    if _INT.fullmatch(text):
+    if yamlscan.is_int(text):
         return int(text)
-    if _FLOAT.fullmatch(text):
+    if yamlscan.is_float(text):
         return float(text)
     if (
-        _PLAIN_TEXT.fullmatch(text)
+        yamlscan.is_plain_text(text)
         and ": " not in text
         and not text.endswith(":")
         and text.lower() not in _AMBIGUOUS
-        and not _NUMBERISH.fullmatch(text)
+        and not yamlscan.is_numberish(text)
     ):
         return text
     raise NotCanonical(text)
@@ -196,10 +181,11 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" "))
 
 
-def _key(match: re.Match[str]) -> str:
-    if match.group(1) is not None:
-        return _unquoted(match.group(1))
-    return match.group(2)
+def _key(quoted: str | None, plain: str | None) -> str:
+    if quoted is not None:
+        return _unquoted(quoted)
+    assert plain is not None
+    return plain
 
 
 class _Reader:
@@ -226,11 +212,12 @@ class _Reader:
                 break
             if n > indent:
                 raise NotCanonical(line)
-            match = _KEY.match(line, n)
+            match = yamlscan.key_at(line, n)
             if match is None:
                 raise NotCanonical(line)
-            key = _key(match)
-            rest = line[match.end() :]
+            end, quoted, plain = match
+            key = _key(quoted, plain)
+            rest = line[end:]
             self.i += 1
             if rest:
                 value = _value(rest)
@@ -257,7 +244,7 @@ class _Reader:
             content = line[n + 2 :]
             if content.startswith(("- ", "-\n")) or not content.strip():
                 raise NotCanonical(line)
-            if _KEY.match(content):
+            if yamlscan.key_at(content, 0):
                 self.lines[self.i] = " " * (n + 2) + content
                 items.append(self.map(n + 2))
             else:
@@ -318,22 +305,16 @@ class Split(Record):
         self.tail = tail
 
 
-_SECTION = re.compile(r"^services:\n", re.MULTILINE)
-_TOP_KEY = re.compile(r"^(?=\S)", re.MULTILINE)
-_SERVICE = re.compile(r"^  (?=\S)", re.MULTILINE)
-_SERVICE_KEY = re.compile(r"^    (?=\S)", re.MULTILINE)
-
-
 def split_services(text: str) -> Split | None:
     """Cut canonical Compose YAML into service blocks; ``None`` when it is not in that shape."""
-    section = _SECTION.search(text)
-    if section is None:
+    section = 0 if text.startswith("services:\n") else text.find("\nservices:\n") + 1
+    if section == 0 and not text.startswith("services:\n"):
         return None
-    begin = section.end()
-    after = _TOP_KEY.search(text, begin)
-    end = after.start() if after else len(text)
+    begin = section + len("services:\n")
+    after = yamlscan.line_starts(text, "", begin, first=True)
+    end = after[0] if after else len(text)
     body = text[begin:end]
-    starts = [m.start() for m in _SERVICE.finditer(body)]
+    starts = yamlscan.line_starts(body, "  ")
     if body.strip() and (not starts or body[: starts[0]].strip()):
         return None
     bounds = [*starts, len(body)]
@@ -343,7 +324,7 @@ def split_services(text: str) -> Split | None:
 
 def service_keys(block: str) -> tuple[str, list[tuple[str, str]]]:
     """One service block as its header line and its keys' texts, in order: ``(key, text)``."""
-    starts = [m.start() for m in _SERVICE_KEY.finditer(block)]
+    starts = yamlscan.line_starts(block, "    ")
     header = block[: starts[0]] if starts else block
     bounds = [*starts, len(block)]
     keys = []
@@ -362,13 +343,11 @@ def dump_items(items: list[Any], indent: int) -> str:
 
 def top_level_block(text: str, key: str) -> str | None:
     """The text of one top-level key (its line and the indented lines under it), if present."""
-    match = re.search(rf"^{re.escape(key)}:.*\n(?:(?:[ ].*)?\n)*", text, re.MULTILINE)
-    if match is None:
-        return None
-    return match.group(0)
+    found = yamlscan.block_at_line(text, key)
+    return text[found[0] : found[1]] if found else None
 
 
-_ALIAS = re.compile(r"(?:^|[\s\[{,:-])\*[^\s,\[\]{}]+")
+_ALIAS = r"(?:^|[\s\[{,:-])\*[^\s,\[\]{}]+"
 #: Nodes that aliases may add: a file sharing a block of defaults with 500 services adds
 #: about 5,000; 5 levels of "billion laughs" add 75,000 and keep Compose busy for 35 s.
 MAX_ALIAS_NODES = 20_000
@@ -378,7 +357,11 @@ def alias_nodes(text: str, limit: int = MAX_ALIAS_NODES) -> int:
     """How many nodes expanding the aliases of ``text`` would add, counted without expanding
     (each node once, times its uses); stops counting past ``limit``.  Text without an alias
     costs one regex search."""
-    if "&" not in text or not _ALIAS.search(text):
+    if "&" not in text:
+        return 0
+    import re
+
+    if not re.search(_ALIAS, text):
         return 0
     from ruamel.yaml.cyaml import CSafeLoader  # ruamel.yaml.clib: a dependency on CPython
 

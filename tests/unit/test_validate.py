@@ -16,6 +16,9 @@ from compose_gpumem.validate import (
     Limit,
     Share,
     check_overcommit,
+    is_fraction_text,
+    is_percent,
+    is_size,
     library_number,
     parse_value,
     schema,
@@ -235,3 +238,32 @@ def test_library_number_reads_digits_dot_digits_only(text: str) -> None:
     else:
         with pytest.raises(ValueError):
             library_number(text)
+
+
+@pytest.mark.parametrize(
+    ("name", "matcher"), [("fraction-text", is_fraction_text), ("percent", is_percent), ("size", is_size)]
+)
+@settings(max_examples=1500, deadline=None, derandomize=True, database=None)
+@given(text=st.text(st.sampled_from("0001123456789..%kKmMgGtTpPiIbBx \n٣"), max_size=9))
+@example(text="0.0")
+@example(text="00.010")
+@example(text="01.000")
+@example(text="100.0%")
+@example(text="099%")
+@example(text="123%")
+@example(text="101.0%")
+@example(text="0.5%")
+@example(text="012GiB")
+@example(text="0.5b")
+def test_each_text_form_is_what_the_schemas_pattern_accepts(name: str, matcher: Any, text: str) -> None:
+    """The fast path's plain code accepts what schema.json's pattern accepts, whole text only
+    (the pattern's `$` also lets a final line break through, which the library cannot read)."""
+    pattern = schema()["$defs"][name]["pattern"]
+    assert pattern.startswith("^") and pattern.endswith("$")
+    assert matcher(text) == (re.fullmatch(pattern[1:-1], text) is not None), text
+
+
+@pytest.mark.parametrize("value", ["0.5\n", "30%\n", "12GiB\n"])
+def test_a_final_line_break_is_refused_with_a_rule(value: str) -> None:
+    with pytest.raises(InvalidValue, match="must have no spaces"):
+        parse_value(value)
