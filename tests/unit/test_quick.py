@@ -99,7 +99,8 @@ HEAVY = {
 
 
 def test_quick_config_and_override_import_nothing_heavy(tmp_path: Path, compose_cmd: list[str]) -> None:
-    write(tmp_path / "compose.yaml", STACK)
+    sized = "  sized:\n    image: i\n    gpus: all\n    x-gpu-memory: 64MiB\n"  # no driver here: no NVML
+    write(tmp_path / "compose.yaml", STACK + sized)
     probe = (
         "import sys\nfrom compose_gpumem import launch\nsys.argv = ['gpumem-compose', *sys.argv[1:]]\n"
         "try:\n    launch.main()\nexcept SystemExit:\n    pass\n"
