@@ -82,3 +82,15 @@ def test_line_starts_are_the_multiline_pattern(text: str, prefix: str) -> None:
 def test_block_at_line_is_the_top_level_block_pattern(text: str) -> None:
     match = re.search(r"^x-k:.*\n(?:(?:[ ].*)?\n)*", text, re.MULTILINE)
     assert yamlscan.block_at_line(text, "x-k") == (None if match is None else match.span())
+
+
+def test_long_text_is_scanned_by_re_with_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past yamlscan._SCAN_WITH_RE characters, line starts are found by ``re``; both ways agree."""
+    text = "services:\n" + "".join(f"  s{i}:\n    image: x\n    a: b\n   c\n" for i in range(2000)) + "x: 1\n"
+    assert len(text) > yamlscan._SCAN_WITH_RE
+    by_re = [yamlscan.line_starts(text, prefix, 10) for prefix in ("", "  ", "    ")]
+    firsts = [yamlscan.line_starts(text, prefix, 10, first=True) for prefix in ("", "  ", "    ")]
+    monkeypatch.setattr(yamlscan, "_SCAN_WITH_RE", 1 << 40)
+    assert by_re == [yamlscan.line_starts(text, prefix, 10) for prefix in ("", "  ", "    ")]
+    assert firsts == [yamlscan.line_starts(text, prefix, 10, first=True) for prefix in ("", "  ", "    ")]
+    assert len(by_re[1]) == 2000 and by_re[0] == [len(text) - 5]
