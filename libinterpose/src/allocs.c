@@ -91,30 +91,29 @@ int cuMemAllocManaged(CUdeviceptr *dptr, size_t size, unsigned int flags)
 /* pitch: reserve an upper bound (rows padded to 2 KiB), then settle to pitch * height */
 #define PITCH_BOUND(w, h) ((((uint64_t)(w) + 2047) & ~(uint64_t)2047) * (uint64_t)(h))
 
+/* the pitch calls' one body: dptr, pitch, w and h are the hook's own arguments */
+#define PITCH_ALLOC(fname, call) do {                                            \
+        struct charge c_;                                                         \
+        CUresult e_ = charge_begin(&c_, dev_, ctx_, PITCH_BOUND(w, h), TK_MEM, #fname); \
+        if (e_ != CUDA_SUCCESS) return e_;                                        \
+        CUresult r_ = (call);                                                     \
+        if (r_ == CUDA_SUCCESS) charge_settle(&c_, (uint64_t)*pitch * h);         \
+        charge_end(&c_, r_, r_ == CUDA_SUCCESS ? *dptr : 0);                      \
+        return r_;                                                                \
+    } while (0)
+
 int cuMemAllocPitch(CUdeviceptr_v1 *dptr, unsigned int *pitch, unsigned int w, unsigned int h, unsigned int elem)
 {
     REAL(cuMemAllocPitch, CUDA_ERROR_NOT_FOUND);
     CURRENT_DEV();
-    struct charge c;
-    CUresult e = charge_begin(&c, dev_, ctx_, PITCH_BOUND(w, h), TK_MEM, "cuMemAllocPitch");
-    if (e != CUDA_SUCCESS) return e;
-    CUresult r = real_(dptr, pitch, w, h, elem);
-    if (r == CUDA_SUCCESS) charge_settle(&c, (uint64_t)*pitch * h);
-    charge_end(&c, r, r == CUDA_SUCCESS ? *dptr : 0);
-    return r;
+    PITCH_ALLOC(cuMemAllocPitch, real_(dptr, pitch, w, h, elem));
 }
 
 int cuMemAllocPitch_v2(CUdeviceptr *dptr, size_t *pitch, size_t w, size_t h, unsigned int elem)
 {
     REAL(cuMemAllocPitch_v2, CUDA_ERROR_NOT_FOUND);
     CURRENT_DEV();
-    struct charge c;
-    CUresult e = charge_begin(&c, dev_, ctx_, PITCH_BOUND(w, h), TK_MEM, "cuMemAllocPitch_v2");
-    if (e != CUDA_SUCCESS) return e;
-    CUresult r = real_(dptr, pitch, w, h, elem);
-    if (r == CUDA_SUCCESS) charge_settle(&c, (uint64_t)*pitch * h);
-    charge_end(&c, r, r == CUDA_SUCCESS ? *dptr : 0);
-    return r;
+    PITCH_ALLOC(cuMemAllocPitch_v2, real_(dptr, pitch, w, h, elem));
 }
 
 int cuMemFree(CUdeviceptr_v1 dptr)

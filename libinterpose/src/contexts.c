@@ -90,24 +90,15 @@ typedef CUresult (*fn_push)(CUcontext);
 typedef CUresult (*fn_pop)(CUcontext *);
 typedef CUresult (*fn_from_green)(CUcontext *, void *);
 
-static CUresult primary_retain(CUdevice dev, CUcontext *pc)
+/* our retain of the primary context, charged as cuDevicePrimaryCtxRetain's (its denial named
+ * for the green context); released through our own cuDevicePrimaryCtxRelease_v2 */
+static CUresult primary_retain(CUdevice dev, CUcontext *pctx)
 {
-    fn_cuDevicePrimaryCtxRetain real = (fn_cuDevicePrimaryCtxRetain)hooks_real(H_cuDevicePrimaryCtxRetain);
-    struct gdev *d;
-    uint64_t extra;
-    if (!real) return CUDA_ERROR_NOT_FOUND;
-    CUresult e = ctx_create_begin(dev, 1, &d, &extra, "cuGreenCtxCreate (its primary context)");
-    if (e != CUDA_SUCCESS) return e;
-    CUresult r = real(pc, dev);
-    ctx_create_end(d, r, r == CUDA_SUCCESS ? *pc : NULL, 1, extra);
-    return r;
+    REAL(cuDevicePrimaryCtxRetain, CUDA_ERROR_NOT_FOUND);
+    CTX_CREATE(cuGreenCtxCreate, dev, real_(pctx, dev), 1);
 }
 
-static void primary_release(CUdevice dev)
-{
-    fn_cuDevicePrimaryCtxRelease_v2 real = (fn_cuDevicePrimaryCtxRelease_v2)hooks_real(H_cuDevicePrimaryCtxRelease_v2);
-    if (real && real(dev) == CUDA_SUCCESS) ctx_primary_released(dev);
-}
+static void primary_release(CUdevice dev) { (void)cuDevicePrimaryCtxRelease_v2(dev); }
 
 /* the driver's free memory with pc current (the caller's current context left as it was); 0: unknown */
 static uint64_t free_in(CUcontext pc)

@@ -483,7 +483,7 @@ struct gdev *dev_of_stream(CUstream s, int ptsz, void **ctx_out)
     if (!gpumem_active || !load_devices()) return NULL;
     CUcontext c = NULL;
     fn_streamctx get = ptsz && p_cuStreamGetCtx_ptsz ? p_cuStreamGetCtx_ptsz : p_cuStreamGetCtx;
-    CUcontext owner = c;
+    CUcontext owner = NULL;
     struct gdev *d = get && get(s, &c) == CUDA_SUCCESS && c ? dev_of_ctx(c, &owner) : NULL;
     if (!d) return dev_current(ctx_out);   /* a context we never saw: the current one's device */
     stream_memo.s = s;
