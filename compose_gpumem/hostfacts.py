@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from . import library as lib
+from .driverhint import ENV_NVML, driver_present
 
-ENV_NVML = "GPUMEM_NVML_LIBRARY"
 NVML_SONAME = "libnvidia-ml.so.1"
-#: Device nodes of a loaded NVIDIA driver (``/dev/dxg``: WSL2); without one NVML is not tried.
-DRIVER_NODES = ("/dev/nvidiactl", "/dev/dxg")
 GPU_HOOK = "nvidia-container-runtime-hook"
 #: The NVIDIA Container Toolkit's CDI hook that applies NVIDIA_GPU_MEMORY_REQUEST/LIMIT.
 MEMORY_LIMIT_HOOK = "apply-cuda-memory-limits"
@@ -165,9 +163,9 @@ class _Memory(ctypes.Structure):
 @functools.cache
 def nvml() -> Nvml:
     """The driver and its GPUs per NVML; an ``error`` when there is no usable NVIDIA driver."""
-    path = os.environ.get(ENV_NVML)
-    if not path and not any(os.path.exists(node) for node in DRIVER_NODES):
+    if not driver_present():
         return Nvml(error="no /dev/nvidiactl: no NVIDIA driver is loaded")
+    path = os.environ.get(ENV_NVML)
     try:
         handle = ctypes.CDLL(path or NVML_SONAME)
     except OSError as error:

@@ -314,17 +314,14 @@ class Share(Record):
         self.limit = limit
 
 
-#: hostfacts.DRIVER_NODES: importing hostfacts and containers (dataclasses, json, ctypes...)
-#: costs a `config` more than the rest of its Python, so without a driver they are not imported
-_DRIVER_NODES = ("/dev/nvidiactl", "/dev/dxg")
-
-
 def device_totals(gpus: Iterable[str]) -> dict[str, int]:
     """Total memory in bytes of the named host GPUs (index, UUID, or ``*``: the smallest GPU), as
     :func:`compose_gpumem.hostfacts.nvml` read it, the one reader of the host's GPUs; a GPU NVML
     does not list is left out (no driver: empty)."""
-    if not os.environ.get("GPUMEM_NVML_LIBRARY") and not any(map(os.path.exists, _DRIVER_NODES)):
-        return {}  # hostfacts.nvml's own first check, before importing it and containers (below)
+    from .driverhint import driver_present
+
+    if not driver_present():
+        return {}  # hostfacts.nvml's own first check, made before importing it and containers
     from .containers import gpu_names  # containers reads Limit from here
 
     names = gpu_names()

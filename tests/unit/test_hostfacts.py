@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_gpumem import hostfacts
+from compose_gpumem import driverhint, hostfacts
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -60,7 +60,7 @@ def test_nvml_library_that_cannot_load_is_named(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(
-    any(os.path.exists(n) for n in hostfacts.DRIVER_NODES), reason="this host has an NVIDIA driver"
+    any(os.path.exists(n) for n in driverhint.DRIVER_NODES), reason="this host has an NVIDIA driver"
 )
 def test_nvml_on_a_host_without_driver_says_so_without_loading_anything():
     assert hostfacts.nvml().error == "no /dev/nvidiactl: no NVIDIA driver is loaded"
